@@ -1,0 +1,24 @@
+"""Native LLaDA and Dream implementations, loading, and the adapter interface.
+
+    from faircalib.models import load_dllm
+    m = load_dllm("zoo:tiny-llada")           # or a local HF-format directory
+    logits = m.model(input_ids)              # (B, T, V), position-aligned for every architecture
+"""
+from faircalib.models.adapter import DLLMAdapter
+from faircalib.models.base import ACT_POINTS, LINEAR_ROLES, DecoderBlock, DiffusionLM
+from faircalib.models.config import DLLMConfig, parse_config, read_config
+from faircalib.models.dream import DreamModel
+from faircalib.models.io import build_model, load_model_dir, load_tokenizer, save_model_dir
+from faircalib.models.llada import LLaDAModel
+from faircalib.models.loader import LoadedDLLM, inspect_model, load_dllm, resolve_source, weights_hash
+from faircalib.models.zoo import model_card, zoo_names, zoo_path
+
+__all__ = [
+    "ACT_POINTS", "LINEAR_ROLES", "DLLMAdapter", "DLLMConfig", "DecoderBlock", "DiffusionLM", "DreamModel",
+    "LLaDAModel", "LoadedDLLM", "build_model", "inspect_model", "load_dllm", "load_model_dir", "load_tokenizer",
+    "model_card", "parse_config", "read_config", "resolve_source", "save_model_dir", "weights_hash", "zoo_names",
+    "zoo_path",
+]
+from faircalib.models.tiny import tiny_config, tiny_model  # noqa: E402
+
+__all__ += ["tiny_config", "tiny_model"]

@@ -1,0 +1,118 @@
+"""`load_dllm`: the one public way to get a model, its tokenizer and its adapter."""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import safe_open
+
+from faircalib.models.adapter import DLLMAdapter
+from faircalib.models.base import DiffusionLM
+from faircalib.models.config import DLLMConfig, read_config
+from faircalib.models.io import load_model_dir, load_tokenizer, weight_files
+from faircalib.models.zoo import PREFIX, zoo_path
+
+
+@dataclass
+class LoadedDLLM:
+    model: DiffusionLM
+    tokenizer: Any  # a transformers tokenizer, or None when the directory has none
+    adapter: DLLMAdapter
+    source: str
+    path: Path
+
+    @property
+    def config(self) -> DLLMConfig:
+        return self.model.config
+
+    @property
+    def mask_token_id(self) -> int:
+        return self.model.mask_token_id
+
+    @property
+    def default_policy(self) -> str:
+        return self.model.default_policy
+
+
+def resolve_source(source: str | Path) -> Path:
+    """A zoo name (`zoo:tiny-llada`) or a local directory -> the directory."""
+    s = str(source)
+    return zoo_path(s) if s.startswith(PREFIX) else Path(s).expanduser()
+
+
+def default_dtype(device: torch.device | str) -> torch.dtype:
+    return torch.bfloat16 if torch.device(device).type == "cuda" else torch.float32
+
+
+def load_dllm(source: str | Path, dtype: torch.dtype | None = None,
+              device: torch.device | str = "cpu") -> LoadedDLLM:
+    """Load a LLaDA or Dream model from a Hugging Face-format directory or a zoo name.
+
+    dtype defaults to float32 on CPU and bfloat16 on CUDA. Raises ModelLoadError with a one-line reason.
+    """
+    path = resolve_source(source)
+    model = load_model_dir(path, dtype or default_dtype(device), device)
+    return LoadedDLLM(model=model, tokenizer=load_tokenizer(path), adapter=DLLMAdapter(model),
+                      source=str(source), path=path)
+
+
+_DTYPE_BYTES = {"F64": 8, "F32": 4, "BF16": 2, "F16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1,
+                "F8_E4M3": 1, "F8_E5M2": 1, "BOOL": 1}
+
+
+def inspect_model(source: str | Path) -> dict[str, Any]:
+    """Describe a model directory from its config and safetensors headers, without loading weights."""
+    path = resolve_source(source)
+    cfg = read_config(path)
+    files = weight_files(path)
+    n_params, dtypes, nbytes = 0, {}, 0
+    for f in files:
+        with safe_open(str(f), framework="pt", device="cpu") as sf:
+            for key in sf.keys():
+                sl = sf.get_slice(key)
+                numel = 1
+                for d in sl.get_shape():
+                    numel *= int(d)
+                n_params += numel
+                dt = sl.get_dtype()
+                dtypes[dt] = dtypes.get(dt, 0) + numel
+                nbytes += numel * _DTYPE_BYTES.get(dt, 4)
+    from faircalib.models.io import ARCH_CLASSES
+
+    cls = ARCH_CLASSES[cfg.arch]
+    return {
+        "source": str(source),
+        "architecture": cfg.arch,
+        "model_type": cfg.raw.get("model_type"),
+        "layers": cfg.n_layers,
+        "d_model": cfg.d_model,
+        "n_heads": cfg.n_heads,
+        "n_kv_heads": cfg.n_kv_heads,
+        "d_ff": cfg.d_ff,
+        "vocab_size": cfg.vocab_size,
+        "parameters": n_params,
+        "dtype": max(dtypes, key=dtypes.get).lower() if dtypes else None,
+        "weight_bytes": nbytes,
+        "shards": len(files),
+        "mask_token_id": cfg.mask_token_id,
+        "logits_shifted": cfg.logits_shifted,
+        "default_policy": cls.default_policy,
+        "tokenizer": load_tokenizer(path) is not None,
+    }
+
+
+def weights_hash(source: str | Path) -> str:
+    """sha256 over config.json and the weight files (in name order): the model's identity for caches."""
+    path = resolve_source(source)
+    h = hashlib.sha256()
+    h.update(json.dumps(json.loads((path / "config.json").read_text()), sort_keys=True).encode())
+    for f in weight_files(path):
+        h.update(f.name.encode())
+        with open(f, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 22), b""):
+                h.update(chunk)
+    return h.hexdigest()
