@@ -1,0 +1,1 @@
+"""Quantization: quantizers, transforms, baselines (see SPEC.md §2)."""
