@@ -1,0 +1,188 @@
+"""Decoding configuration: which commit policy, how many steps, window/block sizes, sampling knobs and
+what to record. Validation lives here (ConfigError naming the field); `resolve_config` fills the
+model-dependent parts (the model's default policy, the schedule family, the block length).
+
+Module boundary: pure configuration, no tensors and no model calls.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields, replace
+from typing import Any, Iterable
+
+from faircalib.errors import ConfigError
+
+# -- policy names --------------------------------------------------------------------------------
+LLADA_POLICIES = ("low_confidence",)
+DREAM_CONFIDENCE_POLICIES = ("entropy", "maskgit_plus", "topk_margin")
+DREAM_POLICIES = DREAM_CONFIDENCE_POLICIES + ("origin",)
+POLICIES = ("random",) + LLADA_POLICIES + DREAM_POLICIES
+SCHEDULES = ("llada", "dream")  # llada: even split per semi-AR block; dream: linspace timestep schedule
+MAX_STEPS = 32767  # commit_step is stored as int16
+
+
+def schedule_of(policy: str) -> str | None:
+    """The schedule family a policy implies (None for `random`, which borrows the model's)."""
+    if policy in LLADA_POLICIES:
+        return "llada"
+    if policy in DREAM_POLICIES:
+        return "dream"
+    return None
+
+
+def _allowed(values: Iterable[str]) -> str:
+    return ", ".join(values)
+
+
+@dataclass(frozen=True)
+class DecodeConfig:
+    """One decoding run. `policy=None` / `schedule=None` / `block_length=None` are resolved against the
+    model by `resolve_config` (model.default_policy; the policy's schedule family; block = gen_length).
+
+    Defaults follow SPEC.md §1 (steps = gen_length = 128, one block, greedy).
+    """
+
+    policy: str | None = None
+    steps: int = 128
+    gen_length: int = 128
+    block_length: int | None = None
+    temperature: float = 0.0  # 0 = greedy; >0: LLaDA Gumbel noise (float64) / Dream token sampling
+    alg_temp: float = 0.0  # Dream confidence policies: >0 samples the commit set from softmax(conf/alg_temp)
+    seed: int = 0
+    eps: float = 1e-3  # Dream: timesteps = linspace(1, eps, steps + 1)
+    schedule: str | None = None  # only meaningful for `random`: "llada" | "dream" (default: the model's)
+
+    def __post_init__(self) -> None:
+        if self.policy is not None and self.policy not in POLICIES:
+            raise ConfigError(f"decode policy={self.policy!r} is unknown; allowed: {_allowed(POLICIES)}")
+        for name in ("steps", "gen_length", "seed"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise ConfigError(f"decode {name}={value!r} must be an integer")
+        if not 1 <= self.steps <= MAX_STEPS:
+            raise ConfigError(f"decode steps={self.steps} must be in 1..{MAX_STEPS}")
+        if self.gen_length < 1:
+            raise ConfigError(f"decode gen_length={self.gen_length} must be >= 1")
+        if self.block_length is not None:
+            if not isinstance(self.block_length, int) or self.block_length < 1:
+                raise ConfigError(f"decode block_length={self.block_length!r} must be a positive integer or None")
+            if self.gen_length % self.block_length:
+                raise ConfigError(f"decode block_length={self.block_length} must divide gen_length={self.gen_length}")
+            n_blocks = self.gen_length // self.block_length
+            if self.steps % n_blocks:
+                raise ConfigError(f"decode steps={self.steps} must be divisible by the number of blocks "
+                                  f"(gen_length/block_length = {n_blocks})")
+        for name in ("temperature", "alg_temp"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+                raise ConfigError(f"decode {name}={value!r} must be a finite number >= 0")
+        if not 0.0 < self.eps < 1.0:
+            raise ConfigError(f"decode eps={self.eps!r} must be in (0, 1)")
+        if self.schedule is not None and self.schedule not in SCHEDULES:
+            raise ConfigError(f"decode schedule={self.schedule!r} is unknown; allowed: {_allowed(SCHEDULES)}")
+        if self.policy is not None:
+            implied = schedule_of(self.policy)
+            if implied is not None and self.schedule is not None and self.schedule != implied:
+                raise ConfigError(f"decode schedule={self.schedule!r} conflicts with policy={self.policy!r} "
+                                  f"(which uses the {implied!r} schedule); leave schedule unset")
+            if self.alg_temp > 0 and self.policy not in DREAM_CONFIDENCE_POLICIES:
+                raise ConfigError(f"decode alg_temp={self.alg_temp} only applies to the Dream confidence policies "
+                                  f"({_allowed(DREAM_CONFIDENCE_POLICIES)}), not policy={self.policy!r}")
+        family = self.schedule or (schedule_of(self.policy) if self.policy else None)
+        if family == "dream" and self.block_length not in (None, self.gen_length):
+            raise ConfigError(f"decode block_length={self.block_length} is not supported by the Dream schedule "
+                              f"(no semi-autoregressive blocks); leave it unset or equal to gen_length")
+
+    # -- derived ------------------------------------------------------------------------------
+    @property
+    def resolved(self) -> bool:
+        return self.policy is not None and self.schedule is not None and self.block_length is not None
+
+    @property
+    def n_blocks(self) -> int:
+        return self.gen_length // (self.block_length or self.gen_length)
+
+    @property
+    def steps_per_block(self) -> int:
+        return self.steps // self.n_blocks
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "DecodeConfig":
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ConfigError(f"decode config has unknown field(s) {unknown}; allowed: {_allowed(sorted(names))}")
+        return cls(**d)
+
+
+def model_default_policy(model: Any) -> str:
+    policy = getattr(model, "default_policy", None)
+    if policy not in POLICIES or policy == "random":
+        raise ConfigError(f"model {type(model).__name__} declares default_policy={policy!r}; it must be one of "
+                          f"{_allowed(LLADA_POLICIES + DREAM_POLICIES)}")
+    return policy
+
+
+def resolve_config(model: Any, cfg: DecodeConfig) -> DecodeConfig:
+    """Fill policy (model default), schedule (the policy's family; `random` borrows the model's default
+    policy's family) and block_length (= gen_length when unset). Re-validates the result."""
+    policy = cfg.policy or model_default_policy(model)
+    schedule = schedule_of(policy) or cfg.schedule or schedule_of(model_default_policy(model))
+    block = cfg.block_length if cfg.block_length is not None else cfg.gen_length
+    return replace(cfg, policy=policy, schedule=schedule, block_length=block)
+
+
+# -- recording ----------------------------------------------------------------------------------
+RECORD_DTYPES = {"top1": "int32", "top1_prob": "float16", "neg_entropy": "float16", "margin": "float16",
+                 "probs": "float16"}
+
+
+@dataclass(frozen=True)
+class RecordSpec:
+    """What `generate` stores per step for the answer window, each as an (S, B, L) array (probs:
+    (S, B, L, V)) on the CPU in a compact dtype. Quantities are computed from the policy's view of the
+    logits (the [MASK] column excluded, no temperature, no noise):
+
+    top1 (int32): argmax token; top1_prob (float16): its probability; neg_entropy (float16): sum p log p;
+    margin (float16): top-1 minus top-2 probability; probs (float16): the full distribution (large!).
+    `max_bytes` bounds the total; exceeding it is a ConfigError before decoding starts.
+    """
+
+    top1: bool = True
+    top1_prob: bool = True
+    neg_entropy: bool = False
+    margin: bool = False
+    probs: bool = False
+    max_bytes: int = 1 << 30
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.max_bytes, int) or self.max_bytes < 0:
+            raise ConfigError(f"record max_bytes={self.max_bytes!r} must be a non-negative integer")
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(n for n in RECORD_DTYPES if getattr(self, n))
+
+    def nbytes(self, steps: int, batch: int, gen_length: int, vocab: int) -> int:
+        per = {"top1": 4, "top1_prob": 2, "neg_entropy": 2, "margin": 2, "probs": 2 * vocab}
+        return steps * batch * gen_length * sum(per[n] for n in self.names)
+
+    @classmethod
+    def coerce(cls, record: Any) -> "RecordSpec | None":
+        """None/False -> nothing; True -> defaults (top1 + top1_prob); a RecordSpec; or names to record."""
+        if record is None or record is False:
+            return None
+        if record is True:
+            return cls()
+        if isinstance(record, cls):
+            return record if record.names else None
+        if isinstance(record, str):
+            record = (record,)
+        names = tuple(record)
+        unknown = [n for n in names if n not in RECORD_DTYPES]
+        if unknown:
+            raise ConfigError(f"record fields {unknown} are unknown; allowed: {_allowed(RECORD_DTYPES)}")
+        return cls(**{n: (n in names) for n in RECORD_DTYPES})
