@@ -1,0 +1,97 @@
+"""GPTQ weight quantization (Frantar et al., 2022), written from the paper's algorithm.
+
+Quantizes W (N, K) column by column; after each column the rounding error is spread onto the
+not-yet-quantized columns using the inverse Hessian of the layer's reconstruction loss
+||X Wᵀ - X Ŵᵀ||² (H = 2/n Σ x xᵀ over the layer's input tokens), so later columns compensate.
+Scales are symmetric per output channel, computed once from the original W exactly as
+`faircalib.quant.quantizer.quantize_weight` does (max|W_row|·clip/qmax), so GPTQ only changes the
+integer codes. This module does not collect inputs: the caller feeds `HessianAccumulator` with the
+linear's actual inputs (after any online transform).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from faircalib.quant.quantizer import quantize_codes, symmetric_scale
+
+
+class HessianAccumulator:
+    """Running H = 2/n Σ_t w_t x_t x_tᵀ / mean(w) over tokens, float64 (w = 1 unless `weight` is given)."""
+
+    def __init__(self, in_features: int, device: torch.device | str = "cpu"):
+        self.in_features = in_features
+        self.H = torch.zeros(in_features, in_features, dtype=torch.float64, device=device)  # (K, K)
+        self.n = 0.0  # tokens (or total weight) seen
+
+    @torch.no_grad()
+    def add(self, x: torch.Tensor, weight: torch.Tensor | None = None) -> None:
+        """x: (..., K) inputs; weight: optional (...) per-token weights (0 drops a token, e.g. padding)."""
+        x = x.reshape(-1, self.in_features).to(device=self.H.device, dtype=torch.float64)  # (M, K)
+        w = torch.ones(x.shape[0], dtype=torch.float64, device=x.device) if weight is None else \
+            weight.reshape(-1).to(device=x.device, dtype=torch.float64)  # (M,)
+        total = float(w.sum())
+        if total <= 0:
+            return
+        self.H *= self.n / (self.n + total)  # running mean: rescale the old sum
+        self.n += total
+        xs = x * (2.0 * w / self.n).sqrt()[:, None]  # (M, K)
+        self.H += xs.T @ xs
+
+
+@dataclass(frozen=True)
+class GPTQResult:
+    weight: torch.Tensor  # (N, K) float32, dequantized = codes * scales
+    codes: torch.Tensor  # (N, K) int8 in qrange(bits)
+    scales: torch.Tensor  # (N,) float32
+
+
+@torch.no_grad()
+def gptq_quantize(W: torch.Tensor, H: torch.Tensor, bits: int, blocksize: int = 128, damp: float = 0.01,
+                  act_order: bool = False, clip: float | torch.Tensor = 1.0) -> GPTQResult:
+    """GPTQ with lazy block updates. W: (N, K) weight, H: (K, K) input Hessian (`HessianAccumulator.H`).
+
+    damp: fraction of mean(diag H) added to the diagonal. act_order: quantize columns by decreasing
+    diag(H) (the returned codes are in the original column order). clip: per-row range shrink (scalar or (N, 1)).
+    """
+    N, K = W.shape
+    if H.shape != (K, K):
+        raise ValueError(f"gptq_quantize: H has shape {tuple(H.shape)}, expected ({K}, {K}) for W {tuple(W.shape)}")
+    W = W.detach().to(torch.float32).clone()  # (N, K), updated in place
+    scale = symmetric_scale(W, bits, clip)  # (N, 1), once, from the original W
+    H = H.detach().to(device=W.device, dtype=torch.float64).clone()
+
+    dead = torch.diagonal(H) == 0  # inputs that are always zero: weight irrelevant, keep H invertible
+    H[dead, dead] = 1.0
+    W[:, dead] = 0.0
+    perm = torch.argsort(torch.diagonal(H), descending=True) if act_order else None
+    if perm is not None:
+        W, H = W[:, perm], H[perm][:, perm]
+
+    H += damp * torch.diagonal(H).mean() * torch.eye(K, dtype=H.dtype, device=H.device)
+    # Upper Cholesky factor U of H⁻¹ (H⁻¹ = UᵀU): row i of U holds the error-propagation coefficients
+    # for column i onto columns > i after columns < i are fixed (the paper's Cholesky reformulation).
+    hinv = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(H)), upper=True)
+    hinv = hinv.to(torch.float32)  # (K, K)
+
+    Q = torch.zeros_like(W)  # (N, K) integer codes (as float)
+    for i1 in range(0, K, blocksize):
+        i2 = min(i1 + blocksize, K)
+        W1 = W[:, i1:i2].clone()  # (N, B) block being quantized
+        E1 = torch.zeros_like(W1)  # (N, B) scaled errors, for the lazy update of later blocks
+        U1 = hinv[i1:i2, i1:i2]  # (B, B)
+        for j in range(i2 - i1):
+            w = W1[:, j]  # (N,)
+            q = quantize_codes(w[:, None], scale, bits)[:, 0]  # (N,)
+            Q[:, i1 + j] = q
+            err = (w - q * scale[:, 0]) / U1[j, j]  # (N,)
+            W1[:, j:] -= err[:, None] * U1[j, j:][None, :]  # update the rest of the block
+            E1[:, j] = err
+        W[:, i2:] -= E1 @ hinv[i1:i2, i2:]  # lazy batch update of all later columns
+
+    if perm is not None:
+        Q = Q[:, torch.argsort(perm)]
+    codes = Q.to(torch.int8)
+    scales = scale[:, 0].to(torch.float32)
+    return GPTQResult(weight=codes.to(torch.float32) * scales[:, None], codes=codes, scales=scales)
