@@ -55,7 +55,7 @@ def gptq_quantize(W: torch.Tensor, H: torch.Tensor, bits: int, blocksize: int = 
     damp: fraction of mean(diag H) added to the diagonal. act_order: quantize columns by decreasing
     diag(H) (the returned codes are in the original column order). clip: per-row range shrink (scalar or (N, 1)).
     """
-    N, K = W.shape
+    K = W.shape[1]  # W: (N, K)
     if H.shape != (K, K):
         raise ValueError(f"gptq_quantize: H has shape {tuple(H.shape)}, expected ({K}, {K}) for W {tuple(W.shape)}")
     W = W.detach().to(torch.float32).clone()  # (N, K), updated in place

@@ -6,8 +6,16 @@ import math
 import pytest
 import torch
 
-from faircalib.quant.hadamard import (OnlineRotation, apply_online_rotation, hadamard_matrix, hadamard_order_split,
-                                      kron_apply, orthogonal_for_size, random_hadamard, structured_orthogonal)
+from faircalib.quant.hadamard import (
+    OnlineRotation,
+    apply_online_rotation,
+    hadamard_matrix,
+    hadamard_order_split,
+    kron_apply,
+    orthogonal_for_size,
+    random_hadamard,
+    structured_orthogonal,
+)
 
 # Sylvester, Paley I (12, 20, 44), Paley II (28, 36, 76, 148), and mixed a·2^j
 SUPPORTED = [1, 2, 4, 8, 12, 20, 24, 28, 36, 44, 48, 64, 76, 96, 148, 256, 296]

@@ -1,0 +1,123 @@
+"""QuaRot's function-preserving rotations (SPEC.md §2), applied in place to a native DiffusionLM.
+
+`rotate_model` (float64 folding, cast back to the model dtype):
+  1. fuses each RMSNorm weight into the linears it feeds (attn_norm -> q/k/v, mlp_norm -> gate/up,
+     final norm -> head) and sets the norm weights to 1 (a weightless RMSNorm commutes with any
+     orthogonal Q because ||x Q|| = ||x||);
+  2. rotates the residual stream by a randomised Hadamard Q_r (d_model): embedding E <- E Q_r, readers
+     (q, k, v, gate, up, head) W <- W Q_r, writers (o, down) W <- Q_rᵀ W, b <- Q_rᵀ b; a tied head is
+     untied first (the fused head differs from the rotated embedding);
+  3. installs online rotations `OnlineRotation(Q)` before down_proj (Q over d_ff) and, unless
+     `online_o=False`, before o_proj (Q over n_heads·head_dim), folding W <- W Q into those linears.
+Sizes that are not a supported Hadamard order fall back to block-Hadamard / random orthogonal; `info`
+states the kind of every rotation. Weight quantization (GPTQ) is a separate step (`faircalib.quant.gptq`).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from faircalib.errors import ConfigError
+from faircalib.models.base import LINEAR_ROLES, DiffusionLM
+from faircalib.quant.hadamard import OnlineRotation, StructuredOrthogonal, structured_orthogonal
+
+RESIDUAL_READERS = ("q", "k", "v", "gate", "up")
+RESIDUAL_WRITERS = ("o", "down")
+NORM_FEEDS = {"attn_norm": ("q", "k", "v"), "mlp_norm": ("gate", "up")}
+
+
+def _set(p: torch.Tensor, value64: torch.Tensor) -> None:
+    p.data.copy_(value64.to(p.dtype))
+
+
+def _untie_head(model: DiffusionLM) -> None:
+    """Give a tied model its own LM head (a copy of the embedding) so the two can be transformed apart."""
+    emb = model.embed_tokens.weight
+    head = nn.Linear(emb.shape[1], emb.shape[0], bias=False, device=emb.device, dtype=emb.dtype)
+    head.weight.data.copy_(emb.data)
+    if model.arch == "llada":
+        model.model.transformer["ff_out"] = head
+    elif model.arch == "dream":
+        model.lm_head = head
+    else:
+        raise ConfigError(f"rotate_model: cannot untie the head of architecture {model.arch!r}")
+    from dataclasses import replace
+
+    model.config = replace(model.config, tie_word_embeddings=False)
+
+
+def _check(model: DiffusionLM) -> None:
+    for i, block in enumerate(model.blocks):
+        for r in LINEAR_ROLES:
+            if type(block.role(r)) is not nn.Linear:
+                raise ConfigError(f"rotate_model: block {i} role {r!r} is {type(block.role(r)).__name__}, not "
+                                  f"nn.Linear; rotate the FP model before installing quantized modules")
+        if len(block.act_transforms):
+            raise ConfigError(f"rotate_model: block {i} already has act_transforms {list(block.act_transforms)}; "
+                              f"rotate a fresh FP model")
+
+
+@torch.no_grad()
+def fuse_norms(model: DiffusionLM) -> None:
+    """Fold every RMSNorm weight into the following linears' input columns and set it to 1."""
+    head = model.lm_head
+    pairs = [(b.role(n), [b.role(r) for r in rs]) for b in model.blocks for n, rs in NORM_FEEDS.items()]
+    for norm, linears in pairs + [(model.final_norm, [head])]:
+        g = norm.weight.double()  # (D,)
+        for lin in linears:
+            _set(lin.weight, lin.weight.double() * g[None, :])  # (N, D) · diag(g)
+        norm.weight.data.fill_(1.0)
+
+
+@torch.no_grad()
+def rotate_model(model: DiffusionLM, seed: int = 0, *, online_o: bool = True, untie: bool = True,
+                 prefer: str = "hadamard") -> dict[str, Any]:
+    """Rotate `model` in place (logits unchanged up to float error). Returns what was done:
+    {"residual": kind, "down": kind, "o": kind | None, "seed", "untied", "sizes"}.
+
+    Seeds: residual `seed`, down `seed + 1`, o `seed + 2` (each a seeded diag(±1) · Hadamard).
+    """
+    _check(model)
+    untied = False
+    if model.lm_head is None:
+        if not untie:
+            raise ConfigError("rotate_model: the LM head is tied to the embedding; pass untie=True (the head gets "
+                              "its own copy) to rotate this model")
+        _untie_head(model)
+        untied = True
+    fuse_norms(model)
+    cfg = model.config
+    d_attn = cfg.n_heads * cfg.head_dim
+    q_res = structured_orthogonal(cfg.d_model, seed, prefer)
+    q_down = structured_orthogonal(cfg.d_ff, seed + 1, prefer)
+    q_o = structured_orthogonal(d_attn, seed + 2, prefer) if online_o else None
+
+    emb = model.embed_tokens.weight
+    _set(emb, q_res.apply(emb.double()))  # (V, D) E Q
+    _rotate_inputs(model.lm_head, q_res)
+    for block in model.blocks:
+        for r in RESIDUAL_READERS:
+            _rotate_inputs(block.role(r), q_res)
+        for r in RESIDUAL_WRITERS:
+            _rotate_outputs(block.role(r), q_res)
+        _rotate_inputs(block.role("down"), q_down)
+        block.act_transforms["down"] = OnlineRotation(q_down).to(emb.device)
+        if q_o is not None:
+            _rotate_inputs(block.role("o"), q_o)
+            block.act_transforms["o"] = OnlineRotation(q_o).to(emb.device)
+    return {"residual": q_res.kind, "down": q_down.kind, "o": None if q_o is None else q_o.kind, "seed": seed,
+            "untied": untied, "sizes": {"residual": cfg.d_model, "down": cfg.d_ff, "o": d_attn}}
+
+
+def _rotate_inputs(lin: nn.Linear, q: StructuredOrthogonal) -> None:
+    """The linear now reads x Q: W <- W Q (rows of W rotate like x). Bias unchanged."""
+    _set(lin.weight, q.apply(lin.weight.double()))  # (N, K) @ (K, K)
+
+
+def _rotate_outputs(lin: nn.Linear, q: StructuredOrthogonal) -> None:
+    """The linear now writes y Q: W <- Qᵀ W, b <- Qᵀ b (as column vectors; i.e. bᵀ Q)."""
+    _set(lin.weight, q.apply(lin.weight.double().T).T)  # (N, K): (Wᵀ Q)ᵀ
+    if lin.bias is not None:
+        _set(lin.bias, q.apply(lin.bias.double()))
