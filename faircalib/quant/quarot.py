@@ -14,6 +14,7 @@ states the kind of every rotation. Weight quantization (GPTQ) is a separate step
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -43,8 +44,6 @@ def _untie_head(model: DiffusionLM) -> None:
         model.lm_head = head
     else:
         raise ConfigError(f"rotate_model: cannot untie the head of architecture {model.arch!r}")
-    from dataclasses import replace
-
     model.config = replace(model.config, tie_word_embeddings=False)
 
 
@@ -75,7 +74,8 @@ def fuse_norms(model: DiffusionLM) -> None:
 def rotate_model(model: DiffusionLM, seed: int = 0, *, online_o: bool = True, untie: bool = True,
                  prefer: str = "hadamard") -> dict[str, Any]:
     """Rotate `model` in place (logits unchanged up to float error). Returns what was done:
-    {"residual": kind, "down": kind, "o": kind | None, "seed", "untied", "sizes"}.
+    {"residual": kind, "down": kind, "o": kind | None, "seed", "seeds", "prefer", "untied", "sizes"}.
+    A loader rebuilds an online rotation with `OnlineRotation(structured_orthogonal(sizes[k], seeds[k], prefer))`.
 
     Seeds: residual `seed`, down `seed + 1`, o `seed + 2` (each a seeded diag(±1) · Hadamard).
     """
@@ -108,7 +108,7 @@ def rotate_model(model: DiffusionLM, seed: int = 0, *, online_o: bool = True, un
             _rotate_inputs(block.role("o"), q_o)
             block.act_transforms["o"] = OnlineRotation(q_o).to(emb.device)
     return {"residual": q_res.kind, "down": q_down.kind, "o": None if q_o is None else q_o.kind, "seed": seed,
-            "untied": untied, "sizes": {"residual": cfg.d_model, "down": cfg.d_ff, "o": d_attn}}
+            "seeds": {"residual": seed, "down": seed + 1, "o": seed + 2}, "prefer": prefer, "untied": untied, "sizes": {"residual": cfg.d_model, "down": cfg.d_ff, "o": d_attn}}
 
 
 def _rotate_inputs(lin: nn.Linear, q: StructuredOrthogonal) -> None:
