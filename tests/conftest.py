@@ -10,6 +10,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
+if not torch.cuda.is_available():  # Triton kernels (tests/kernels) run in the interpreter on CPU
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 torch.set_flush_denormal(True)
 
 
