@@ -1,0 +1,188 @@
+"""Fake-quant (training-time) modules that plug into a block through its seams (SPEC.md §2).
+
+  ActPoint          installed in `block.act_transforms[point]`: optional input transform (a learnable
+                    `KroneckerTransform`, or a fixed module such as QuaRot's online rotation), then
+                    per-token fake quantization with a learnable clipping factor; QDrop's random drop
+                    of activation quantization while training.
+  FakeQuantLinear   installed with `block.set_role(role, ...)`: the frozen FP weight, mapped through the
+                    point's transform (W -> (W ⊘ d)(P1 ⊗ P2)^-T) and fake-quantized per output channel
+                    with learnable clipping.
+
+One activation quantizer per point: linears sharing an input (q/k/v, gate/up) consume the same
+quantized activation, as a fused transform+quantize kernel would produce it. Clipping factors are
+sigmoid(logit); `clip_logit=None` means clip = 1 (plain RTN). `install_fake_block` builds a block's
+modules for a method; `restore_fp_block` undoes it. Folding to deployment modules is fold.py's job.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from faircalib.models.base import ACT_POINTS, DecoderBlock
+from faircalib.quant.config import FP_BITS, QuantConfig
+from faircalib.quant.quantizer import fake_quant
+from faircalib.quant.transforms import KroneckerTransform, smooth_scale
+
+CLIP_KEY = "clip_logit"  # parameters with this name train at lr * clip_lr_mult
+
+
+class ActPoint(nn.Module):
+    """x -> Q_a(T(x)) per token. transform: None, a KroneckerTransform (learned) or a fixed module."""
+
+    def __init__(self, transform: nn.Module | None, a_bits: int, clip_init: float | None = None,
+                 drop_prob: float = 0.0):
+        super().__init__()
+        self.transform = transform
+        self.a_bits = a_bits
+        self.drop_prob = drop_prob
+        self.generator: torch.Generator | None = None  # QDrop's RNG, set by the calibration engine
+        if clip_init is None or a_bits >= FP_BITS:
+            self.clip_logit = None
+        else:
+            self.clip_logit = nn.Parameter(torch.tensor(float(clip_init)))
+
+    def clip(self) -> torch.Tensor | float:
+        return 1.0 if self.clip_logit is None else torch.sigmoid(self.clip_logit)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(…, K) -> (…, K)."""
+        if self.transform is not None:
+            x = self.transform(x)
+        if self.a_bits >= FP_BITS:
+            return x
+        xq = fake_quant(x, self.a_bits, self.clip())
+        if self.training and self.drop_prob > 0:  # QDrop: keep each element FP with prob drop_prob
+            keep_fp = torch.rand(x.shape, generator=self.generator, device=x.device) < self.drop_prob
+            xq = torch.where(keep_fp, x, xq)
+        return xq
+
+    def extra_repr(self) -> str:
+        return f"a_bits={self.a_bits}, learn_clip={self.clip_logit is not None}, drop_prob={self.drop_prob}"
+
+
+class FakeQuantLinear(nn.Module):
+    """y = x · Q_w(T_w(W))ᵀ + b with W, b the frozen FP parameters of the original linear.
+
+    weight_transform: the point's `KroneckerTransform.transform_weight` (or None); stored as a plain
+    callable so the transform's parameters are registered once, in the ActPoint.
+    """
+
+    def __init__(self, linear: nn.Linear, w_bits: int, clip_init: float | None = None,
+                 weight_transform: Callable[[torch.Tensor], torch.Tensor] | None = None):
+        super().__init__()
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+        self.w_bits = w_bits
+        self.weight = linear.weight
+        self.bias = linear.bias
+        self.weight.requires_grad_(False)
+        if self.bias is not None:
+            self.bias.requires_grad_(False)
+        self.weight_transform = weight_transform
+        if clip_init is None or w_bits >= FP_BITS:
+            self.clip_logit = None
+        else:
+            self.clip_logit = nn.Parameter(torch.full((self.out_features,), float(clip_init)))
+
+    def clip(self) -> torch.Tensor | float:
+        return 1.0 if self.clip_logit is None else torch.sigmoid(self.clip_logit)[:, None]  # (N, 1)
+
+    def transformed_weight(self, dtype: torch.dtype | None = None) -> torch.Tensor:
+        """T_w(W) (N, K) before quantization."""
+        if self.weight_transform is None:
+            return self.weight if dtype is None else self.weight.to(dtype)
+        return self.weight_transform(self.weight, dtype)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w = fake_quant(self.transformed_weight(), self.w_bits, self.clip())  # (N, K)
+        return F.linear(x, w, self.bias)
+
+    def to_linear(self) -> nn.Linear:
+        """The original FP linear (same Parameter objects)."""
+        lin = nn.Linear(self.in_features, self.out_features, bias=self.bias is not None,
+                        device=self.weight.device, dtype=self.weight.dtype)
+        lin.weight = self.weight
+        if self.bias is not None:
+            lin.bias = self.bias
+        return lin
+
+    def extra_repr(self) -> str:
+        return (f"in_features={self.in_features}, out_features={self.out_features}, w_bits={self.w_bits}, "
+                f"transform={self.weight_transform is not None}, learn_clip={self.clip_logit is not None}")
+
+
+def point_weight_absmax(block: DecoderBlock, point: str) -> torch.Tensor:
+    """max |W[:, k]| over every output row of the linears reading `point`: (K,)."""
+    ws = [block.role(r).weight.detach() for r in ACT_POINTS[point]]
+    return torch.cat(ws, 0).abs().amax(0).float()
+
+
+def install_fake_block(block: DecoderBlock, qcfg: QuantConfig, x_absmax: dict[str, torch.Tensor] | None = None,
+                       kind: str | None = None) -> None:
+    """Replace the block's quantized linears by FakeQuantLinear and install ActPoints, per `kind`:
+
+    "flatquant" (also "faircalib"): Kronecker transform with SmoothQuant diag init from `x_absmax`
+      (point -> (K,) max |x| over calibration tokens; ones when None), learnable weight/act clipping.
+    "qdrop": no transform, learnable clipping, QDrop's drop probability on the activation quantizers.
+    "rtn": no transform, no learnable parameter (clip = 1): plain round-to-nearest in fake form.
+    A fixed module already installed at a point (QuaRot's rotation) is kept as the point's transform.
+    """
+    kind = kind or qcfg.method
+    if kind == "faircalib":
+        kind = "flatquant"
+    learn = kind in ("flatquant", "qdrop")
+    for point in qcfg.points:
+        existing = block.act_transforms[point] if point in block.act_transforms else None
+        transform = existing
+        if kind == "flatquant":
+            if existing is not None:
+                raise ValueError(f"point {point!r} already has a transform ({type(existing).__name__}); "
+                                 f"FlatQuant transforms cannot be stacked on it")
+            K = block.role(ACT_POINTS[point][0]).in_features
+            diag = None
+            if x_absmax is not None and point in x_absmax:
+                diag = smooth_scale(point_weight_absmax(block, point).cpu(), x_absmax[point].cpu(),
+                                    qcfg.smooth_alpha)
+            transform = KroneckerTransform(K, diag).to(block.role(ACT_POINTS[point][0]).weight.device)
+        a_clip = qcfg.clip_init if (learn and qcfg.learn_act_clip) else None
+        drop = qcfg.qdrop_prob if kind == "qdrop" else 0.0
+        ap = ActPoint(transform, qcfg.a_bits, a_clip, drop)
+        wt = transform.transform_weight if isinstance(transform, KroneckerTransform) else None
+        w_clip = qcfg.clip_init if (learn and qcfg.learn_weight_clip) else None
+        for role in ACT_POINTS[point]:
+            lin = block.role(role)
+            if isinstance(lin, FakeQuantLinear):
+                lin = lin.to_linear()
+            block.set_role(role, FakeQuantLinear(lin, qcfg.w_bits, w_clip, wt).to(lin.weight.device))
+        block.act_transforms[point] = ap.to(block.role(ACT_POINTS[point][0]).weight.device)
+
+
+def restore_fp_block(block: DecoderBlock) -> None:
+    """Undo `install_fake_block`: original linears back, ActPoints replaced by their fixed transforms."""
+    for point, roles in ACT_POINTS.items():
+        if point in block.act_transforms and isinstance(block.act_transforms[point], ActPoint):
+            ap = block.act_transforms[point]
+            fixed = ap.transform if not isinstance(ap.transform, KroneckerTransform) else None
+            if fixed is None:
+                del block.act_transforms[point]
+            else:
+                block.act_transforms[point] = fixed
+        for role in roles:
+            lin = block.role(role)
+            if isinstance(lin, FakeQuantLinear):
+                block.set_role(role, lin.to_linear())
+
+
+def learnable_parameters(block: nn.Module) -> dict[str, nn.Parameter]:
+    """The block's trainable quantization parameters by name (sorted), e.g.
+    'act_transforms.qkv.transform.p1', 'q_proj.clip_logit'."""
+    return {n: p for n, p in sorted(block.named_parameters()) if p.requires_grad}
+
+
+def freeze_fp_parameters(block: nn.Module) -> None:
+    """Everything except quantization parameters (transforms, clipping) is frozen."""
+    for name, p in block.named_parameters():
+        if not (name.endswith(CLIP_KEY) or ".transform." in f".{name}"):
+            p.requires_grad_(False)

@@ -1,0 +1,61 @@
+"""Folding a calibrated block into deployment modules (SPEC.md §2: "transforms and scales are folded
+into the weights (float64) so deployment needs only the online activation transform + quantize + int
+GEMM").
+
+For each quantized activation point: the learned transform becomes a `KroneckerOnline` (diag, P1, P2 as
+float32 buffers), each linear's weight is mapped in float64, W_f = (W ⊘ d)(P1 ⊗ P2)^-T, and quantized per
+output channel with its learned clipping into a `QuantLinear` that also carries the point's learned
+activation clipping. Fixed transforms (QuaRot's online rotation) stay as they are. Plain FP linears
+(no fake modules installed) are quantized round-to-nearest, i.e. `fold_block` on an untouched block is RTN.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from faircalib.models.base import ACT_POINTS, DecoderBlock
+from faircalib.quant.config import FP_BITS, QuantConfig
+from faircalib.quant.fake import ActPoint, FakeQuantLinear
+from faircalib.quant.runtime import KroneckerOnline, QuantLinear
+from faircalib.quant.transforms import KroneckerTransform
+
+
+def folded_weight(lin: nn.Module, transform: KroneckerTransform | None) -> torch.Tensor:
+    """The weight a deployed linear multiplies with the transformed activation, float64 (N, K)."""
+    w = lin.weight.detach().double()
+    return w if transform is None else transform.transform_weight(w, torch.float64).detach()
+
+
+@torch.no_grad()
+def fold_block(block: DecoderBlock, qcfg: QuantConfig) -> None:
+    """Replace the block's fake-quant (or FP) modules at `qcfg.points` by runtime modules, in place."""
+    for point in qcfg.points:
+        roles = ACT_POINTS[point]
+        ap = block.act_transforms[point] if point in block.act_transforms else None
+        if isinstance(ap, ActPoint):
+            transform, act_clip = ap.transform, float(ap.clip())
+        else:  # untouched point: a fixed transform (or none), clip 1
+            transform, act_clip = ap, 1.0
+        learned = transform if isinstance(transform, KroneckerTransform) else None
+        for role in roles:
+            lin = block.role(role)
+            if isinstance(lin, QuantLinear):
+                continue
+            w_clip = lin.clip().reshape(-1).double() if isinstance(lin, FakeQuantLinear) and \
+                lin.clip_logit is not None else 1.0
+            w = folded_weight(lin, learned)
+            if qcfg.w_bits >= FP_BITS:  # quantization off (tests of the transform path)
+                new = nn.Linear(lin.in_features, lin.out_features, bias=lin.bias is not None,
+                                device=w.device, dtype=lin.weight.dtype)
+                new.weight.copy_(w.to(lin.weight.dtype))
+                if lin.bias is not None:
+                    new.bias.copy_(lin.bias)
+            else:
+                new = QuantLinear.from_float(w, lin.bias, qcfg.w_bits, qcfg.a_bits, w_clip, act_clip)
+            block.set_role(role, new)
+        if learned is not None:
+            block.act_transforms[point] = KroneckerOnline.from_tensors(learned.diag, learned.p1, learned.p2)
+        elif transform is not None:
+            block.act_transforms[point] = transform
+        elif point in block.act_transforms:
+            del block.act_transforms[point]
