@@ -22,13 +22,22 @@ import importlib.util
 import os
 
 import torch
-
 from faircalib.kernels import reference
 
 BACKENDS = ("auto", "triton", "torch")
 
-__all__ = ["BACKENDS", "pack_int4", "unpack_int4", "quantize_activation_int4", "w4a4_matmul", "w4a4_accumulate",
-           "w4a4_linear", "triton_available", "interpreter_enabled", "reference"]
+__all__ = [
+    "BACKENDS",
+    "interpreter_enabled",
+    "pack_int4",
+    "quantize_activation_int4",
+    "reference",
+    "triton_available",
+    "unpack_int4",
+    "w4a4_accumulate",
+    "w4a4_linear",
+    "w4a4_matmul",
+]
 
 
 def triton_available() -> bool:
@@ -90,12 +99,13 @@ def unpack_int4(packed: torch.Tensor, backend: str = "auto") -> torch.Tensor:
 
 
 def quantize_activation_int4(x: torch.Tensor, diag: torch.Tensor | None = None, p1: torch.Tensor | None = None,
-                             p2: torch.Tensor | None = None, clip: float = 1.0,
+                             p2: torch.Tensor | None = None, clip: float | torch.Tensor = 1.0,
                              backend: str = "auto") -> tuple[torch.Tensor, torch.Tensor]:
     """x (..., K) float -> (packed (..., K/2) uint8, per-token scales (...) float32) of (x·diag)(P1 ⊗ P2).
 
     A missing Kronecker factor is the identity; `clip` (0 < clip <= 1 typically) scales max|x'| before
-    the scale is taken, as in `faircalib.quant.quantizer.symmetric_scale`."""
+    the scale is taken, as in `faircalib.quant.quantizer.symmetric_scale`; it may be a one-element tensor
+    (a learned clip buffer), read on the device without a host sync."""
     K = x.shape[-1]
     if not x.is_floating_point():
         raise ValueError(f"quantize_activation_int4 needs a float input, got {x.dtype}")
@@ -106,12 +116,14 @@ def quantize_activation_int4(x: torch.Tensor, diag: torch.Tensor | None = None, 
     for name, p in (("p1", p1), ("p2", p2)):
         if p is not None and (p.ndim != 2 or p.shape[0] != p.shape[1]):
             raise ValueError(f"{name} must be a square matrix, got {tuple(p.shape)}")
+    if isinstance(clip, torch.Tensor) and clip.numel() != 1:
+        raise ValueError(f"clip must be a float or a one-element tensor, got shape {tuple(clip.shape)}")
     if not _use_triton(backend, x):
         return reference.quantize_activation_int4(x, diag, p1, p2, clip)
     if p1 is not None or p2 is not None:
         p1, p2 = reference._complete_pair(p1, p2, K, x.device)
     from faircalib.kernels import quantize_triton
-    return quantize_triton.quantize_activation_int4(x, diag, p1, p2, float(clip), _interpreted(x))
+    return quantize_triton.quantize_activation_int4(x, diag, p1, p2, clip, _interpreted(x))
 
 
 def _check_gemm(a_packed, w_packed):
@@ -153,7 +165,7 @@ def w4a4_matmul(a_packed: torch.Tensor, a_scale: torch.Tensor, w_packed: torch.T
 
 def w4a4_linear(x: torch.Tensor, w_packed: torch.Tensor, w_scale: torch.Tensor, bias: torch.Tensor | None = None,
                 diag: torch.Tensor | None = None, p1: torch.Tensor | None = None, p2: torch.Tensor | None = None,
-                clip: float = 1.0, backend: str = "auto") -> torch.Tensor:
+                clip: float | torch.Tensor = 1.0, backend: str = "auto") -> torch.Tensor:
     """A W4A4 linear on x (..., K): fused online transform + int4 quantize, then the W4A4 GEMM against
     packed weights (N, K/2) with per-channel scales (N,). Returns (..., N) in x's dtype."""
     lead = x.shape[:-1]

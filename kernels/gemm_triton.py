@@ -51,7 +51,7 @@ def _w4a4_gemm_kernel(a_ptr, w_ptr, c_ptr, sa_ptr, sw_ptr, bias_ptr, M, N, KH, s
     a_ptrs = a_ptr + ram[:, None] * stride_am + rk[None, :]  # (BM, BKH)
     w_ptrs = w_ptr + rwn[None, :] * stride_wn + rk[:, None]  # (BKH, BN), i.e. Wᵀ
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.int32)
-    for kk in range(0, tl.cdiv(KH, BLOCK_KH)):
+    for kk in range(tl.cdiv(KH, BLOCK_KH)):
         k_left = KH - kk * BLOCK_KH
         a = tl.load(a_ptrs, mask=rk[None, :] < k_left, other=0).to(tl.int32)  # bytes 0..255; pad byte 0 = codes (0, 0)
         w = tl.load(w_ptrs, mask=rk[:, None] < k_left, other=0).to(tl.int32)

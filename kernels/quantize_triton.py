@@ -36,7 +36,7 @@ def _round_half_even(y):
 
 @triton.jit
 def _quantize_int4_kernel(x_ptr, diag_ptr, p1_ptr, p2_ptr, out_ptr, scale_ptr, M, n1, n2, stride_xm, clip,
-                          HAS_DIAG: tl.constexpr, HAS_TRANSFORM: tl.constexpr, BLOCK_M: tl.constexpr,
+                          clip_ptr, CLIP_FROM_PTR: tl.constexpr, HAS_DIAG: tl.constexpr, HAS_TRANSFORM: tl.constexpr, BLOCK_M: tl.constexpr,
                           BLOCK_N1: tl.constexpr, BLOCK_H: tl.constexpr):
     BLOCK_N2: tl.constexpr = 2 * BLOCK_H
     rm = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)  # token rows
@@ -87,6 +87,8 @@ def _quantize_int4_kernel(x_ptr, diag_ptr, p1_ptr, p2_ptr, out_ptr, scale_ptr, M
             zo = zo * tl.load(dbase + 1, mask=dmask, other=0.0).to(tl.float32)[None, :, :]
     ze = tl.where(mask_out, ze, 0.0)
     zo = tl.where(mask_out, zo, 0.0)
+    if CLIP_FROM_PTR:  # a learned clip stored as a device tensor (no host sync to read it)
+        clip = tl.load(clip_ptr).to(tl.float32)
     amax = tl.maximum(tl.max(tl.max(tl.abs(ze), axis=2), axis=1), tl.max(tl.max(tl.abs(zo), axis=2), axis=1))
     s = tl.math.div_rn(tl.maximum(amax * clip, 1e-8), 7.0)  # (BM,)
     s3 = s[:, None, None]
@@ -104,9 +106,10 @@ def _pow2(n: int, lo: int = 1) -> int:
 
 
 def quantize_activation_int4(x: torch.Tensor, diag: torch.Tensor | None, p1: torch.Tensor | None,
-                             p2: torch.Tensor | None, clip: float, interpreted: bool) -> tuple[torch.Tensor,
+                             p2: torch.Tensor | None, clip: float | torch.Tensor, interpreted: bool) -> tuple[torch.Tensor,
                                                                                               torch.Tensor]:
-    """x (..., K) -> (packed (..., K/2) uint8, scales (...) float32). p1, p2 both given or both None."""
+    """x (..., K) -> (packed (..., K/2) uint8, scales (...) float32). p1, p2 both given or both None;
+    `clip` a float or a one-element tensor on x's device."""
     K = x.shape[-1]
     lead = x.shape[:-1]
     x2 = x.reshape(-1, K)
@@ -135,8 +138,9 @@ def quantize_activation_int4(x: torch.Tensor, diag: torch.Tensor | None, p1: tor
     p2c = p2.float().contiguous() if has_t else dummy
     dg = diag.contiguous() if diag is not None else dummy
     num_warps = 4 if row_elems * bm <= 4096 else 8
+    clip_t = clip.reshape(1).float() if isinstance(clip, torch.Tensor) else None
     _quantize_int4_kernel[(triton.cdiv(M, bm),)](
-        x2, dg, p1c, p2c, out, scales, M, n1, n2, x2.stride(0), float(clip),
-        HAS_DIAG=diag is not None, HAS_TRANSFORM=has_t, BLOCK_M=bm, BLOCK_N1=bn1, BLOCK_H=bh,
+        x2, dg, p1c, p2c, out, scales, M, n1, n2, x2.stride(0), 1.0 if clip_t is not None else float(clip),
+        clip_t if clip_t is not None else dummy, CLIP_FROM_PTR=clip_t is not None, HAS_DIAG=diag is not None, HAS_TRANSFORM=has_t, BLOCK_M=bm, BLOCK_N1=bn1, BLOCK_H=bh,
         num_warps=num_warps)
     return out.reshape(*lead, K // 2), scales.reshape(lead)

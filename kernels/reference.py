@@ -59,9 +59,11 @@ def online_transform(x: torch.Tensor, diag: torch.Tensor | None = None, p1: torc
 
 
 def quantize_activation_int4(x: torch.Tensor, diag: torch.Tensor | None = None, p1: torch.Tensor | None = None,
-                             p2: torch.Tensor | None = None, clip: float = 1.0):
+                             p2: torch.Tensor | None = None, clip: float | torch.Tensor = 1.0):
     """x (..., K) -> (packed (..., K/2) uint8, scales (...) float32): transform, per-token int4 quantize, pack."""
     xt = online_transform(x, diag, p1, p2)  # (..., K) float32
+    if isinstance(clip, torch.Tensor):
+        clip = clip.float().reshape(())  # one learned factor
     s = symmetric_scale(xt, BITS, clip)  # (..., 1)
     codes = quantize_codes(xt, s, BITS).to(torch.int8)  # (..., K)
     return pack_int4(codes), s.squeeze(-1)

@@ -16,7 +16,7 @@ from faircalib.quant import packing
 def _run(code: str, **env) -> subprocess.CompletedProcess:
     e = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     e.update(env)
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=e, timeout=120)
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=e, timeout=120, check=False)
 
 
 def test_import_and_auto_on_cpu_never_touch_triton():

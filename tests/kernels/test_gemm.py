@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-
-from faircalib import kernels as fk
 from faircalib.kernels import gemm_triton
 from faircalib.kernels import reference as ref
+
+from faircalib import kernels as fk
 from faircalib.quant import packing
 
 

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+from faircalib.kernels import reference as ref
 
 from faircalib import kernels as fk
-from faircalib.kernels import reference as ref
 from faircalib.quant import packing, quantizer
 
 
@@ -81,6 +81,15 @@ def test_kron_transform_matches_reference(dev, gen, n1, n2, dtype):
     deq = _codes(packed).float() * s.cpu()[:, None]
     clipped = torch.minimum(xt.abs(), 7.5 * s.cpu()[:, None])  # values beyond the clip saturate
     assert ((deq.abs() - clipped).abs() <= 0.5 * s.cpu()[:, None] * (1 + 1e-4)).all()
+
+
+def test_clip_as_device_tensor_equals_float_clip(dev, gen):
+    x = _rand(gen, (20, 64), torch.bfloat16)
+    a1, s1 = fk.quantize_activation_int4(x.to(dev), clip=torch.tensor(0.75).to(dev), backend="triton")
+    a2, s2 = ref.quantize_activation_int4(x, clip=0.75)
+    assert torch.equal(a1.cpu(), a2) and torch.equal(s1.cpu(), s2)
+    with pytest.raises(ValueError, match="one-element"):
+        fk.quantize_activation_int4(x, clip=torch.ones(2))
 
 
 def test_transform_exact_when_float_math_is_exact(dev, gen):
