@@ -13,6 +13,8 @@ from faircalib.errors import FaircalibError
 # Command modules, in help order. Add one line per new module.
 COMMAND_MODULES = [
     "faircalib.orchestrator.commands.models",
+    "faircalib.orchestrator.commands.jobs",
+    "faircalib.orchestrator.commands.storage",
 ]
 
 

@@ -1,0 +1,397 @@
+"""`faircalib submit | run | status | logs | cancel | retry | results | fetch | sweep`.
+
+Thin: parse options, call the store / scheduler / storage, print. The job database is
+`--db URL` or $FAIRCALIB_DB (default: SQLite under $FAIRCALIB_HOME)."""
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import time
+from pathlib import Path
+
+import click
+
+_db_option = click.option("--db", "db_url", envvar="FAIRCALIB_DB", default=None, metavar="URL",
+                          help="Job database URL (default: $FAIRCALIB_DB or sqlite under $FAIRCALIB_HOME).")
+
+
+def _store(db_url: str | None):
+    from faircalib.orchestrator.store import JobStore
+
+    return JobStore(db_url)
+
+
+def _console():
+    from rich.console import Console
+
+    return Console(highlight=False)
+
+
+def _fmt_ts(ts) -> str:
+    return ts.strftime("%Y-%m-%d %H:%M:%S") if ts else "-"
+
+
+def _duration(job) -> str:
+    if not job.started_at:
+        return "-"
+    end = job.finished_at or __import__("faircalib.orchestrator.store", fromlist=["utcnow"]).utcnow()
+    return f"{(end - job.started_at).total_seconds():.1f}s"
+
+
+# ---------------------------------------------------------------- submit
+def _validate_job(config):
+    """Offered by this installation? zoo model names known? (directories are checked at run)."""
+    from faircalib.models.loader import resolve_source
+    from faircalib.orchestrator.stages import DEFAULT_REGISTRY
+
+    DEFAULT_REGISTRY.check_offered(config)
+    if config.model.startswith("zoo:"):
+        resolve_source(config.model)
+
+
+def _reject(store, reason: str, text: str | None, raw) -> str:
+    fields = raw if isinstance(raw, dict) else {}
+    return store.record_rejected(reason, config_text=text, name=str(fields.get("name") or "rejected"),
+                                 model=str(fields.get("model", "?")), method=str(fields.get("method", "?")),
+                                 bits=str(fields.get("bits", "?")))
+
+
+@click.command("submit")
+@click.argument("job_file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--wait", is_flag=True, help="Follow the job's progress until it ends.")
+@click.option("--run", "run_here", is_flag=True, help="Also run a scheduler in this process until the queue is empty.")
+@click.option("--ray-address", default=None, help="With --run: Ray cluster to use (default: local).")
+@_db_option
+def submit_cmd(job_file: Path, wait: bool, run_here: bool, ray_address: str | None, db_url: str | None) -> None:
+    """Validate JOB_FILE (YAML) and queue it. Invalid input is recorded as a failed job with the reason."""
+    import yaml
+
+    from faircalib.errors import FaircalibError
+    from faircalib.orchestrator.config import JobConfig
+
+    store = _store(db_url)
+    text, raw = None, None
+    try:
+        text = job_file.read_text(encoding="utf-8")
+    except OSError as e:
+        reason = f"job file {str(job_file)!r}: cannot read it ({e.strerror or e}); check the path"
+        job_id = _reject(store, reason, None, None)
+        raise click.ClickException(f"{reason} (recorded as failed job {job_id})") from e
+    try:
+        try:
+            raw = yaml.safe_load(text)
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+            from faircalib.errors import ConfigError
+
+            raise ConfigError(f"job file {str(job_file)!r}: invalid YAML{where}: "
+                              f"{getattr(e, 'problem', None) or str(e).splitlines()[0]}") from e
+        config = JobConfig.from_dict(raw)
+        _validate_job(config)
+    except FaircalibError as e:
+        job_id = _reject(store, str(e), text, raw)
+        raise click.ClickException(f"{e} (recorded as failed job {job_id})") from e
+    job_id = store.create_job(config, config_text=text)
+    click.echo(job_id)
+    if run_here:
+        _run_scheduler(store, once=True, ray_address=ray_address)
+    if wait or run_here:
+        state = _follow(store, job_id)
+        if state != "succeeded":
+            sys.exit(1)
+
+
+# ---------------------------------------------------------------- run
+def _run_scheduler(store, *, once: bool, ray_address: str | None, max_jobs: int | None = None,
+                   lease_s: float = 30.0, heartbeat_s: float = 5.0) -> list[str]:
+    from faircalib.orchestrator.scheduler import Scheduler, SchedulerOptions
+
+    sched = Scheduler(store, options=SchedulerOptions(ray_address=ray_address, lease_s=lease_s,
+                                                      heartbeat_s=heartbeat_s))
+
+    def _term(signum, frame):  # finish the current job, then exit
+        sched.request_stop()
+
+    old = signal.signal(signal.SIGTERM, _term)
+    try:
+        requeued = sched.start()
+        if requeued:
+            click.echo(f"requeued {len(requeued)} job(s) of a stopped scheduler: {', '.join(requeued)}", err=True)
+        return sched.run(once=once, max_jobs=max_jobs)
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
+@click.command("run")
+@click.option("--once", is_flag=True, help="Drain the queue, then exit.")
+@click.option("--ray-address", default=None, help="Join a running Ray cluster (e.g. auto, ray://HOST:10001).")
+@click.option("--max-jobs", type=int, default=None, help="Exit after this many jobs.")
+@click.option("--lease-s", type=float, default=30.0, show_default=True,
+              help="A scheduler silent this long is presumed dead; its running jobs are requeued.")
+@click.option("--heartbeat-s", type=float, default=5.0, show_default=True)
+@_db_option
+def run_cmd(once: bool, ray_address: str | None, max_jobs: int | None, lease_s: float, heartbeat_s: float,
+            db_url: str | None) -> None:
+    """Run the scheduler: claim queued jobs and drive them through their stages."""
+    store = _store(db_url)
+    click.echo(f"scheduler on {store.url_masked}" + (f", Ray at {ray_address}" if ray_address else ""), err=True)
+    ran = _run_scheduler(store, once=once, ray_address=ray_address, max_jobs=max_jobs, lease_s=lease_s,
+                         heartbeat_s=heartbeat_s)
+    for job_id in ran:
+        job = store.get_job(job_id)
+        click.echo(f"{job_id} {job.state.value}" + (f": {job.reason}" if job.reason else ""))
+
+
+# ---------------------------------------------------------------- status / logs / follow
+def _job_dict(store, job) -> dict:
+    d = job.as_dict()
+    d["stages"] = [{"name": s.name, "state": s.state, "attempt": s.attempt, "error": s.error,
+                    "output": s.output} for s in store.stages(job.id)]
+    d["artifacts"] = len(store.artifacts(job.id))
+    return d
+
+
+@click.command("status")
+@click.argument("job", required=False)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--state", type=click.Choice(["queued", "running", "succeeded", "failed", "cancelled"]), default=None)
+@click.option("--limit", type=int, default=50, show_default=True)
+@_db_option
+def status_cmd(job: str | None, as_json: bool, state: str | None, limit: int, db_url: str | None) -> None:
+    """Show jobs (newest first), or one JOB with its stages."""
+    from rich.table import Table
+
+    store = _store(db_url)
+    if job:
+        row = store.get_job(store.resolve(job))
+        d = _job_dict(store, row)
+        if as_json:
+            click.echo(json.dumps(d, indent=1, default=str))
+            return
+        con = _console()
+        con.print(f"[bold]{row.id}[/] {row.name}  [bold]{row.state.value}[/]  attempt {row.attempt}  "
+                  f"{row.method}/{row.bits}  {row.model}")
+        if row.reason:
+            con.print(f"reason: {row.reason}")
+        t = Table("stage", "state", "attempt", "detail")
+        for s in d["stages"]:
+            t.add_row(s["name"], s["state"], str(s["attempt"]), s["error"] or "")
+        con.print(t)
+        con.print(f"storage: {row.storage_uri}/{row.id}  artifacts: {d['artifacts']}  "
+                  f"created {_fmt_ts(row.created_at)}  ran {_duration(row)}")
+        return
+    rows = store.list_jobs(state=state, limit=limit)
+    if as_json:
+        click.echo(json.dumps([r.as_dict() for r in rows], indent=1, default=str))
+        return
+    t = Table("id", "name", "state", "method", "bits", "created", "ran", "reason")
+    for r in rows:
+        t.add_row(r.id, r.name, r.state.value, r.method, r.bits, _fmt_ts(r.created_at), _duration(r),
+                  (r.reason or "")[:80])
+    _console().print(t)
+
+
+def _print_event(con, e) -> None:
+    stage = f"[{e.stage}] " if e.stage else ""
+    con.print(f"{_fmt_ts(e.ts)} {e.kind:<10} {stage}{e.message}", markup=False)
+
+
+def _follow(store, job_id: str, *, poll_s: float = 0.5, after_id: int = 0) -> str:
+    """Print events as they arrive, with a live status line, until the job is terminal."""
+    con = _console()
+    last = after_id
+    with con.status("waiting for a scheduler to claim the job...") as status:
+        while True:
+            for e in store.events(job_id, after_id=last):
+                _print_event(con, e)
+                last = e.id
+            job = store.get_job(job_id)
+            if job.state.is_terminal():
+                break
+            running = [s.name for s in store.stages(job_id) if s.state == "running"]
+            status.update(f"{job.state.value}" + (f": stage {running[0]}" if running else "")
+                          + f" ({_duration(job)})")
+            time.sleep(poll_s)
+    for e in store.events(job_id, after_id=last):
+        _print_event(con, e)
+    con.print(f"job {job_id}: [bold]{job.state.value}[/]" + (f": {job.reason}" if job.reason else ""))
+    return job.state.value
+
+
+@click.command("logs")
+@click.argument("job")
+@click.option("--follow", "-f", is_flag=True, help="Keep printing until the job ends.")
+@click.option("--file", "log_file", is_flag=True, help="Print the captured job log (local, else from storage).")
+@_db_option
+def logs_cmd(job: str, follow: bool, log_file: bool, db_url: str | None) -> None:
+    """Print a job's events (state changes, stage progress, worker progress)."""
+    store = _store(db_url)
+    job_id = store.resolve(job)
+    if log_file:
+        click.echo(_read_job_log(store, job_id), nl=False)
+        return
+    if follow:
+        _follow(store, job_id)
+        return
+    con = _console()
+    for e in store.events(job_id):
+        _print_event(con, e)
+
+
+def _read_job_log(store, job_id: str) -> str:
+    from faircalib.orchestrator.paths import home
+
+    local = home() / "work" / job_id / "logs" / "job.log"
+    if local.is_file():
+        return local.read_text(encoding="utf-8", errors="replace")
+    job = store.get_job(job_id)
+    if not job.storage_uri:
+        raise click.ClickException(f"job {job_id} has no log (it was rejected at submit: {job.reason})")
+    from faircalib.orchestrator.storage import open_storage
+
+    return open_storage(job.storage_uri).child(job_id).get_bytes("logs/job.log").decode(errors="replace")
+
+
+# ---------------------------------------------------------------- cancel / retry
+@click.command("cancel")
+@click.argument("job")
+@_db_option
+def cancel_cmd(job: str, db_url: str | None) -> None:
+    """Cancel a queued job, or ask a running one to stop."""
+    store = _store(db_url)
+    job_id = store.resolve(job)
+    state = store.request_cancel(job_id)
+    click.echo(f"{job_id} cancelled" if state.value == "cancelled" else f"{job_id}: cancel requested (running)")
+
+
+@click.command("retry")
+@click.argument("job")
+@_db_option
+def retry_cmd(job: str, db_url: str | None) -> None:
+    """Queue a failed or cancelled job again; it resumes after its last succeeded stage."""
+    store = _store(db_url)
+    job_id = store.resolve(job)
+    store.retry(job_id)
+    done = [s.name for s in store.stages(job_id) if s.state == "succeeded"]
+    click.echo(f"{job_id} queued" + (f"; reusing {', '.join(done)}" if done else ""))
+
+
+# ---------------------------------------------------------------- results / fetch
+def _flat_metrics(results: dict) -> list[tuple[str, str, str, str]]:
+    """(task, variant, metric, value) rows from a job's results."""
+    rows = []
+    for task, m in sorted((results or {}).get("metrics", {}).items()):
+        for variant, vals in m.items():
+            if isinstance(vals, dict):
+                for k, v in vals.items():
+                    if isinstance(v, (int, float)):
+                        rows.append((task, variant, k, f"{v:.6g}" if isinstance(v, float) else str(v)))
+    return rows
+
+
+@click.command("results")
+@click.argument("job")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@_db_option
+def results_cmd(job: str, as_json: bool, db_url: str | None) -> None:
+    """Print a job's evaluation results."""
+    from rich.table import Table
+
+    store = _store(db_url)
+    row = store.get_job(store.resolve(job))
+    if as_json:
+        click.echo(json.dumps({"id": row.id, "name": row.name, "state": row.state.value, "method": row.method,
+                               "bits": row.bits, "model": row.model, "results": row.results}, indent=1))
+        return
+    if not row.results:
+        raise click.ClickException(f"job {row.id} ({row.state.value}) has no results yet"
+                                   + (f": {row.reason}" if row.reason else ""))
+    t = Table("task", "model", "metric", "value", title=f"{row.name} ({row.id}, {row.state.value})")
+    for r in _flat_metrics(row.results):
+        t.add_row(*r)
+    _console().print(t)
+
+
+@click.command("fetch")
+@click.argument("job")
+@click.argument("dest", type=click.Path(file_okay=False, path_type=Path))
+@_db_option
+def fetch_cmd(job: str, dest: Path, db_url: str | None) -> None:
+    """Download a finished job's artifacts to DEST and verify every sha256 against its manifest."""
+    from faircalib.orchestrator.storage import fetch_tree, open_storage
+
+    store = _store(db_url)
+    row = store.get_job(store.resolve(job))
+    if not any(a["name"] == "manifest.json" for a in store.artifacts(row.id)):
+        raise click.ClickException(f"job {row.id} ({row.state.value}) has not uploaded its artifacts yet "
+                                   "(no manifest); wait for it to succeed or retry it")
+    t0 = time.monotonic()
+    manifest = fetch_tree(open_storage(row.storage_uri).child(row.id), dest)
+    size = sum(o["size"] for o in manifest["objects"].values())
+    click.echo(f"fetched {len(manifest['objects'])} objects ({size / 1e6:.2f} MB) from {row.storage_uri}/{row.id} "
+               f"to {dest} in {time.monotonic() - t0:.1f}s; all sha256 verified")
+
+
+# ---------------------------------------------------------------- sweep
+@click.command("sweep")
+@click.argument("sweep_file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--dry-run", is_flag=True, help="Validate and list the jobs without queueing them.")
+@_db_option
+def sweep_cmd(sweep_file: Path, dry_run: bool, db_url: str | None) -> None:
+    """Expand SWEEP_FILE (base job x grid of models, methods, bits, probe settings) into jobs. Jobs with
+    equal prior keys share one cached prior (built once, by whichever job gets there first)."""
+    import yaml
+
+    from faircalib.errors import FaircalibError
+    from faircalib.orchestrator.config import SweepConfig
+    from faircalib.orchestrator.store import new_job_id
+
+    store = None if dry_run else _store(db_url)
+    text = None
+    try:
+        text = sweep_file.read_text(encoding="utf-8")
+        sweep = SweepConfig.from_dict(yaml.safe_load(text))
+        for cfg in sweep.jobs:
+            _validate_job(cfg)
+        keys = _prior_keys(sweep.jobs)
+    except (FaircalibError, OSError, yaml.YAMLError) as e:
+        reason = str(e).splitlines()[0] if not isinstance(e, OSError) else f"sweep file {str(sweep_file)!r}: {e}"
+        if store is not None:
+            job_id = store.record_rejected(f"sweep rejected: {reason}", config_text=text, name="sweep")
+            raise click.ClickException(f"{reason} (recorded as failed job {job_id})") from e
+        raise click.ClickException(reason) from e
+    distinct = len({k for k in keys if k})
+    if dry_run:
+        for cfg, key in zip(sweep.jobs, keys):
+            click.echo(f"{cfg.name}  {cfg.method}/{cfg.bits}  {cfg.model}" + (f"  prior {key[:12]}" if key else ""))
+        click.echo(f"{len(sweep.jobs)} jobs, {distinct} distinct priors")
+        return
+    sweep_id = new_job_id()
+    ids = [store.create_job(cfg, sweep_id=sweep_id, prior_key=key) for cfg, key in zip(sweep.jobs, keys)]
+    click.echo(f"sweep {sweep.name} ({sweep_id}): {len(ids)} jobs queued, {distinct} distinct priors")
+    for job_id, cfg in zip(ids, sweep.jobs):
+        click.echo(f"{job_id} {cfg.name}")
+
+
+def _prior_keys(configs) -> list[str | None]:
+    from faircalib.models import weights_hash
+    from faircalib.orchestrator.priors import prior_key
+
+    hashes: dict[str, str] = {}
+    keys = []
+    for cfg in configs:
+        if not cfg.uses_probe:
+            keys.append(None)
+            continue
+        if cfg.model not in hashes:
+            hashes[cfg.model] = weights_hash(cfg.model)
+        keys.append(prior_key(hashes[cfg.model], cfg.probe))
+    return keys
+
+
+def register(root: click.Group) -> None:
+    for cmd in (submit_cmd, run_cmd, status_cmd, logs_cmd, cancel_cmd, retry_cmd, results_cmd, fetch_cmd,
+                sweep_cmd):
+        root.add_command(cmd)

@@ -1,0 +1,244 @@
+"""The scheduler: claims queued jobs from the store and drives each through its stages.
+
+Boundary: control flow, persistence of progress, and failure handling. Stage bodies live in
+`stages.py`; the math lives in `faircalib`.
+
+- Start: register in `schedulers`, start a heartbeat thread (the lease), reconcile: running jobs whose
+  scheduler stopped or missed its lease go back to queued (their finished stages are kept).
+- Loop: `claim()` (SKIP LOCKED on PostgreSQL, atomic update on SQLite) -> run the job -> repeat.
+  `run(once=True)` drains the queue and returns.
+- A job: validate its config and that its stages are offered, preflight (the model resolves, the
+  storage is writable), then each stage in order. Succeeded stages are skipped (their outputs reused),
+  so a retry or a requeued job resumes at the next incomplete stage. Every write is fenced by the
+  claim's `attempt`. A FaircalibError fails the job with its one-line message as the reason; any
+  other exception fails it as an internal error with the traceback in the job log.
+- Logs: each job's events and the process's log records go to <workdir>/logs/job.log, uploaded with
+  the job (and on failure, best effort, so the reason survives the machine).
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import traceback
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+from faircalib.errors import FaircalibError
+from faircalib.orchestrator.errors import JobCancelled, TransitionConflict
+from faircalib.orchestrator.stages import DEFAULT_REGISTRY, StageContext, StageRegistry
+from faircalib.orchestrator.store import JobRow, JobState, JobStore
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SchedulerOptions:
+    heartbeat_s: float = 5.0
+    lease_s: float = 30.0          # a scheduler silent this long is presumed dead
+    poll_s: float = 1.0            # idle wait between claims
+    cancel_check_s: float = 1.0    # how often a running job re-reads cancel_requested
+    ray_address: str | None = None
+    workdir_root: Path | None = None  # default $FAIRCALIB_HOME/work
+    preflight: bool = True
+
+
+class _JobLog:
+    """Appends a job's events to its log file and captures log records while the job runs."""
+
+    def __init__(self, path: Path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self.fh = open(path, "a", encoding="utf-8")
+        self.handler = logging.StreamHandler(self.fh)
+        self.handler.setLevel(logging.INFO)
+        self.handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+
+    def __enter__(self) -> "_JobLog":
+        logging.getLogger().addHandler(self.handler)
+        return self
+
+    def write(self, line: str) -> None:
+        self.fh.write(f"{datetime.utcnow().isoformat(timespec='milliseconds')}Z {line}\n")
+        self.fh.flush()
+
+    def __exit__(self, *exc) -> None:
+        logging.getLogger().removeHandler(self.handler)
+        self.fh.close()
+
+
+@dataclass
+class Scheduler:
+    store: JobStore
+    registry: StageRegistry = DEFAULT_REGISTRY
+    options: SchedulerOptions = field(default_factory=SchedulerOptions)
+    id: str | None = None
+
+    def __post_init__(self) -> None:
+        self._stop = threading.Event()
+        self._hb_thread: threading.Thread | None = None
+        self.jobs_run: list[str] = []
+
+    # ------------------------------------------------------------ lifecycle
+    def start(self) -> list[str]:
+        """Register, start heartbeating, reconcile orphaned running jobs; returns the requeued ids."""
+        self.id = self.store.register_scheduler()
+        self._hb_thread = threading.Thread(target=self._heartbeat_loop, daemon=True, name="scheduler-heartbeat")
+        self._hb_thread.start()
+        requeued = self.store.reconcile(self.options.lease_s)
+        for job_id in requeued:
+            log.warning("requeued job %s (its scheduler is gone)", job_id)
+        return requeued
+
+    def _heartbeat_loop(self) -> None:
+        while not self._stop.wait(self.options.heartbeat_s):
+            try:
+                self.store.heartbeat(self.id)
+            except Exception as e:  # noqa: BLE001 - keep trying; a long outage ends our lease
+                log.warning("heartbeat failed: %s", e)
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._hb_thread is not None:
+            self._hb_thread.join(timeout=5)
+        if self.id is not None:
+            self.store.stop_scheduler(self.id)
+
+    def request_stop(self) -> None:
+        """Ask `run()` to return after the current job (e.g. on SIGTERM)."""
+        self._stop.set()
+
+    def run(self, *, once: bool = False, max_jobs: int | None = None) -> list[str]:
+        """Claim and run jobs until stopped (or, with once, until the queue is empty)."""
+        if self.id is None:
+            self.start()
+        last_reconcile = time.monotonic()
+        try:
+            while not self._stop.is_set():
+                if max_jobs is not None and len(self.jobs_run) >= max_jobs:
+                    break
+                job = self.store.claim(self.id)
+                if job is not None:
+                    self.run_job(job)
+                    continue
+                if once:
+                    break
+                if time.monotonic() - last_reconcile > self.options.lease_s:
+                    self.store.reconcile(self.options.lease_s)
+                    last_reconcile = time.monotonic()
+                self._stop.wait(self.options.poll_s)
+        finally:
+            self.stop()
+        return self.jobs_run
+
+    # ------------------------------------------------------------ one job
+    def _workdir(self, job_id: str) -> Path:
+        from faircalib.orchestrator.paths import home
+
+        root = self.options.workdir_root or (home() / "work")
+        path = Path(root) / job_id
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def run_job(self, job: JobRow) -> JobState:
+        """Drive one claimed job (state running, attempt = job.attempt) to a terminal state."""
+        self.jobs_run.append(job.id)
+        workdir = self._workdir(job.id)
+        with _JobLog(workdir / "logs" / "job.log") as joblog:
+            joblog.write(f"job {job.id} ({job.name}) attempt {job.attempt} on scheduler {self.id}")
+            current = {"stage": None}
+            last_check = {"t": 0.0, "v": False}
+
+            def emit(kind: str, message: str, data: dict | None = None, stage: str | None = None) -> None:
+                joblog.write(f"[{stage or '-'}] {kind}: {message}")
+                self.store.add_event(job.id, kind, message, stage=stage, data=data)
+
+            def should_stop() -> bool:
+                now = time.monotonic()
+                if now - last_check["t"] >= self.options.cancel_check_s:
+                    last_check.update(t=now, v=self.store.cancel_requested(job.id))
+                return last_check["v"]
+
+            ctx = None
+            try:
+                config = job.config
+                self.registry.check_offered(config)
+                from faircalib.orchestrator.storage import open_storage
+
+                root = open_storage(config.storage)
+                ctx = StageContext(job=job, config=config, store=self.store, root_storage=root,
+                                   storage=root.child(job.id), workdir=workdir, outputs={}, emit_fn=emit,
+                                   stop_fn=should_stop, ray_address=self.options.ray_address)
+                if self.options.preflight:
+                    self._preflight(ctx)
+                stages = self.store.ensure_stages(job.id, self.registry.plan(config))
+                results: dict = dict(job.results or {})
+                for st in stages:
+                    if st.state == "succeeded":
+                        ctx.outputs[st.name] = st.output or {}
+                        emit("stage", f"stage {st.name}: already succeeded (attempt {st.attempt}); reusing its "
+                                      "outputs", stage=st.name)
+                        continue
+                    if should_stop():
+                        raise JobCancelled(f"cancelled by user before stage {st.name}")
+                    spec = self.registry.specs[st.name]
+                    current["stage"] = ctx.stage = st.name
+                    self.store.set_stage(job.id, st.name, "running", attempt=job.attempt)
+                    t0 = time.monotonic()
+                    result = spec.run(ctx)
+                    if result.artifacts:
+                        self.store.add_artifacts(job.id, st.name, result.artifacts)
+                    output = {**result.output, "stage_wall_s": round(time.monotonic() - t0, 3)}
+                    if result.results:
+                        results.update(result.results)
+                        self.store.set_results(job.id, results, attempt=job.attempt)
+                    self.store.set_stage(job.id, st.name, "succeeded", attempt=job.attempt, output=output)
+                    ctx.outputs[st.name] = output
+                    current["stage"] = None
+                self.store.transition(job.id, JobState.RUNNING, JobState.SUCCEEDED, attempt=job.attempt)
+                joblog.write("job succeeded")
+                return JobState.SUCCEEDED
+            except TransitionConflict as e:
+                joblog.write(f"lost the job (someone else owns it now): {e}")
+                log.warning("job %s: %s", job.id, e)
+                return self.store.get_job(job.id).state
+            except Exception as e:  # noqa: BLE001 - every failure ends the job with a reason
+                cancelled = isinstance(e, JobCancelled) or type(e).__name__ == "PoolCancelled"
+                if cancelled:
+                    reason, new = f"cancelled: {e}", JobState.CANCELLED
+                elif isinstance(e, FaircalibError):
+                    reason, new = str(e), JobState.FAILED
+                else:
+                    where = f" in stage {current['stage']}" if current["stage"] else ""
+                    reason, new = f"internal error{where}: {type(e).__name__}: {e}", JobState.FAILED
+                    joblog.write(traceback.format_exc())
+                reason = reason.strip().splitlines()[0] if reason.strip() else type(e).__name__
+                joblog.write(f"job {new.value}: {reason}")
+                try:
+                    if current["stage"]:
+                        self.store.set_stage(job.id, current["stage"], "failed", attempt=job.attempt,
+                                             error=reason)
+                    self.store.transition(job.id, JobState.RUNNING, new, attempt=job.attempt, reason=reason)
+                except TransitionConflict as conflict:
+                    joblog.write(f"could not record the failure: {conflict}")
+                    return self.store.get_job(job.id).state
+                if ctx is not None and type(e).__name__ != "StorageError":
+                    self._upload_log_best_effort(ctx, joblog)
+                return new
+
+    def _preflight(self, ctx: StageContext) -> None:
+        """Fail fast with a one-line reason: the model must resolve, the storage must take writes."""
+        from faircalib.models import inspect_model
+
+        info = inspect_model(ctx.config.model)
+        ctx.emit("preflight", f"model {ctx.config.model}: {info['architecture']}, {info['layers']} layers, "
+                              f"{info['parameters']:,} parameters")
+        ctx.storage.check_writable()
+        ctx.emit("preflight", f"storage {ctx.storage.uri} is writable")
+
+    def _upload_log_best_effort(self, ctx: StageContext, joblog: _JobLog) -> None:
+        try:
+            ctx.storage.put_file(joblog.path, "logs/job.log")
+        except Exception as e:  # noqa: BLE001 - the storage may be what failed
+            joblog.write(f"log upload skipped: {e}")

@@ -1,0 +1,253 @@
+"""A job's stages, what each needs from the library, and the stage bodies that are wired today.
+
+    probe -> calibrate -> evaluate -> upload        (method faircalib)
+             calibrate -> evaluate -> upload        (rtn, quarot, flatquant, qdrop)
+                          evaluate -> upload        (fp: evaluate the unquantized model)
+
+A stage is *offered* only when its body is wired here AND the library calls it needs exist in this
+installation; `check_offered` rejects a job otherwise, naming the missing call (no placeholders).
+Stage bodies only orchestrate: they hand `faircalib` calls to Ray workers (faircalib.workers), write
+files under the stage's local directory and upload them (manifest last). A stage returns a
+`StageResult`; the scheduler persists its output and artifacts, so a crashed or retried job resumes
+at the next incomplete stage and reuses finished stages' artifacts (fetched and verified when the
+local copy is gone, e.g. on another machine).
+
+Wiring a stage later (e.g. Stage I when `faircalib.probe` lands) = write `run_probe(ctx)` against the
+library (typically `obtain_prior(ctx, key, build)` around `run_sharded(prompts, ShardTask(...))`) and
+put it in `DEFAULT_STAGES["probe"]`. The waiting entries below name the calls they expect.
+"""
+from __future__ import annotations
+
+import importlib
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from faircalib.errors import ConfigError
+from faircalib.orchestrator.config import EVAL_TASKS_BUILTIN, METHODS, JobConfig
+from faircalib.orchestrator.storage import Storage, fetch_tree, upload_tree
+
+
+@dataclass(frozen=True)
+class StageResult:
+    output: dict[str, Any] = field(default_factory=dict)           # JSON summary kept on the stage row
+    artifacts: list[tuple[str, str, str, int]] = field(default_factory=list)  # (name, uri, sha256, size)
+    results: dict[str, Any] | None = None                          # merged into the job's results
+
+
+@dataclass
+class StageContext:
+    """What a stage body sees. Built by the scheduler for one claimed attempt of one job."""
+    job: Any                      # store.JobRow
+    config: JobConfig
+    store: Any                    # store.JobStore
+    root_storage: Storage         # the job's storage URI (priors live under <root>/priors/)
+    storage: Storage              # <root>/<job id>: this job's objects
+    workdir: Path                 # local scratch for this job
+    outputs: dict[str, dict]      # outputs of this job's finished stages
+    stage: str = ""
+    emit_fn: Callable[..., None] | None = None
+    stop_fn: Callable[[], bool] | None = None
+    ray_address: str | None = None
+
+    def emit(self, kind: str, message: str, data: dict | None = None) -> None:
+        if self.emit_fn:
+            self.emit_fn(kind, message, data, self.stage)
+
+    def should_stop(self) -> bool:
+        return bool(self.stop_fn and self.stop_fn())
+
+    def worker_event(self, event: dict) -> None:
+        """Adapter for faircalib.workers.pool on_event: pool/actor events -> job events."""
+        kind = str(event.get("kind", "progress"))[:16]
+        message = event.get("message") or ", ".join(f"{k}={v}" for k, v in event.items() if k != "kind")
+        self.emit(kind, str(message), {k: v for k, v in event.items() if k not in ("kind", "message")})
+
+    def stage_dir(self, name: str | None = None) -> Path:
+        path = self.workdir / (name or self.stage)
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def upload_stage_dir(self, name: str | None = None) -> list[tuple[str, str, str, int]]:
+        """Upload <workdir>/<stage>/ to <job>/<stage>/ (idempotent, manifest last) -> artifact rows."""
+        name = name or self.stage
+        target = self.storage.child(name)
+        local = self.stage_dir(name)
+        up = upload_tree(target, local, meta={"job": self.job.id, "stage": name})
+        (local / ".complete").write_text("uploaded\n")
+        m = up["manifest_object"]
+        return ([(f"{name}/{k}", target.url(k), o["sha256"], o["size"]) for k, o in up["objects"].items()]
+                + [(f"{name}/manifest.json", target.url("manifest.json"), m["sha256"], m["size"])])
+
+    def fetch_stage_dir(self, name: str) -> Path:
+        """Local copy of a finished stage's files: present, or fetched from storage and verified."""
+        local = self.workdir / name
+        if not (local / ".complete").is_file():
+            fetch_tree(self.storage.child(name), local)
+            (local / ".complete").write_text("fetched\n")
+        return local
+
+    def ensure_ray(self) -> None:
+        from faircalib.workers.pool import ensure_ray
+
+        ensure_ray(self.ray_address)
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    name: str
+    run: Callable[[StageContext], StageResult] | None   # None: not wired yet
+    requires: Callable[[JobConfig], tuple[str, ...]] = lambda cfg: ()  # "module:attr" library calls
+    what: str = ""
+
+
+def library_call_exists(ref: str) -> bool:
+    module, _, attr = ref.partition(":")
+    try:
+        mod = importlib.import_module(module)
+    except ImportError:
+        return False
+    return not attr or hasattr(mod, attr)
+
+
+def _dotted(ref: str) -> str:
+    return ref.replace(":", ".")
+
+
+def default_plan(config: JobConfig) -> list[str]:
+    if config.method == "fp":
+        return ["evaluate", "upload"]
+    if config.method == "faircalib":
+        return ["probe", "calibrate", "evaluate", "upload"]
+    return ["calibrate", "evaluate", "upload"]
+
+
+@dataclass(frozen=True)
+class StageRegistry:
+    specs: dict[str, StageSpec]
+    planner: Callable[[JobConfig], list[str]] = default_plan
+    eval_tasks: dict[str, tuple[str, ...]] = field(default_factory=dict)  # task -> library calls it needs
+
+    def plan(self, config: JobConfig) -> list[str]:
+        return self.planner(config)
+
+    def why_not_offered(self, config: JobConfig) -> str | None:
+        """None when every stage of the config's plan is wired and its library calls exist."""
+        for name in self.plan(config):
+            spec = self.specs.get(name)
+            if spec is None or spec.run is None:
+                needs = ", ".join(_dotted(r) for r in spec.requires(config)) if spec else "?"
+                return f"stage {name!r} ({spec.what if spec else 'unknown'}) is not wired yet; it waits for {needs}"
+            missing = [_dotted(r) for r in spec.requires(config) if not library_call_exists(r)]
+            if missing:
+                return f"stage {name!r} needs {', '.join(missing)}, which this installation does not have yet"
+        return None
+
+    def offered_methods(self, template: JobConfig) -> list[str]:
+        from dataclasses import replace
+
+        return [m for m in METHODS if self.why_not_offered(replace(template, method=m, name=template.name)) is None]
+
+    def check_offered(self, config: JobConfig) -> None:
+        """ConfigError (one line, field + allowed values) when the job asks for something not offered."""
+        why = self.why_not_offered(config)
+        if why:
+            offered = ", ".join(self.offered_methods(config)) or "none"
+            raise ConfigError(f"method: {config.method!r} is not offered by this installation: {why}; "
+                              f"offered methods: {offered}")
+        if "evaluate" in self.plan(config):
+            offered_tasks = [t for t, reqs in self.eval_tasks.items() if all(map(library_call_exists, reqs))]
+            for i, task in enumerate(config.evaluation.tasks):
+                if task not in offered_tasks:
+                    raise ConfigError(f"evaluation.tasks[{i}]: {task!r} is not offered by this installation "
+                                      f"(lm-eval tasks wait for faircalib.eval's lm-eval model); "
+                                      f"offered: {', '.join(offered_tasks) or 'none'}")
+
+
+# ---------------------------------------------------------------- wired stage bodies
+def run_evaluate(ctx: StageContext) -> StageResult:
+    """Eval actors (faircalib.workers.eval) run evaluation.tasks on the FP model and, for quantizing
+    methods, on the calibrated checkpoint; results.json is uploaded and merged into the job results."""
+    from faircalib.workers.eval import run_eval, setup_eval
+    from faircalib.workers.pool import ShardTask, resolve_resources, run_sharded
+
+    cfg = ctx.config
+    ctx.ensure_ray()
+    res, note = resolve_resources(cfg.resources.cpus_per_worker, cfg.resources.gpus_per_worker)
+    if note:
+        ctx.emit("resources", note)
+    ev = cfg.evaluation
+    checkpoint = None
+    if cfg.method != "fp":
+        checkpoint = {"storage": ctx.storage.child("calibrate", "checkpoint").uri,
+                      "dest": str(ctx.stage_dir("evaluate") / "_checkpoint")}
+    task = ShardTask(setup=setup_eval, run=run_eval, name="evaluate", setup_kwargs={
+        "model": cfg.model, "threads": max(1, int(cfg.resources.cpus_per_worker)), "checkpoint": checkpoint,
+        "settings": {"data": ev.data, "n": ev.n, "seq_len": ev.seq_len, "seed": ev.seed}})
+    t0 = time.monotonic()
+    parts = run_sharded(list(ev.tasks), task, shard_size=1, n_workers=cfg.resources.eval_workers, resources=res,
+                        max_retries=cfg.resources.max_retries, on_event=ctx.worker_event,
+                        should_stop=ctx.should_stop)
+    metrics: dict[str, Any] = {}
+    for part in parts:
+        metrics.update(part)
+    out_dir = ctx.stage_dir("evaluate")
+    (out_dir / "results.json").write_text(json.dumps(
+        {"job": ctx.job.id, "model": cfg.model, "method": cfg.method, "bits": cfg.bits, "metrics": metrics},
+        indent=1, sort_keys=True))
+    artifacts = ctx.upload_stage_dir("evaluate")
+    return StageResult(output={"metrics": metrics, "wall_s": round(time.monotonic() - t0, 3)},
+                       artifacts=artifacts, results={"metrics": metrics})
+
+
+def run_upload(ctx: StageContext) -> StageResult:
+    """job.json (config, stage outputs, results, versions) + the job log, then the job's top-level
+    manifest LAST, covering every object under <storage>/<job id>/ (earlier stages' included)."""
+    import faircalib
+
+    wd = ctx.workdir
+    job = ctx.store.get_job(ctx.job.id)
+    summary = {"id": job.id, "name": job.name, "config": ctx.config.to_dict(), "results": job.results,
+               "stages": ctx.outputs, "attempt": job.attempt, "faircalib_version": faircalib.__version__,
+               "created_at": job.created_at.isoformat() + "Z"}
+    previous = {a["name"]: {"sha256": a["sha256"], "size": a["size"]} for a in ctx.store.artifacts(job.id)
+                if a["name"] != "manifest.json"}
+    staging = ctx.stage_dir("upload")
+    (staging / "job.json").write_text(json.dumps(summary, indent=1, sort_keys=True, default=str))
+    log_file = wd / "logs" / "job.log"
+    if log_file.is_file():
+        (staging / "logs").mkdir(exist_ok=True)
+        (staging / "logs" / "job.log").write_bytes(log_file.read_bytes())  # snapshot: the log keeps growing
+    up = upload_tree(ctx.storage, staging, extra_objects=previous,
+                     meta={"job": job.id, "name": job.name, "complete": True})
+    new = {k: v for k, v in up["objects"].items() if k not in previous}
+    artifacts = [(k, ctx.storage.url(k), o["sha256"], o["size"]) for k, o in new.items()]
+    m = up["manifest_object"]
+    artifacts.append(("manifest.json", ctx.storage.url("manifest.json"), m["sha256"], m["size"]))
+    return StageResult(output={"uri": ctx.storage.uri, "objects": len(up["objects"])}, artifacts=artifacts)
+
+
+def _needs_quantized_loader(cfg: JobConfig) -> tuple[str, ...]:
+    return ("faircalib.eval:compare_to_reference",) + (() if cfg.method == "fp" else
+                                                         ("faircalib.checkpoint:load_quantized",))
+
+
+DEFAULT_STAGES: dict[str, StageSpec] = {
+    # Stage I (issue 5): run_probe(ctx) = obtain_prior(ctx, prior_key(weights_hash(model), cfg.probe),
+    # build) where build shards sample_prompts(...) over probe actors (run_sharded) calling the library's
+    # per-prompt prior accumulation, merges the shards with PositionPrior.merge and saves it.
+    "probe": StageSpec("probe", None, what="Stage I probing",
+                       requires=lambda cfg: ("faircalib.probe:probe_prior", "faircalib.probe:PositionPrior")),
+    # Stage II (issue 4/5): one calibration actor (run_single) calling faircalib.quant.quantize with the
+    # aligned prior, per-block progress via report(), then faircalib.checkpoint.save_quantized(dir);
+    # the checkpoint directory is uploaded to <job>/calibrate/checkpoint/.
+    "calibrate": StageSpec("calibrate", None, what="Stage II calibration",
+                           requires=lambda cfg: ("faircalib.quant:quantize", "faircalib.checkpoint:save_quantized")),
+    "evaluate": StageSpec("evaluate", run_evaluate, what="evaluation", requires=_needs_quantized_loader),
+    "upload": StageSpec("upload", run_upload, what="final upload"),
+}
+DEFAULT_EVAL_TASKS: dict[str, tuple[str, ...]] = {t: ("faircalib.eval:compare_to_reference",)
+                                                  for t in EVAL_TASKS_BUILTIN}
+DEFAULT_REGISTRY = StageRegistry(specs=DEFAULT_STAGES, eval_tasks=DEFAULT_EVAL_TASKS)

@@ -1,0 +1,609 @@
+"""The SQL job store: jobs and their state machine, stages, events, artifacts, the prior cache and
+scheduler leases. SQLite file by default, PostgreSQL by URL (`postgresql+psycopg://...`).
+
+Boundary: persistence and concurrency control only. Nothing here runs a stage or touches storage.
+
+State machine (one `transition()` does every change, as a compare-and-set UPDATE):
+
+    queued  -> running (claim) | cancelled
+    running -> succeeded | failed | cancelled | queued (reconciliation of a dead scheduler)
+    failed, cancelled -> queued (explicit retry only)          succeeded -> (nothing)
+
+`attempt` is the fencing token: a claim increments it, and every later write by the claiming
+scheduler (stage changes, the final transition) includes `attempt = :mine`, so a scheduler whose job
+was reconciled away cannot overwrite the new owner's work.
+"""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from enum import Enum
+from pathlib import Path
+from typing import Any, Iterable
+
+from sqlalchemy import Connection, and_, create_engine, event, func, insert, or_, select, text, update
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
+
+from faircalib.orchestrator import db
+from faircalib.orchestrator.errors import InvalidTransition, JobNotFound, StoreError, TransitionConflict
+
+_MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+_PG_MIGRATION_LOCK = 7243001  # pg_advisory_xact_lock key: one migrator at a time
+
+
+class JobState(str, Enum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    def is_terminal(self) -> bool:
+        return self in (JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED)
+
+
+Q, R, S, F, C = (JobState.QUEUED, JobState.RUNNING, JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED)
+TRANSITIONS: dict[JobState, frozenset[JobState]] = {
+    Q: frozenset({R, C}),
+    R: frozenset({S, F, C, Q}),
+    F: frozenset({Q}),
+    C: frozenset({Q}),
+    S: frozenset(),
+}
+STAGE_STATES = ("pending", "running", "succeeded", "failed")
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+def mask_url(url: str) -> str:
+    """The database URL with any password replaced by ***, safe for logs, errors and rows."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # noqa: BLE001 - an unparsable URL is shown without its credentials part
+        return url.split("@")[-1]
+
+
+@dataclass(frozen=True)
+class JobRow:
+    id: str
+    name: str
+    state: JobState
+    model: str
+    method: str
+    bits: str
+    config_json: str | None
+    config_text: str | None
+    labels: dict
+    storage_uri: str | None
+    sweep_id: str | None
+    prior_key: str | None
+    attempt: int
+    scheduler_id: str | None
+    cancel_requested: bool
+    reason: str | None
+    results: dict | None
+    created_at: datetime
+    updated_at: datetime
+    queued_at: datetime | None
+    started_at: datetime | None
+    finished_at: datetime | None
+
+    @property
+    def config(self):
+        from faircalib.orchestrator.config import JobConfig
+
+        if self.config_json is None:
+            raise StoreError(f"job {self.id} has no valid configuration (rejected at submit: {self.reason})")
+        return JobConfig.from_json(self.config_json)
+
+    def as_dict(self) -> dict[str, Any]:
+        d = {k: getattr(self, k) for k in self.__dataclass_fields__ if k not in ("config_json", "config_text")}
+        d["state"] = self.state.value
+        for k, v in d.items():
+            if isinstance(v, datetime):
+                d[k] = v.isoformat() + "Z"
+        return d
+
+
+@dataclass(frozen=True)
+class StageRow:
+    job_id: str
+    name: str
+    position: int
+    state: str
+    attempt: int
+    output: dict | None
+    error: str | None
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+@dataclass(frozen=True)
+class EventRow:
+    id: int
+    job_id: str
+    ts: datetime
+    kind: str
+    stage: str | None
+    message: str
+    data: dict | None
+
+
+@dataclass(frozen=True)
+class PriorRow:
+    key: str
+    state: str
+    uri: str | None
+    job_id: str | None
+    metadata: dict | None
+    updated_at: datetime
+
+
+def _job(row) -> JobRow:
+    m = row._mapping
+    return JobRow(
+        id=m["id"], name=m["name"], state=JobState(m["state"]), model=m["model"], method=m["method"],
+        bits=m["bits"], config_json=m["config_json"], config_text=m["config_text"],
+        labels=json.loads(m["labels_json"] or "{}"), storage_uri=m["storage_uri"], sweep_id=m["sweep_id"],
+        prior_key=m["prior_key"], attempt=m["attempt"], scheduler_id=m["scheduler_id"],
+        cancel_requested=bool(m["cancel_requested"]), reason=m["reason"],
+        results=json.loads(m["results_json"]) if m["results_json"] else None,
+        created_at=m["created_at"], updated_at=m["updated_at"], queued_at=m["queued_at"],
+        started_at=m["started_at"], finished_at=m["finished_at"])
+
+
+def _stage(row) -> StageRow:
+    m = row._mapping
+    return StageRow(job_id=m["job_id"], name=m["name"], position=m["position"], state=m["state"],
+                    attempt=m["attempt"], output=json.loads(m["output_json"]) if m["output_json"] else None,
+                    error=m["error"], started_at=m["started_at"], finished_at=m["finished_at"])
+
+
+def _dumps(obj: Any) -> str | None:
+    return None if obj is None else json.dumps(obj, sort_keys=True, default=str)
+
+
+def _make_engine(url: str) -> Engine:
+    u = make_url(url)
+    if u.get_backend_name() == "postgresql":
+        if u.drivername == "postgresql":  # default to psycopg 3 (the postgres extra), not psycopg2
+            u = u.set(drivername="postgresql+psycopg")
+        try:
+            return create_engine(u, pool_pre_ping=True, pool_size=4, max_overflow=4)
+        except ModuleNotFoundError as e:
+            raise StoreError(f"PostgreSQL job database {mask_url(url)} needs a driver ({e.name} is missing); "
+                             "install it with: pip install 'faircalib[postgres]'") from e
+    if u.get_backend_name() != "sqlite":
+        raise StoreError(f"job database {mask_url(url)}: unsupported backend {u.get_backend_name()!r}; "
+                         "use sqlite:///PATH or postgresql+psycopg://USER@HOST/DB")
+    if u.database and u.database != ":memory:":
+        Path(u.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(u, connect_args={"timeout": 60})
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn, _record):
+        dbapi_conn.isolation_level = None  # let the "begin" hook below issue BEGIN itself
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA busy_timeout=60000")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn):
+        # Take the write lock up front: two schedulers' claims serialise instead of failing on a
+        # read->write lock upgrade (SQLITE_BUSY_SNAPSHOT), which busy_timeout cannot wait out.
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+    return engine
+
+
+class JobStore:
+    """All reads and writes of the job database. Thread-safe (one engine, a connection per call)."""
+
+    def __init__(self, url: str | None = None, *, migrate: bool = True):
+        from faircalib.orchestrator.paths import default_db_url
+
+        self.url = url or default_db_url()
+        self.url_masked = mask_url(self.url)
+        self.engine = _make_engine(self.url)
+        self.is_postgres = self.engine.dialect.name == "postgresql"
+        if migrate:
+            self.migrate()
+
+    # ------------------------------------------------------------ setup
+    def migrate(self) -> None:
+        """Bring the schema to the newest Alembic revision (idempotent; safe with concurrent openers)."""
+        from alembic import command
+        from alembic.config import Config
+
+        cfg = Config()
+        cfg.set_main_option("script_location", str(_MIGRATIONS))
+        try:
+            with self.engine.begin() as conn:
+                if self.is_postgres:
+                    conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_MIGRATION_LOCK})
+                cfg.attributes["connection"] = conn
+                command.upgrade(cfg, "head")
+        except OperationalError as e:
+            raise StoreError(f"cannot open job database {self.url_masked}: {_first_line(e.orig)}") from e
+        except SQLAlchemyError as e:
+            raise StoreError(f"cannot migrate job database {self.url_masked}: {_first_line(e)}") from e
+
+    def schema_revision(self) -> str | None:
+        with self.engine.connect() as conn:
+            return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # ------------------------------------------------------------ jobs
+    def create_job(self, config, *, config_text: str | None = None, sweep_id: str | None = None,
+                   prior_key: str | None = None) -> str:
+        """Insert a validated JobConfig as a queued job; returns its id."""
+        job_id = new_job_id()
+        now = utcnow()
+        with self.engine.begin() as conn:
+            conn.execute(insert(db.jobs).values(
+                id=job_id, name=config.name, state=Q.value, model=config.model, method=config.method,
+                bits=config.bits, config_json=config.to_json(), config_text=config_text,
+                labels_json=_dumps(dict(config.labels)), storage_uri=config.storage, sweep_id=sweep_id,
+                prior_key=prior_key, attempt=0, cancel_requested=False, created_at=now, updated_at=now,
+                queued_at=now))
+            self._event(conn, job_id, "state", f"submitted as {config.name!r}: queued")
+        return job_id
+
+    def record_rejected(self, reason: str, *, config_text: str | None, name: str = "rejected",
+                        model: str = "?", method: str = "?", bits: str = "?", sweep_id: str | None = None) -> str:
+        """A job that failed validation at submit: a failed row keeping the raw input and the reason."""
+        job_id = new_job_id()
+        now = utcnow()
+        with self.engine.begin() as conn:
+            conn.execute(insert(db.jobs).values(
+                id=job_id, name=str(name)[:100], state=F.value, model=str(model)[:1024], method=str(method)[:32],
+                bits=str(bits)[:16], config_json=None, config_text=config_text, labels_json="{}",
+                sweep_id=sweep_id, attempt=0, cancel_requested=False, reason=reason, created_at=now,
+                updated_at=now, finished_at=now))
+            self._event(conn, job_id, "error", f"rejected at submit: {reason}")
+        return job_id
+
+    def get_job(self, job_id: str) -> JobRow:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(db.jobs).where(db.jobs.c.id == job_id)).first()
+        if row is None:
+            raise JobNotFound(f"no job {job_id!r} in {self.url_masked}; list jobs with `faircalib status`")
+        return _job(row)
+
+    def resolve(self, prefix: str) -> str:
+        """A full job id from a unique prefix of it."""
+        with self.engine.connect() as conn:
+            ids = conn.execute(select(db.jobs.c.id).where(db.jobs.c.id.startswith(prefix, autoescape=True))
+                               .limit(3)).scalars().all()
+        if not ids:
+            raise JobNotFound(f"no job {prefix!r} in {self.url_masked}; list jobs with `faircalib status`")
+        if len(ids) > 1:
+            raise JobNotFound(f"job id prefix {prefix!r} is ambiguous ({', '.join(ids)}, ...); give more characters")
+        return ids[0]
+
+    def list_jobs(self, *, state: str | None = None, sweep_id: str | None = None, limit: int = 100) -> list[JobRow]:
+        q = select(db.jobs).order_by(db.jobs.c.created_at.desc(), db.jobs.c.id).limit(limit)
+        if state:
+            q = q.where(db.jobs.c.state == state)
+        if sweep_id:
+            q = q.where(db.jobs.c.sweep_id == sweep_id)
+        with self.engine.connect() as conn:
+            return [_job(r) for r in conn.execute(q)]
+
+    def counts(self) -> dict[str, int]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(db.jobs.c.state, func.count()).group_by(db.jobs.c.state)).all()
+        return {s: n for s, n in rows}
+
+    def transition(self, job_id: str, expected: JobState | str, new: JobState | str, *,
+                   reason: str | None = None, attempt: int | None = None, scheduler_id: str | None = None,
+                   conn: Connection | None = None) -> JobRow:
+        """Move a job from `expected` to `new` with one compare-and-set UPDATE; raises InvalidTransition
+        for a move the table forbids and TransitionConflict when the job is no longer in `expected`
+        (or, with `attempt`, was claimed again since)."""
+        expected, new = JobState(expected), JobState(new)
+        if new not in TRANSITIONS[expected]:
+            allowed = ", ".join(sorted(s.value for s in TRANSITIONS[expected])) or "none (terminal)"
+            raise InvalidTransition(f"job {job_id}: {expected.value} -> {new.value} is not allowed; "
+                                    f"from {expected.value}: {allowed}")
+        if conn is None:
+            with self.engine.begin() as conn:
+                return self.transition(job_id, expected, new, reason=reason, attempt=attempt,
+                                       scheduler_id=scheduler_id, conn=conn)
+        now = utcnow()
+        values: dict[str, Any] = {"state": new.value, "updated_at": now, "reason": reason}
+        if new is R:
+            values.update(started_at=now, finished_at=None, attempt=db.jobs.c.attempt + 1,
+                          scheduler_id=scheduler_id, cancel_requested=False)
+        elif new is Q:
+            values.update(queued_at=now, finished_at=None, scheduler_id=None, cancel_requested=False)
+        else:
+            values.update(finished_at=now)
+        cond = [db.jobs.c.id == job_id, db.jobs.c.state == expected.value]
+        if attempt is not None:
+            cond.append(db.jobs.c.attempt == attempt)
+        res = conn.execute(update(db.jobs).where(and_(*cond)).values(**values))
+        if res.rowcount != 1:
+            cur = conn.execute(select(db.jobs.c.state, db.jobs.c.attempt).where(db.jobs.c.id == job_id)).first()
+            if cur is None:
+                raise JobNotFound(f"no job {job_id!r} in {self.url_masked}")
+            raise TransitionConflict(
+                f"job {job_id}: expected {expected.value}" + (f" (attempt {attempt})" if attempt is not None else "")
+                + f" but it is {cur.state} (attempt {cur.attempt}); {expected.value} -> {new.value} not applied")
+        row = _job(conn.execute(select(db.jobs).where(db.jobs.c.id == job_id)).one())
+        msg = f"{expected.value} -> {new.value}"
+        if new is R:
+            msg += f" (attempt {row.attempt}, scheduler {scheduler_id})"
+        if reason:
+            msg += f": {reason}"
+        self._event(conn, job_id, "state", msg)
+        return row
+
+    def claim(self, scheduler_id: str) -> JobRow | None:
+        """Atomically take the oldest queued job for `scheduler_id` (queued -> running, attempt + 1).
+        PostgreSQL: SELECT ... FOR UPDATE SKIP LOCKED, so concurrent schedulers pick different jobs.
+        SQLite: the transaction holds the write lock (BEGIN IMMEDIATE), so select + CAS are atomic."""
+        for _ in range(8):
+            with self.engine.begin() as conn:
+                q = (select(db.jobs.c.id, db.jobs.c.attempt).where(db.jobs.c.state == Q.value)
+                     .order_by(db.jobs.c.created_at, db.jobs.c.id).limit(1))
+                if self.is_postgres:
+                    q = q.with_for_update(skip_locked=True)
+                cand = conn.execute(q).first()
+                if cand is None:
+                    return None
+                try:
+                    return self.transition(cand.id, Q, R, attempt=cand.attempt, scheduler_id=scheduler_id, conn=conn)
+                except TransitionConflict:
+                    continue  # someone else got it first (only without row locks); try the next one
+        return None
+
+    def request_cancel(self, job_id: str) -> JobState:
+        """Cancel a queued job now; ask a running one to stop (its scheduler moves it to cancelled)."""
+        job = self.get_job(job_id)
+        if job.state is Q:
+            try:
+                return self.transition(job_id, Q, C, reason="cancelled by user").state
+            except TransitionConflict:
+                job = self.get_job(job_id)
+        if job.state is R:
+            with self.engine.begin() as conn:
+                res = conn.execute(update(db.jobs).where(and_(db.jobs.c.id == job_id, db.jobs.c.state == R.value))
+                                   .values(cancel_requested=True, updated_at=utcnow()))
+                if res.rowcount == 1:
+                    self._event(conn, job_id, "state", "cancel requested; the scheduler stops it at the next check")
+                    return R
+            job = self.get_job(job_id)
+        raise InvalidTransition(f"job {job_id} is already {job.state.value}; nothing to cancel")
+
+    def cancel_requested(self, job_id: str) -> bool:
+        with self.engine.connect() as conn:
+            return bool(conn.execute(select(db.jobs.c.cancel_requested).where(db.jobs.c.id == job_id)).scalar())
+
+    def retry(self, job_id: str) -> JobRow:
+        """failed/cancelled -> queued; stages that succeeded are kept (their artifacts are reused)."""
+        job = self.get_job(job_id)
+        if job.config_json is None:
+            raise InvalidTransition(f"job {job_id} was rejected at submit ({job.reason}); "
+                                    "fix the job file and submit it again")
+        with self.engine.begin() as conn:
+            row = self.transition(job_id, job.state, Q, reason=f"retry (was {job.state.value}: {job.reason})"
+                                  if job.reason else "retry", conn=conn)
+            conn.execute(update(db.stages).where(and_(db.stages.c.job_id == job_id,
+                                                      db.stages.c.state != "succeeded"))
+                         .values(state="pending", error=None, started_at=None, finished_at=None))
+        return row
+
+    def set_results(self, job_id: str, results: dict, *, attempt: int) -> None:
+        with self.engine.begin() as conn:
+            res = conn.execute(update(db.jobs).where(and_(db.jobs.c.id == job_id, db.jobs.c.attempt == attempt,
+                                                          db.jobs.c.state == R.value))
+                               .values(results_json=_dumps(results), updated_at=utcnow()))
+            if res.rowcount != 1:
+                raise TransitionConflict(f"job {job_id}: no longer running attempt {attempt}; results not written")
+
+    def set_prior_key(self, job_id: str, key: str) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(update(db.jobs).where(db.jobs.c.id == job_id).values(prior_key=key))
+
+    # ------------------------------------------------------------ stages
+    def ensure_stages(self, job_id: str, names: Iterable[str]) -> list[StageRow]:
+        """Create pending rows for the plan's stages (existing rows keep their state)."""
+        names = list(names)
+        with self.engine.begin() as conn:
+            have = set(conn.execute(select(db.stages.c.name).where(db.stages.c.job_id == job_id)).scalars())
+            for i, name in enumerate(names):
+                if name not in have:
+                    conn.execute(insert(db.stages).values(job_id=job_id, name=name, position=i, state="pending",
+                                                          attempt=0))
+        return self.stages(job_id)
+
+    def stages(self, job_id: str) -> list[StageRow]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(db.stages).where(db.stages.c.job_id == job_id)
+                                .order_by(db.stages.c.position)).all()
+        return [_stage(r) for r in rows]
+
+    def set_stage(self, job_id: str, name: str, state: str, *, attempt: int, output: dict | None = None,
+                  error: str | None = None) -> None:
+        """Change a stage of a running job; fenced by the job's `attempt` (TransitionConflict if lost)."""
+        if state not in STAGE_STATES:
+            raise ValueError(f"stage state {state!r}; allowed: {', '.join(STAGE_STATES)}")
+        now = utcnow()
+        values: dict[str, Any] = {"state": state, "error": error}
+        if state == "running":
+            values.update(started_at=now, finished_at=None, attempt=attempt)
+        elif state in ("succeeded", "failed"):
+            values.update(finished_at=now)
+        if output is not None:
+            values["output_json"] = _dumps(output)
+        fence = select(db.jobs.c.id).where(and_(db.jobs.c.id == job_id, db.jobs.c.attempt == attempt,
+                                                db.jobs.c.state == R.value)).exists()
+        with self.engine.begin() as conn:
+            res = conn.execute(update(db.stages).where(and_(db.stages.c.job_id == job_id, db.stages.c.name == name,
+                                                            fence)).values(**values))
+            if res.rowcount != 1:
+                raise TransitionConflict(f"job {job_id}: stage {name!r} not updated; the job is no longer "
+                                         f"running attempt {attempt} (reconciled or cancelled elsewhere)")
+            msg = f"stage {name}: {state}" + (f": {error}" if error else "")
+            self._event(conn, job_id, "stage", msg, stage=name)
+
+    # ------------------------------------------------------------ events
+    def add_event(self, job_id: str, kind: str, message: str, *, stage: str | None = None,
+                  data: dict | None = None) -> None:
+        with self.engine.begin() as conn:
+            self._event(conn, job_id, kind, message, stage=stage, data=data)
+
+    def _event(self, conn: Connection, job_id: str, kind: str, message: str, *, stage: str | None = None,
+               data: dict | None = None) -> None:
+        conn.execute(insert(db.events).values(job_id=job_id, ts=utcnow(), kind=kind, stage=stage,
+                                              message=message, data_json=_dumps(data)))
+
+    def events(self, job_id: str, *, after_id: int = 0, limit: int | None = None) -> list[EventRow]:
+        q = (select(db.events).where(and_(db.events.c.job_id == job_id, db.events.c.id > after_id))
+             .order_by(db.events.c.id))
+        if limit:
+            q = q.limit(limit)
+        with self.engine.connect() as conn:
+            return [EventRow(id=r.id, job_id=r.job_id, ts=r.ts, kind=r.kind, stage=r.stage, message=r.message,
+                             data=json.loads(r.data_json) if r.data_json else None) for r in conn.execute(q)]
+
+    # ------------------------------------------------------------ artifacts
+    def add_artifacts(self, job_id: str, stage: str, objects: Iterable[tuple[str, str, str, int]]) -> None:
+        """Record (name, uri, sha256, size) objects of a job (replacing same-name rows)."""
+        now = utcnow()
+        with self.engine.begin() as conn:
+            for name, uri, sha, size in objects:
+                conn.execute(db.artifacts.delete().where(and_(db.artifacts.c.job_id == job_id,
+                                                              db.artifacts.c.name == name)))
+                conn.execute(insert(db.artifacts).values(job_id=job_id, name=name, stage=stage, uri=uri,
+                                                         sha256=sha, size=size, created_at=now))
+
+    def artifacts(self, job_id: str) -> list[dict]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(db.artifacts).where(db.artifacts.c.job_id == job_id)
+                                .order_by(db.artifacts.c.name)).all()
+        return [dict(r._mapping) for r in rows]
+
+    # ------------------------------------------------------------ prior cache
+    def prior(self, key: str) -> PriorRow | None:
+        with self.engine.connect() as conn:
+            r = conn.execute(select(db.priors).where(db.priors.c.key == key)).first()
+        if r is None:
+            return None
+        return PriorRow(key=r.key, state=r.state, uri=r.uri, job_id=r.job_id,
+                        metadata=json.loads(r.metadata_json) if r.metadata_json else None, updated_at=r.updated_at)
+
+    def prior_begin(self, key: str, job_id: str, *, stale_s: float) -> tuple[str, PriorRow | None]:
+        """Reserve building the prior `key` for `job_id`. Returns ("ready", row) when cached,
+        ("mine", None) when this job must build it, ("busy", row) while another job builds it (a build
+        whose heartbeat is older than stale_s, or that failed, is taken over)."""
+        now = utcnow()
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(insert(db.priors).values(key=key, state="building", job_id=job_id, created_at=now,
+                                                      updated_at=now))
+            return "mine", None
+        except IntegrityError:
+            pass
+        row = self.prior(key)
+        if row is None:  # deleted in between: try once more
+            return self.prior_begin(key, job_id, stale_s=stale_s)
+        if row.state == "ready":
+            return "ready", row
+        if row.job_id == job_id or row.state == "failed" or row.updated_at < now - timedelta(seconds=stale_s):
+            with self.engine.begin() as conn:
+                res = conn.execute(update(db.priors).where(and_(db.priors.c.key == key,
+                                                                db.priors.c.updated_at == row.updated_at,
+                                                                db.priors.c.state != "ready"))
+                                   .values(state="building", job_id=job_id, updated_at=now))
+            if res.rowcount == 1:
+                return "mine", None
+            return self.prior_begin(key, job_id, stale_s=stale_s)
+        return "busy", row
+
+    def prior_touch(self, key: str, job_id: str) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(update(db.priors).where(and_(db.priors.c.key == key, db.priors.c.job_id == job_id,
+                                                      db.priors.c.state == "building")).values(updated_at=utcnow()))
+
+    def prior_finish(self, key: str, job_id: str, *, uri: str, metadata: dict) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(update(db.priors).where(db.priors.c.key == key)
+                         .values(state="ready", uri=uri, job_id=job_id, metadata_json=_dumps(metadata),
+                                 updated_at=utcnow()))
+
+    def prior_abandon(self, key: str, job_id: str) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(update(db.priors).where(and_(db.priors.c.key == key, db.priors.c.job_id == job_id,
+                                                      db.priors.c.state == "building"))
+                         .values(state="failed", updated_at=utcnow()))
+
+    # ------------------------------------------------------------ schedulers
+    def register_scheduler(self) -> str:
+        sid = f"{socket.gethostname()[:40]}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        now = utcnow()
+        with self.engine.begin() as conn:
+            conn.execute(insert(db.schedulers).values(id=sid, host=socket.gethostname()[:255], pid=os.getpid(),
+                                                      started_at=now, heartbeat_at=now))
+        return sid
+
+    def heartbeat(self, scheduler_id: str) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(update(db.schedulers).where(db.schedulers.c.id == scheduler_id)
+                         .values(heartbeat_at=utcnow()))
+
+    def stop_scheduler(self, scheduler_id: str) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(update(db.schedulers).where(db.schedulers.c.id == scheduler_id)
+                         .values(stopped_at=utcnow()))
+
+    def live_schedulers(self, lease_s: float) -> list[str]:
+        cutoff = utcnow() - timedelta(seconds=lease_s)
+        with self.engine.connect() as conn:
+            return list(conn.execute(select(db.schedulers.c.id).where(and_(
+                db.schedulers.c.stopped_at.is_(None), db.schedulers.c.heartbeat_at >= cutoff))).scalars())
+
+    def reconcile(self, lease_s: float) -> list[str]:
+        """Requeue running jobs whose scheduler stopped or has not heartbeat within `lease_s`; their
+        unfinished stages go back to pending (finished stages are kept and resumed from)."""
+        cutoff = utcnow() - timedelta(seconds=lease_s)
+        live = select(db.schedulers.c.id).where(and_(db.schedulers.c.stopped_at.is_(None),
+                                                     db.schedulers.c.heartbeat_at >= cutoff))
+        with self.engine.connect() as conn:
+            orphans = conn.execute(select(db.jobs.c.id, db.jobs.c.attempt, db.jobs.c.scheduler_id).where(and_(
+                db.jobs.c.state == R.value,
+                or_(db.jobs.c.scheduler_id.is_(None), db.jobs.c.scheduler_id.not_in(live))))).all()
+        requeued = []
+        for job_id, attempt, owner in orphans:
+            try:
+                with self.engine.begin() as conn:
+                    self.transition(job_id, R, Q, attempt=attempt, conn=conn,
+                                    reason=f"requeued: scheduler {owner} stopped or missed its {lease_s:.0f}s lease")
+                    conn.execute(update(db.stages).where(and_(db.stages.c.job_id == job_id,
+                                                              db.stages.c.state == "running"))
+                                 .values(state="pending", started_at=None))
+                requeued.append(job_id)
+            except TransitionConflict:
+                continue  # it finished or was reconciled by someone else meanwhile
+        return requeued
+
+
+def new_job_id() -> str:
+    return uuid.uuid4().hex[:12]
+
+
+def _first_line(e: BaseException) -> str:
+    s = str(e).strip().splitlines()
+    return s[0] if s else type(e).__name__

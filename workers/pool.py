@@ -1,0 +1,225 @@
+"""A generic Ray actor pool that runs a job stage's work in shards, with bounded retries and progress.
+
+Boundary: distribution only. What a shard computes is a `ShardTask` passed in (setup once per actor,
+then one call per shard); this module never imports torch or faircalib algorithm code.
+
+    results = run_sharded(items, ShardTask(setup=load_model, run=probe_shard, setup_kwargs={...}),
+                          shard_size=16, n_workers=2, resources=WorkerResources(num_cpus=1, num_gpus=0.5),
+                          max_retries=2, on_event=store_event)
+
+- Items are cut into contiguous shards; results come back as a list in shard order, however the
+  shards were scheduled, retried or finished, so merging is exact and order-independent.
+- Actors are created with `max_restarts=max_retries`: an actor process that dies (OOM, SIGKILL, node
+  loss) is restarted by Ray and its shard is resubmitted by this loop, at most `max_retries` times per
+  shard. A shard that raises a FaircalibError (bad input: deterministic) fails at once; other
+  exceptions are retried like crashes.
+- Progress: shard code calls `report({...})`; events travel through a `ray.util.queue.Queue` to the
+  driver, which passes them to `on_event` (the scheduler writes them to the store), together with the
+  pool's own events (shard started/finished/retried, CPU fallback).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import ray
+
+from faircalib.errors import FaircalibError
+
+log = logging.getLogger(__name__)
+Event = dict[str, Any]
+
+
+class WorkerError(FaircalibError):
+    """A shard failed after its retries (or with a deterministic error); names the shard and cause."""
+
+
+class PoolCancelled(FaircalibError):
+    """`should_stop()` returned True while shards were running."""
+
+
+@dataclass(frozen=True)
+class WorkerResources:
+    """Ray resource request per actor. num_gpus may be fractional (<= 1) to pack actors on one GPU."""
+    num_cpus: float = 1.0
+    num_gpus: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.num_cpus < 0 or self.num_gpus < 0 or (self.num_gpus > 1 and self.num_gpus != int(self.num_gpus)):
+            raise ValueError(f"invalid resources {self}: num_gpus must be in [0, 1] or whole")
+
+
+def cluster_gpus() -> float:
+    return float(ray.cluster_resources().get("GPU", 0.0))
+
+
+def resolve_resources(num_cpus: float, num_gpus: float) -> tuple[WorkerResources, str | None]:
+    """The request to use on this cluster: GPUs fall back to 0 (CPU) when the cluster has none.
+    Returns (resources, a note for the job's events when a fallback happened)."""
+    if num_gpus > 0 and cluster_gpus() <= 0:
+        return (WorkerResources(num_cpus, 0.0),
+                f"no GPU in the Ray cluster; workers run on CPU (requested {num_gpus:g} GPU per worker)")
+    return WorkerResources(num_cpus, num_gpus), None
+
+
+@dataclass(frozen=True)
+class ShardTask:
+    """setup(**setup_kwargs) -> state, once per actor (e.g. load the model); run(state, items, report)
+    -> result, once per shard. Both must be importable (or picklable) functions."""
+    setup: Callable[..., Any] | None
+    run: Callable[[Any, Sequence[Any], Callable[[Event], None]], Any]
+    setup_kwargs: dict = field(default_factory=dict)
+    name: str = "shard"
+
+
+@ray.remote
+class ShardWorker:
+    """One pool actor. State from `setup` lives as long as the actor process (rebuilt after restart)."""
+
+    def __init__(self, task: ShardTask, queue, worker_index: int):
+        self.task, self.queue, self.index = task, queue, worker_index
+        self.state, self.ready = None, False
+
+    def info(self) -> dict:
+        import socket
+
+        return {"pid": os.getpid(), "host": socket.gethostname(), "gpu_ids": ray.get_gpu_ids(),
+                "worker": self.index}
+
+    def run_shard(self, shard: int, items: list, attempt: int) -> tuple[int, Any]:
+        if not self.ready:
+            self.state = self.task.setup(**self.task.setup_kwargs) if self.task.setup else None
+            self.ready = True
+
+        def report(data: Event) -> None:
+            try:
+                self.queue.put_nowait({"kind": "progress", "shard": shard, "attempt": attempt,
+                                       "worker": self.index, **data})
+            except Exception:  # noqa: BLE001 - progress is best effort; never fail a shard for it
+                pass
+
+        return shard, self.task.run(self.state, items, report)
+
+
+def make_shards(items: Sequence[Any], shard_size: int) -> list[list[Any]]:
+    if shard_size < 1:
+        raise ValueError("shard_size must be >= 1")
+    return [list(items[i:i + shard_size]) for i in range(0, len(items), shard_size)]
+
+
+def run_sharded(items: Sequence[Any], task: ShardTask, *, shard_size: int, n_workers: int,
+                resources: WorkerResources = WorkerResources(), max_retries: int = 2,
+                on_event: Callable[[Event], None] | None = None, should_stop: Callable[[], bool] | None = None,
+                poll_s: float = 0.25) -> list[Any]:
+    """Run task over items in shards on up to n_workers actors; list of shard results in shard order."""
+    from ray.exceptions import RayActorError, RayTaskError
+    from ray.util.queue import Empty, Queue
+
+    emit = on_event or (lambda e: None)
+    shards = make_shards(items, shard_size)
+    if not shards:
+        return []
+    n_workers = max(1, min(n_workers, len(shards)))
+    queue = Queue(actor_options={"num_cpus": 0})
+    actors = [ShardWorker.options(num_cpus=resources.num_cpus, num_gpus=resources.num_gpus,
+                                  max_restarts=max_retries, max_task_retries=0,
+                                  name=None).remote(task, queue, i) for i in range(n_workers)]
+    emit({"kind": "pool", "message": f"{task.name}: {len(shards)} shards of <= {shard_size} on {n_workers} "
+                                     f"workers ({resources.num_cpus:g} CPU, {resources.num_gpus:g} GPU each)"})
+    results: dict[int, Any] = {}
+    attempts = [0] * len(shards)
+    pending = deque(range(len(shards)))
+    idle = deque(range(n_workers))
+    actor_failures = [0] * n_workers
+    inflight: dict[Any, tuple[int, int]] = {}  # ref -> (worker, shard)
+
+    def drain() -> None:
+        while True:
+            try:
+                emit(queue.get_nowait())
+            except Empty:
+                return
+            except Exception:  # noqa: BLE001 - the queue actor itself is gone: nothing more to drain
+                return
+
+    try:
+        while pending or inflight:
+            while idle and pending:
+                w, s = idle.popleft(), pending.popleft()
+                inflight[actors[w].run_shard.remote(s, shards[s], attempts[s])] = (w, s)
+            ready, _ = ray.wait(list(inflight), num_returns=1, timeout=poll_s)
+            drain()
+            if should_stop is not None and should_stop():
+                raise PoolCancelled(f"{task.name}: cancelled with {len(results)}/{len(shards)} shards done")
+            for ref in ready:
+                w, s = inflight.pop(ref)
+                try:
+                    _, value = ray.get(ref)
+                except RayActorError as e:  # the actor process died mid-shard
+                    actor_failures[w] += 1
+                    attempts[s] += 1
+                    cause = f"worker {w} died ({type(e).__name__})"
+                    if attempts[s] > max_retries:
+                        raise WorkerError(f"{task.name} shard {s} failed after {attempts[s]} attempts: {cause}") from e
+                    emit({"kind": "retry", "shard": s, "attempt": attempts[s],
+                          "message": f"{task.name} shard {s}: {cause}; retry {attempts[s]}/{max_retries}"})
+                    pending.appendleft(s)
+                    if actor_failures[w] <= max_retries:  # Ray restarts it; reuse the handle
+                        idle.append(w)
+                    elif not idle and not inflight:
+                        raise WorkerError(f"{task.name}: every worker died more than {max_retries} times") from e
+                    continue
+                except RayTaskError as e:  # the shard code raised
+                    cause = e.cause if getattr(e, "cause", None) is not None else e
+                    if isinstance(cause, FaircalibError):
+                        raise type(cause)(str(cause)) from e  # bad input: retrying cannot help
+                    attempts[s] += 1
+                    if attempts[s] > max_retries:
+                        raise WorkerError(f"{task.name} shard {s} failed after {attempts[s]} attempts: "
+                                          f"{type(cause).__name__}: {cause}") from e
+                    emit({"kind": "retry", "shard": s, "attempt": attempts[s],
+                          "message": f"{task.name} shard {s}: {type(cause).__name__}: {cause}; "
+                                     f"retry {attempts[s]}/{max_retries}"})
+                    pending.appendleft(s)
+                    idle.append(w)
+                    continue
+                results[s] = value
+                idle.append(w)
+                emit({"kind": "shard_done", "shard": s, "done": len(results), "total": len(shards),
+                      "message": f"{task.name}: {len(results)}/{len(shards)} shards done"})
+        drain()
+        return [results[s] for s in range(len(shards))]
+    finally:
+        for a in actors:
+            ray.kill(a, no_restart=True)
+        try:
+            ray.kill(queue.actor, no_restart=True)
+        except Exception:  # noqa: BLE001
+            pass
+
+
+def run_single(task: ShardTask, item: Any, *, resources: WorkerResources = WorkerResources(),
+               max_retries: int = 2, on_event: Callable[[Event], None] | None = None,
+               should_stop: Callable[[], bool] | None = None) -> Any:
+    """One item on one dedicated actor (Stage II calibration, one evaluation), same retry/progress rules."""
+    return run_sharded([item], task, shard_size=1, n_workers=1, resources=resources, max_retries=max_retries,
+                       on_event=on_event, should_stop=should_stop)[0]
+
+
+def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
+    """Connect to `address` (a running cluster: 'auto', 'ray://host:10001', 'host:6379') or start a
+    local Ray instance, unless this process is already connected."""
+    if ray.is_initialized():
+        return
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    t0 = time.monotonic()
+    kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
+    if address:
+        ray.init(address=address, **kwargs)
+    else:
+        ray.init(num_cpus=num_cpus, **kwargs)
+    log.info("ray ready in %.1fs: %s", time.monotonic() - t0, ray.cluster_resources())
