@@ -125,6 +125,22 @@ class QuantLinear(_KeepDtype):
         `acc_dtype`. The hook for a CUDA/Triton int kernel."""
         return xq.to(self.acc_dtype) @ wq.to(self.acc_dtype).t()
 
+    # --- CUDA path (faircalib.kernels, issue 8) ----------------------------------------------------
+    # "auto": Triton W4A4 kernels (fused int4 quantize + int8-dot GEMM) for CUDA inputs when the weights
+    # are int4-packed and activations 4-bit; the torch reference below otherwise. "triton" also forces
+    # the kernels on CPU under TRITON_INTERPRET=1 (tests); "torch" forces the reference.
+    kernel_backend: str = "auto"
+
+    def _use_w4a4_kernels(self, x: torch.Tensor) -> bool:
+        return (self.kernel_backend != "torch" and self.a_bits == 4 and container_bits(self.w_bits) == 4
+                and (x.is_cuda or self.kernel_backend == "triton"))
+
+    def _forward_w4a4_kernels(self, x: torch.Tensor) -> torch.Tensor:
+        from faircalib.kernels import w4a4_linear
+
+        return w4a4_linear(x, self.qweight, self.w_scale, self.bias, clip=self.act_clip, backend="triton")
+    # ------------------------------------------------------------------------------------------------
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x (…, K) -> (…, N) in x's dtype.
 
@@ -132,6 +148,8 @@ class QuantLinear(_KeepDtype):
         2. integer GEMM of the codes (exact)
         3. epilogue: acc · s_x · s_w + b
         """
+        if self._use_w4a4_kernels(x):  # CUDA: the same math in Triton kernels
+            return self._forward_w4a4_kernels(x)
         lead = x.shape[:-1]
         x2 = x.reshape(-1, self.in_features)  # (M, K)
         if self.a_bits >= FP_BITS:  # weight-only: dequantize and use a float GEMM
