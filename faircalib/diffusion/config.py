@@ -7,8 +7,9 @@ Module boundary: pure configuration, no tensors and no model calls.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, fields, replace
-from typing import Any, Iterable
+from typing import Any
 
 from faircalib.errors import ConfigError
 
@@ -110,7 +111,7 @@ class DecodeConfig:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "DecodeConfig":
+    def from_dict(cls, d: dict[str, Any]) -> DecodeConfig:
         names = {f.name for f in fields(cls)}
         unknown = sorted(set(d) - names)
         if unknown:
@@ -171,7 +172,7 @@ class RecordSpec:
         return steps * batch * gen_length * sum(per[n] for n in self.names)
 
     @classmethod
-    def coerce(cls, record: Any) -> "RecordSpec | None":
+    def coerce(cls, record: Any) -> RecordSpec | None:
         """None/False -> nothing; True -> defaults (top1 + top1_prob); a RecordSpec; or names to record."""
         if record is None or record is False:
             return None

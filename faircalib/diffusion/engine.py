@@ -17,18 +17,30 @@ Module boundary: the step loop; policy math in policies.py, counts in schedule.p
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
-from typing import Any, Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 from faircalib.diffusion.config import DREAM_CONFIDENCE_POLICIES, DecodeConfig, RecordSpec, resolve_config
-from faircalib.diffusion.policies import (NEG_INF, bernoulli_commit, dream_sample_tokens, llada_proposals,
-                                          random_commit, sampled_commit, topk_commit)
+from faircalib.diffusion.policies import (
+    NEG_INF,
+    bernoulli_commit,
+    dream_sample_tokens,
+    llada_proposals,
+    random_commit,
+    sampled_commit,
+    topk_commit,
+)
 from faircalib.diffusion.prompts import batch_prompts, model_device, model_pad_id
-from faircalib.diffusion.schedule import (dream_timesteps, dream_transfer_count, dream_transfer_prob,
-                                          llada_transfer_counts)
+from faircalib.diffusion.schedule import (
+    dream_timesteps,
+    dream_transfer_count,
+    dream_transfer_prob,
+    llada_transfer_counts,
+)
 from faircalib.diffusion.trajectory import DecodeStep, Trajectory
 from faircalib.errors import ConfigError
 

@@ -8,7 +8,8 @@ Module boundary: input normalisation only.
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 

@@ -9,8 +9,9 @@ Module boundary: state reconstruction + batched forward; diagnostics live elsewh
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any
 
 import torch
 

@@ -144,7 +144,7 @@ class Trajectory:
             raise ConfigError(f"step={step} is outside 0..{hi} for a {self.steps}-step trajectory")
 
     # -- slicing / moving -----------------------------------------------------------------------------
-    def select(self, rows: slice | list[int] | torch.Tensor) -> "Trajectory":
+    def select(self, rows: slice | list[int] | torch.Tensor) -> Trajectory:
         """A sub-batch (e.g. to replay a large batch in chunks). Records are sliced on dim 1."""
         if isinstance(rows, slice):
             idx = torch.arange(self.batch_size)[rows]
@@ -156,7 +156,7 @@ class Trajectory:
                           self.tokens.index_select(0, dev), self.commit_step.index_select(0, dev), self.config,
                           self.mask_token_id, self.pad_token_id, recs)
 
-    def to(self, device: torch.device | str) -> "Trajectory":
+    def to(self, device: torch.device | str) -> Trajectory:
         """Move the core tensors (records stay on the CPU)."""
         return Trajectory(self.prompt_ids.to(device), self.prompt_mask.to(device), self.tokens.to(device),
                           self.commit_step.to(device), self.config, self.mask_token_id, self.pad_token_id,
@@ -175,13 +175,13 @@ class Trajectory:
         save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(path), metadata=meta)
 
     @classmethod
-    def load(cls, path: str | Path) -> "Trajectory":
+    def load(cls, path: str | Path) -> Trajectory:
         from safetensors import safe_open
 
         try:
             with safe_open(str(path), framework="pt", device="cpu") as f:
                 meta = f.metadata() or {}
-                tensors = {k: f.get_tensor(k) for k in f.keys()}
+                tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open is not a dict)
         except Exception as err:  # safetensors raises several types for a bad file
             raise CheckpointError(f"cannot read trajectory file {path}: {err}") from err
         if meta.get("format") != "faircalib.trajectory/1":

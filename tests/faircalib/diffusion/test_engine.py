@@ -14,7 +14,7 @@ GREEDY = ("low_confidence", "entropy", "maskgit_plus", "topk_margin")
 def opts(policy: str, arch: str) -> dict:
     """Policy options valid on an `arch` model (LLaDA schedule gets two blocks)."""
     llada_sched = policy == "low_confidence" or (policy == "random" and arch == "llada")
-    return dict(steps=8, gen_length=12, block_length=6 if llada_sched else None)
+    return {"steps": 8, "gen_length": 12, "block_length": 6 if llada_sched else None}
 
 
 @pytest.mark.parametrize("arch", ["llada", "dream"])
@@ -73,11 +73,11 @@ def test_batched_equals_per_sample_for_greedy(tiny_pair, prompts, arch, policy):
         assert torch.equal(single.commit_step[0], batched.commit_step[b]), (b, policy)
 
 
-@pytest.mark.parametrize("policy,extra", [("low_confidence", dict(temperature=0.0)),
-                                          ("low_confidence", dict(temperature=0.9)),
-                                          ("entropy", dict(temperature=0.7, alg_temp=0.3)),
-                                          ("topk_margin", dict(temperature=0.0)),
-                                          ("origin", dict(temperature=0.7)), ("random", dict(temperature=0.0))])
+@pytest.mark.parametrize("policy,extra", [("low_confidence", {"temperature": 0.0}),
+                                          ("low_confidence", {"temperature": 0.9}),
+                                          ("entropy", {"temperature": 0.7, "alg_temp": 0.3}),
+                                          ("topk_margin", {"temperature": 0.0}),
+                                          ("origin", {"temperature": 0.7}), ("random", {"temperature": 0.0})])
 def test_deterministic_for_a_seed(tiny_pair, prompts, policy, extra):
     arch = "llada" if policy in ("low_confidence", "random") else "dream"
     m = tiny_pair[arch]

@@ -113,7 +113,7 @@ def test_llada_confidence_is_clean_prob_of_noisy_argmax(fakes):
 
 def test_gumbel_decoding_deterministic_by_seed(fakes):
     m = fakes.TableModel(fakes.peaked_table([0.3] * 12, [0] * 12))  # flat-ish: noise decides tokens
-    kw = dict(steps=6, gen_length=12, block_length=6, temperature=1.0)
+    kw = {"steps": 6, "gen_length": 12, "block_length": 6, "temperature": 1.0}
     a, b = generate(m, PROMPT, seed=3, **kw), generate(m, PROMPT, seed=3, **kw)
     c = generate(m, PROMPT, seed=4, **kw)
     assert torch.equal(a.tokens, b.tokens) and torch.equal(a.commit_step, b.commit_step)
