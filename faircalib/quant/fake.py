@@ -176,13 +176,22 @@ def restore_fp_block(block: DecoderBlock) -> None:
 
 
 def learnable_parameters(block: nn.Module) -> dict[str, nn.Parameter]:
-    """The block's trainable quantization parameters by name (sorted), e.g.
-    'act_transforms.qkv.transform.p1', 'q_proj.clip_logit'."""
-    return {n: p for n, p in sorted(block.named_parameters()) if p.requires_grad}
+    """The block's quantization parameters by name (sorted): clipping logits of ActPoints and
+    FakeQuantLinears and the Kronecker transforms' p1/p2/diag, e.g. 'act_transforms.qkv.transform.p1',
+    'q_proj.clip_logit'. Everything else in the block is FP and frozen during calibration."""
+    out: dict[str, nn.Parameter] = {}
+    for name, mod in block.named_modules():
+        prefix = f"{name}." if name else ""
+        if isinstance(mod, (ActPoint, FakeQuantLinear)) and mod.clip_logit is not None:
+            out[prefix + CLIP_KEY] = mod.clip_logit
+        if isinstance(mod, KroneckerTransform):
+            for pname, p in mod.named_parameters(recurse=False):
+                out[prefix + pname] = p
+    return dict(sorted(out.items()))
 
 
 def freeze_fp_parameters(block: nn.Module) -> None:
-    """Everything except quantization parameters (transforms, clipping) is frozen."""
-    for name, p in block.named_parameters():
-        if not (name.endswith(CLIP_KEY) or ".transform." in f".{name}"):
-            p.requires_grad_(False)
+    """Only quantization parameters (transforms, clipping) require gradients."""
+    learn = {id(p) for p in learnable_parameters(block).values()}
+    for p in block.parameters():
+        p.requires_grad_(id(p) in learn)

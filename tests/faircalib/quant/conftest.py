@@ -29,3 +29,8 @@ def calib_ids():
 @pytest.fixture
 def eval_ids():
     return torch.randint(0, 95, (8, 24), generator=torch.Generator().manual_seed(1))
+
+
+@pytest.fixture
+def make_outlier_model():
+    return outlier_model

@@ -1,0 +1,75 @@
+import copy
+
+import pytest
+import torch
+
+from faircalib.calibrate import calibrate_layerwise
+from faircalib.errors import ConfigError
+from faircalib.eval.fidelity import compare_to_reference
+from faircalib.models import tiny_model
+from faircalib.quant import CalibConfig, QuantConfig, quantize
+from faircalib.quant.runtime import KroneckerOnline, QuantEmbedding, QuantLinear
+
+FAST = CalibConfig(epochs=3, batch_size=4)
+
+
+@pytest.mark.parametrize("arch", ["llada", "dream"])
+def test_rtn_needs_no_data_and_keeps_the_model_api(arch, eval_ids):
+    m = tiny_model(arch)
+    q = quantize(copy.deepcopy(m), QuantConfig.from_bits("w4a4", method="rtn"))
+    for block in q.blocks:
+        assert all(isinstance(block.role(r), QuantLinear) for r in ("q", "k", "v", "o", "gate", "up", "down"))
+        assert len(block.act_transforms) == 0
+    assert q.faircalib_quant["quant_config"]["method"] == "rtn"
+    logits = q(eval_ids)
+    assert logits.shape == (8, 24, 96) and bool(torch.isfinite(logits).all())
+    assert q.lm_head is None or not isinstance(q.lm_head, QuantLinear)  # head FP by default
+
+
+def test_w8a8_is_near_fp_and_w4a4_is_not(eval_ids, make_outlier_model):
+    m = make_outlier_model()
+    kl = {}
+    for setting in ("w8a8", "w4a4"):
+        q = quantize(copy.deepcopy(m), QuantConfig.from_bits(setting, method="rtn"))
+        kl[setting] = compare_to_reference(q, eval_ids, m, ratios=(0.5,)).kl_to_ref
+    print(f"\nRTN KL to FP: W8A8 {kl['w8a8']:.2e}, W4A4 {kl['w4a4']:.2e}")
+    assert kl["w8a8"] < kl["w4a4"] / 50
+
+
+def test_flatquant_beats_rtn_on_a_tiny_model(calib_ids, eval_ids, make_outlier_model):
+    """A handful of epochs of FlatQuant (transforms + clipping) beat RTN per block and end to end."""
+    m = make_outlier_model()
+    qcfg = QuantConfig.from_bits("w4a4")
+    rtn_report = calibrate_layerwise(copy.deepcopy(m), calib_ids, qcfg.replace(method="rtn"), FAST)
+    flat_model = copy.deepcopy(m)
+    flat_report = calibrate_layerwise(flat_model, calib_ids, qcfg, FAST)
+    rtn_loss = [b.final_loss for b in rtn_report.blocks]
+    flat_loss = [b.final_loss for b in flat_report.blocks]
+    rtn_model = quantize(copy.deepcopy(m), qcfg.replace(method="rtn"))
+    kl_rtn = compare_to_reference(rtn_model, eval_ids, m, ratios=(0.5,)).kl_to_ref
+    kl_flat = compare_to_reference(flat_model, eval_ids, m, ratios=(0.5,)).kl_to_ref
+    print(f"\nblock MSE rtn={rtn_loss} flatquant={flat_loss}; held-out KL rtn={kl_rtn:.2e} flatquant={kl_flat:.2e}")
+    assert all(f < 0.8 * r for f, r in zip(flat_loss, rtn_loss))
+    assert kl_flat < 0.8 * kl_rtn
+    assert all(isinstance(b.act_transforms["qkv"], KroneckerOnline) for b in flat_model.blocks)
+    # the learned loss went down from its SmoothQuant/identity initialisation
+    assert all(b.final_loss < b.init_loss for b in flat_report.blocks)
+
+
+def test_method_input_checks(calib_ids):
+    m = tiny_model()
+    with pytest.raises(ConfigError, match="needs calibration data"):
+        quantize(copy.deepcopy(m), QuantConfig(method="flatquant"))
+    with pytest.raises(ConfigError, match="needs position_weights"):
+        quantize(copy.deepcopy(m), QuantConfig(method="faircalib"), calib_ids)
+    with pytest.raises(ConfigError, match=r"position_weights has shape \(5,\); expected \(24,\)"):
+        quantize(copy.deepcopy(m), QuantConfig(method="faircalib"), calib_ids, position_weights=torch.ones(5))
+
+
+def test_head_and_embedding_quantization_is_opt_in(eval_ids):
+    m = tiny_model("dream")
+    q = quantize(copy.deepcopy(m), QuantConfig(method="rtn", quantize_head=True, quantize_embed=True))
+    assert isinstance(q.lm_head, QuantLinear) and isinstance(q.embed_tokens, QuantEmbedding)
+    assert bool(torch.isfinite(q(eval_ids)).all())
+    with pytest.raises(ConfigError, match="tied word embeddings"):
+        quantize(tiny_model("llada", tie_word_embeddings=True), QuantConfig(method="rtn", quantize_head=True))
