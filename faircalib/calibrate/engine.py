@@ -246,6 +246,9 @@ def calibrate_layerwise(adapter_or_model: DLLMAdapter | DiffusionLM, calib_ids: 
     """
     qcfg = QuantConfig(method=qcfg) if isinstance(qcfg, str) else qcfg
     ccfg = calib_cfg or CalibConfig()
+    if qcfg.method == "quarot" and position_weights is not None:
+        raise ConfigError("position_weights apply to the learned methods (flatquant, faircalib, qdrop); QuaRot's "
+                          "GPTQ uses uniform token weights - pass position_weights=None")
     adapter = adapter_or_model if isinstance(adapter_or_model, DLLMAdapter) else DLLMAdapter(adapter_or_model)
     model = adapter.model
     weights = _check_inputs(calib_ids, position_weights)

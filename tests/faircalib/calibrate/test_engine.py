@@ -90,6 +90,27 @@ def test_resume_after_interruption_gives_identical_parameters(method, make_outli
         calibrate_layerwise(copy.deepcopy(m), calib_ids, qcfg.replace(seed=1), TWO, state_dir=tmp_path / "b")
 
 
+def test_quarot_resume_gives_identical_codes(make_outlier_model, calib_ids, tmp_path):
+    m = make_outlier_model(n_layers=2)
+    qcfg = QuantConfig.from_bits("w4a4", method="quarot")
+    ref = copy.deepcopy(m)
+    calibrate_layerwise(ref, calib_ids, qcfg, state_dir=tmp_path / "a")
+
+    def kill(ev):
+        if ev["event"] == "block_done" and ev["block"] == 0:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        calibrate_layerwise(copy.deepcopy(m), calib_ids, qcfg, state_dir=tmp_path / "b", progress=kill)
+    res = copy.deepcopy(m)
+    rep = calibrate_layerwise(res, calib_ids, qcfg, state_dir=tmp_path / "b")
+    assert [b.resumed for b in rep.blocks] == [True, False]
+    for b_ref, b_res in zip(ref.blocks, res.blocks):
+        for r in ("q", "k", "v", "o", "gate", "up", "down"):
+            assert torch.equal(b_ref.role(r).qweight, b_res.role(r).qweight)
+            assert torch.equal(b_ref.role(r).w_scale, b_res.role(r).w_scale)
+
+
 def test_streaming_and_non_streaming_agree(make_outlier_model, calib_ids):
     m = make_outlier_model(n_layers=2)
     a, b = copy.deepcopy(m), copy.deepcopy(m)

@@ -44,6 +44,19 @@ def test_packed_checkpoint_loads_and_matches_fake_quant(make_outlier_model, cali
     assert rec["layout"]["model.layers.0.act_transforms.qkv"] == {"kind": "kronecker", "n1": 8, "n2": 8}
 
 
+def test_quarot_online_rotation_survives_save_load(calib_ids, eval_ids, tmp_path):
+    m = tiny_model("llada", tie_word_embeddings=True)  # QuaRot unties the head; the checkpoint must follow
+    q = quantize(m, QuantConfig.from_bits("w4a4", method="quarot"), calib_ids)
+    save_quantized(q, tmp_path)
+    lm = load_quantized(tmp_path).model
+    assert type(lm.blocks[0].act_transforms["down"]).__name__ == "OnlineRotation"
+    assert type(lm.blocks[0].act_transforms["o"]).__name__ == "OnlineRotation"
+    assert lm.lm_head is not None and not lm.config.tie_word_embeddings
+    assert torch.equal(lm(eval_ids), q(eval_ids))
+    rec = json.loads((tmp_path / "quant_config.json").read_text())
+    assert rec["calibration"]["extra"]["quarot"]["down"] == "hadamard"
+
+
 @pytest.mark.parametrize("setting, dtype", [("w3a4", torch.uint8), ("w8a8", torch.int8)])
 def test_other_bit_widths_roundtrip(setting, dtype, eval_ids, tmp_path):
     q = quantize(tiny_model("llada"), QuantConfig.from_bits(setting, method="rtn"))
@@ -82,7 +95,7 @@ def test_manifest_tamper_and_missing_files_are_detected(tmp_path):
         save_quantized(tiny_model("llada"), tmp_path / "fp")
 
 
-@pytest.mark.parametrize("method", ["rtn", "flatquant"])
+@pytest.mark.parametrize("method", ["rtn", "flatquant", "quarot"])
 def test_checkpoint_bytes_matches_saved_tensors(method, calib_ids, tmp_path):
     """The shape-only size model equals the bytes of the tensors a bf16 checkpoint holds."""
     m = tiny_model("dream")

@@ -56,12 +56,26 @@ def test_flatquant_beats_rtn_on_a_tiny_model(calib_ids, eval_ids, make_outlier_m
     assert all(b.final_loss < b.init_loss for b in flat_report.blocks)
 
 
+def test_quarot_gptq_beats_rtn_on_a_tiny_model(calib_ids, eval_ids, make_outlier_model):
+    m = make_outlier_model("dream")
+    rtn = quantize(copy.deepcopy(m), QuantConfig.from_bits("w4a4", method="rtn"))
+    qr = quantize(copy.deepcopy(m), QuantConfig.from_bits("w4a4", method="quarot"), calib_ids)
+    kl_rtn = compare_to_reference(rtn, eval_ids, m, ratios=(0.5,)).kl_to_ref
+    kl_qr = compare_to_reference(qr, eval_ids, m, ratios=(0.5,)).kl_to_ref
+    print(f"\nheld-out KL: rtn={kl_rtn:.2e} quarot={kl_qr:.2e}")
+    assert kl_qr < 0.6 * kl_rtn
+    assert type(qr.blocks[0].act_transforms["down"]).__name__ == "OnlineRotation"
+    assert all(isinstance(qr.blocks[1].role(r), QuantLinear) for r in ("q", "o", "down"))
+
+
 def test_method_input_checks(calib_ids):
     m = tiny_model()
     with pytest.raises(ConfigError, match="needs calibration data"):
         quantize(copy.deepcopy(m), QuantConfig(method="flatquant"))
     with pytest.raises(ConfigError, match="needs position_weights"):
         quantize(copy.deepcopy(m), QuantConfig(method="faircalib"), calib_ids)
+    with pytest.raises(ConfigError, match="QuaRot's GPTQ uses uniform token weights"):
+        quantize(copy.deepcopy(m), QuantConfig(method="quarot"), calib_ids, position_weights=torch.ones(24))
     with pytest.raises(ConfigError, match=r"position_weights has shape \(5,\); expected \(24,\)"):
         quantize(copy.deepcopy(m), QuantConfig(method="faircalib"), calib_ids, position_weights=torch.ones(5))
 
