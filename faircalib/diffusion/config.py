@@ -47,7 +47,9 @@ class DecodeConfig:
     steps: int = 128
     gen_length: int = 128
     block_length: int | None = None
-    temperature: float = 0.0  # 0 = greedy; >0: LLaDA Gumbel noise (float64) / Dream token sampling
+    # 0 = greedy; >0: Gumbel noise in float64 (low_confidence, and `random` on the LLaDA schedule) or
+    # sampling from softmax(logits / temperature) (Dream policies, and `random` on the Dream schedule)
+    temperature: float = 0.0
     alg_temp: float = 0.0  # Dream confidence policies: >0 samples the commit set from softmax(conf/alg_temp)
     seed: int = 0
     eps: float = 1e-3  # Dream: timesteps = linspace(1, eps, steps + 1)
