@@ -113,17 +113,20 @@ def _field(row: dict, fields: tuple[str, ...], where: str) -> str:
 
 
 def iter_documents(source: str, seed: int = 0, task_examples: int = 20000) -> Iterator[str]:
-    """Documents (strings) of a text source. Deterministic; `seed` only affects procedural tasks."""
+    """Documents (strings) of a text source. Deterministic; `seed` only affects procedural tasks.
+    `task_examples` is for the train split; probe/heldout (10% buckets each) get an eighth of it, which keeps
+    the mix's task/text ratio and stays within the distinct examples those splits have."""
     if source == "builtin:kjv":
         yield from kjv_chapters()
     elif source.startswith("builtin:kjv:"):
         yield from kjv_split(_parse_split(source))
     elif source.startswith("builtin:tasks"):
-        yield from _task_texts(_parse_split(source), task_examples, seed)
+        split = _parse_split(source)
+        yield from _task_texts(split, task_examples if split == "train" else task_examples // 8, seed)
     elif source.startswith("builtin:mix"):
         split = _parse_split(source)
         chapters = kjv_split(split)
-        tasks = _task_texts(split, task_examples, seed)
+        tasks = _task_texts(split, task_examples if split == "train" else task_examples // 8, seed)
         # one KJV chapter per 20 task lines: about half the tokens each
         per = max(1, len(tasks) // max(1, len(chapters)))
         for i, ch in enumerate(chapters):
