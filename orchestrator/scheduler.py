@@ -160,6 +160,10 @@ class Scheduler:
                     last_check.update(t=now, v=self.store.cancel_requested(job.id))
                 return last_check["v"]
 
+            def set_stage(name: str, state: str, **kw) -> None:
+                self.store.set_stage(job.id, name, state, attempt=job.attempt, **kw)
+                joblog.write(f"[{name}] stage: stage {name}: {state}" + (f": {kw['error']}" if kw.get("error") else ""))
+
             ctx = None
             try:
                 config = job.config
@@ -184,7 +188,7 @@ class Scheduler:
                         raise JobCancelled(f"cancelled by user before stage {st.name}")
                     spec = self.registry.specs[st.name]
                     current["stage"] = ctx.stage = st.name
-                    self.store.set_stage(job.id, st.name, "running", attempt=job.attempt)
+                    set_stage(st.name, "running")
                     t0 = time.monotonic()
                     result = spec.run(ctx)
                     if result.artifacts:
@@ -193,7 +197,7 @@ class Scheduler:
                     if result.results:
                         results.update(result.results)
                         self.store.set_results(job.id, results, attempt=job.attempt)
-                    self.store.set_stage(job.id, st.name, "succeeded", attempt=job.attempt, output=output)
+                    set_stage(st.name, "succeeded", output=output)
                     ctx.outputs[st.name] = output
                     current["stage"] = None
                 self.store.transition(job.id, JobState.RUNNING, JobState.SUCCEEDED, attempt=job.attempt)
@@ -217,8 +221,7 @@ class Scheduler:
                 joblog.write(f"job {new.value}: {reason}")
                 try:
                     if current["stage"]:
-                        self.store.set_stage(job.id, current["stage"], "failed", attempt=job.attempt,
-                                             error=reason)
+                        set_stage(current["stage"], "failed", error=reason)
                     self.store.transition(job.id, JobState.RUNNING, new, attempt=job.attempt, reason=reason)
                 except TransitionConflict as conflict:
                     joblog.write(f"could not record the failure: {conflict}")

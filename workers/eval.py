@@ -42,7 +42,8 @@ def setup_eval(model: str, settings: dict, threads: int = 1, checkpoint: dict | 
 
         dest = Path(checkpoint["dest"])
         fetch_tree(open_storage(checkpoint["storage"]), dest)
-        state["quantized"] = load_quantized(dest)
+        loaded = load_quantized(dest, device=device)  # a LoadedDLLM
+        state["quantized"] = getattr(loaded, "model", loaded)
     return state
 
 

@@ -105,6 +105,12 @@ class ShardWorker:
         return shard, self.task.run(self.state, items, report)
 
 
+def _short_cause(e: BaseException) -> str:
+    """': <last error line>' of an actor death caused by an exception (e.g. in setup), else ''."""
+    lines = [ln.strip() for ln in str(e).splitlines() if "Error" in ln and ln.strip()]
+    return f": {lines[-1][:200]}" if lines and "creation task" in str(e) else ""
+
+
 def make_shards(items: Sequence[Any], shard_size: int) -> list[list[Any]]:
     if shard_size < 1:
         raise ValueError("shard_size must be >= 1")
@@ -162,7 +168,7 @@ def run_sharded(items: Sequence[Any], task: ShardTask, *, shard_size: int, n_wor
                 except RayActorError as e:  # the actor process died mid-shard
                     actor_failures[w] += 1
                     attempts[s] += 1
-                    cause = f"worker {w} died ({type(e).__name__})"
+                    cause = f"worker {w} died ({type(e).__name__}{_short_cause(e)})"
                     if attempts[s] > max_retries:
                         raise WorkerError(f"{task.name} shard {s} failed after {attempts[s]} attempts: {cause}") from e
                     emit({"kind": "retry", "shard": s, "attempt": attempts[s],

@@ -48,6 +48,55 @@ def zoo_list(as_json: bool) -> None:
                        f"heldout EM {'?' if em is None else f'{em:.1%}'}")
 
 
+@zoo_group.command("train")
+@click.argument("name")
+@click.option("--minutes", type=float, default=None, help="Wall budget; converted to a step count after the "
+              "first steps (the count is recorded). Default: the recipe's.")
+@click.option("--steps", type=int, default=None, help="Exact number of optimiser steps (reproducible re-run).")
+@click.option("--seed", type=int, default=None, help="Seed of init, data order and masks (default: recipe's, 0).")
+@click.option("--threads", type=int, default=None, help="torch threads (default 1; the machine is shared).")
+@click.option("--out", type=click.Path(file_okay=False), default=None,
+              help="Output directory (default: the zoo directory faircalib/zoo/NAME).")
+@click.option("--card/--no-card", default=True, show_default=True,
+              help="Evaluate on held-out data and write model_card.json after training.")
+def zoo_train(name: str, minutes: float | None, steps: int | None, seed: int | None, threads: int | None,
+              out: str | None, card: bool) -> None:
+    """Train zoo model NAME (tiny-llada, tiny-dream) from scratch with the masked-diffusion objective."""
+    import sys
+
+    from faircalib.models.zoo import ZOO_DIR
+    from faircalib.training.card import write_model_card
+    from faircalib.training.recipes import get_recipe, train_zoo_model
+
+    recipe = get_recipe(name)
+    dest = out or str(ZOO_DIR / recipe.name)
+    command = "faircalib " + " ".join(sys.argv[1:]) if sys.argv else ""
+    log = lambda msg: click.echo(msg)  # noqa: E731
+    path, _ = train_zoo_model(recipe.name, dest, seed=seed, minutes=minutes, steps=steps, threads=threads,
+                              command=command, log=log)
+    if card:
+        write_model_card(path, threads=threads or 1, log=log)
+    click.echo(str(path))
+
+
+@zoo_group.command("card")
+@click.argument("source")
+@click.option("--n-per-family", type=int, default=100, show_default=True,
+              help="Held-out task examples per family for exact match.")
+@click.option("--threads", type=int, default=1, show_default=True)
+def zoo_card(source: str, n_per_family: int, threads: int) -> None:
+    """(Re)evaluate a trained zoo model (zoo:NAME or a directory from `zoo train --out`) and write its
+    model_card.json: held-out masked-token NLL and per-family exact match under its default decoding."""
+    from faircalib.models import resolve_source
+    from faircalib.training.card import write_model_card
+
+    card = write_model_card(resolve_source(source), n_per_family=n_per_family, threads=threads,
+                            log=lambda msg: click.echo(msg))
+    click.echo(json.dumps({"heldout_masked_nll": card["heldout_masked_nll"]["nll"],
+                           "heldout_exact_match": card["heldout_exact_match"]["per_family"],
+                           "mean": card["heldout_exact_match"]["mean"]}, indent=2))
+
+
 def register(root: click.Group) -> None:
     root.add_command(models_group)
     root.add_command(zoo_group)

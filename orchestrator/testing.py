@@ -1,0 +1,114 @@
+"""Real local components for the service's tests and benchmarks (not used by the service itself):
+a private PostgreSQL cluster and a local Ray session configured for tests.
+
+    with PrivatePostgres() as pg:                 # initdb -A trust + pg_ctl on 127.0.0.1, ~2 s
+        url = pg.create_database("t1")            # postgresql+psycopg://fc@127.0.0.1:PORT/t1
+"""
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+from faircalib.orchestrator.seaweed import _port_free
+
+
+def postgres_bin_dir() -> Path | None:
+    """Directory holding initdb/pg_ctl (PATH first, then Debian's /usr/lib/postgresql/*/bin), or None."""
+    exe = shutil.which("initdb")
+    if exe:
+        return Path(os.path.realpath(exe)).parent
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+    return Path(found[-1]).parent if found else None
+
+
+class PrivatePostgres:
+    """A throwaway PostgreSQL cluster owned by this process: trust auth, loopback TCP, a private socket
+    dir. Run as root it runs the server as the `postgres` system user (PostgreSQL refuses root)."""
+
+    def __init__(self, port: int | None = None, user: str = "fc"):
+        bindir = postgres_bin_dir()
+        if bindir is None:
+            raise RuntimeError("PostgreSQL server binaries (initdb, pg_ctl) are not installed")
+        self.bindir, self.user = bindir, user
+        self.port = port or self._free_port()
+        self.root = Path(tempfile.mkdtemp(prefix="fc-pg-", dir="/tmp"))
+        self.data, self.sock = self.root / "data", self.root / "sock"
+        self.sock.mkdir()
+        self._as = []
+        if os.geteuid() == 0:
+            shutil.chown(self.root, "postgres")
+            shutil.chown(self.sock, "postgres")
+            self._as = ["runuser", "-u", "postgres", "--"]
+
+    @staticmethod
+    def _free_port() -> int:
+        import random
+
+        for _ in range(200):
+            p = random.randrange(40000, 50000)
+            if _port_free(p):
+                return p
+        raise RuntimeError("no free port for PostgreSQL")
+
+    def _run(self, *args: str) -> None:
+        subprocess.run([*self._as, *args], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                       cwd=self.root)
+
+    def start(self) -> "PrivatePostgres":
+        self._run(str(self.bindir / "initdb"), "-D", str(self.data), "-A", "trust", "-U", self.user,
+                  "--no-sync", "-E", "UTF8")
+        opts = f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.sock} -c fsync=off -c max_connections=100"
+        self._run(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-o", opts, "-l", str(self.root / "pg.log"),
+                  "-w", "-t", "60", "start")
+        return self
+
+    def url(self, database: str = "postgres") -> str:
+        return f"postgresql+psycopg://{self.user}@127.0.0.1:{self.port}/{database}"
+
+    def create_database(self, name: str) -> str:
+        import psycopg
+
+        with psycopg.connect(f"host=127.0.0.1 port={self.port} user={self.user} dbname=postgres",
+                             autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+        return self.url(name)
+
+    def stop(self) -> None:
+        if self.data.exists():
+            subprocess.run([*self._as, str(self.bindir / "pg_ctl"), "-D", str(self.data), "-m", "immediate",
+                            "-w", "stop"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=self.root)
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    def __enter__(self) -> "PrivatePostgres":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def start_test_ray(num_cpus: int = 2) -> None:
+    """One local Ray instance for a test session (no auth token, no usage stats, temp dir)."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    os.environ["RAY_TMPDIR"] = tempfile.mkdtemp(prefix="fc-ray-", dir="/tmp")
+    ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False,
+             _temp_dir=os.environ["RAY_TMPDIR"])
+
+
+def stop_test_ray() -> None:
+    """Shut Ray down and remove the temp dir start_test_ray made."""
+    import ray
+
+    ray.shutdown()
+    tmp = os.environ.get("RAY_TMPDIR", "")
+    if os.path.basename(tmp).startswith("fc-ray-"):
+        shutil.rmtree(tmp, ignore_errors=True)

@@ -1,0 +1,136 @@
+"""The CLI end to end on real components: a job (method fp: evaluate + upload, the stages wired today)
+submitted and run with SQLite + the shared local Ray + a SigV4 SeaweedFS S3 server, its results equal
+to the library computed directly, fetched and verified; and bad input of every kind -> one clear line
+and a failed job row, nothing lost."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from faircalib.orchestrator.cli import main
+from faircalib.orchestrator.store import JobStore
+
+
+def _invoke(*args, ok: bool = True):
+    res = CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+    if ok:
+        assert res.exit_code == 0, res.output
+    return res
+
+
+def _write(tmp_path, data, name="job.yaml"):
+    p = tmp_path / name
+    p.write_text(yaml.safe_dump(data) if not isinstance(data, str) else data)
+    return p
+
+
+def test_job_end_to_end_on_s3_with_ray(ray_session, s3_env, tiny_model_dir, tmp_path, job_dict, sqlite_url):
+    from faircalib.data import sample_token_sequences
+    from faircalib.eval import compare_to_reference
+    from faircalib.models import load_dllm
+
+    job_file = _write(tmp_path, job_dict(tiny_model_dir, f"s3://{s3_env}/jobs", name="e2e", labels={"t": "cli"}))
+    res = _invoke("submit", job_file, "--run", "--db", sqlite_url)
+    job = res.output.splitlines()[0].strip()
+    assert "succeeded" in res.output
+    status = json.loads(_invoke("status", job, "--json", "--db", sqlite_url).output)
+    assert status["state"] == "succeeded" and status["labels"] == {"t": "cli"}
+    assert [(s["name"], s["state"]) for s in status["stages"]] == [("evaluate", "succeeded"), ("upload", "succeeded")]
+
+    results = json.loads(_invoke("results", job, "--json", "--db", sqlite_url).output)
+    fid = results["results"]["metrics"]["fidelity"]
+    m = load_dllm(tiny_model_dir)
+    ids = sample_token_sequences(m.tokenizer, "builtin:kjv:heldout", 2, 24, seed=0)
+    direct = compare_to_reference(m.model, ids, seed=0)
+    assert fid["fp"]["nll"] == pytest.approx(direct.nll, rel=1e-5)
+    assert fid["fp"]["masked_tokens"] == direct.masked_tokens and fid["sequences"] == 2
+
+    out = _invoke("fetch", job, tmp_path / "dest", "--db", sqlite_url).output
+    assert "all sha256 verified" in out
+    fetched = json.loads((tmp_path / "dest/evaluate/results.json").read_text())
+    assert fetched["metrics"] == results["results"]["metrics"]
+    assert json.loads((tmp_path / "dest/job.json").read_text())["config"]["storage"] == f"s3://{s3_env}/jobs"
+    logs = _invoke("logs", job, "--db", sqlite_url).output
+    assert "preflight" in logs and "evaluate: 1/1 shards done" in logs and "running -> succeeded" in logs
+    assert "no GPU" not in logs  # gpus_per_worker 0: no fallback needed
+    table = _invoke("results", job, "--db", sqlite_url).output
+    assert "fidelity" in table and "nll" in table
+
+
+@pytest.mark.parametrize("case", ["yaml", "field", "zoo", "not-offered", "missing-file"])
+def test_bad_job_input_is_one_line_and_a_failed_row(case, tmp_path, sqlite_url, job_dict, tiny_model_dir):
+    good = job_dict(tiny_model_dir, f"file://{tmp_path / 'art'}")
+    content, expect = {
+        "yaml": ("model: x\nprobe: {n: 3\n", "invalid YAML at line"),
+        "field": ({**good, "bits": "w2a2"}, "bits: 'w2a2' is not allowed; allowed: w4a4, w3a4, w8a8"),
+        "zoo": ({**good, "model": "zoo:nope"}, "unknown zoo model 'zoo:nope'"),
+        "not-offered": ({**good, "method": "faircalib"}, "method: 'faircalib' is not offered by this installation"),
+        "missing-file": (None, "cannot read it"),
+    }[case]
+    path = tmp_path / "nope.yaml" if content is None else _write(tmp_path, content)
+    res = _invoke("submit", path, "--db", sqlite_url, ok=False)
+    assert res.exit_code == 1
+    err = res.output.strip()
+    assert err.startswith("Error: ") and expect in err and "\n" not in err and "recorded as failed job" in err
+    [row] = JobStore(sqlite_url).list_jobs()
+    assert row.state.value == "failed" and expect in row.reason
+    if case != "missing-file":
+        assert row.config_text == path.read_text()  # the input is kept: nothing lost
+
+
+@pytest.mark.parametrize("case", ["model-dir", "credentials", "unwritable"])
+def test_bad_runtime_input_fails_the_job_with_a_reason(case, tmp_path, sqlite_url, job_dict, tiny_model_dir,
+                                                       monkeypatch, request):
+    storage = f"file://{tmp_path / 'art'}"
+    model = tiny_model_dir
+    if case == "model-dir":
+        model, expect = tmp_path / "no-model", "model directory"
+    elif case == "credentials":
+        bucket = request.getfixturevalue("s3_env")
+        storage, expect = f"s3://{bucket}/jobs", "access denied (SignatureDoesNotMatch)"
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "wrong-secret-999")
+    else:
+        (tmp_path / "file").write_text("x")
+        storage, expect = f"file://{tmp_path / 'file'}/jobs", "is not writable"
+    job = _invoke("submit", _write(tmp_path, job_dict(model, storage)), "--db", sqlite_url).output.strip()
+    out = _invoke("run", "--once", "--db", sqlite_url).output
+    assert f"{job} failed: " in out
+    row = JobStore(sqlite_url).get_job(job)
+    assert row.state.value == "failed" and expect in row.reason and "\n" not in row.reason
+    assert "wrong-secret-999" not in json.dumps([e.message for e in JobStore(sqlite_url).events(job)])
+    assert "wrong-secret-999" not in row.reason
+    # retry is possible once the cause is fixed (here it is not: it fails the same way)
+    assert "queued" in _invoke("retry", job, "--db", sqlite_url).output
+
+
+def test_cancel_retry_status_cli(tmp_path, sqlite_url, job_dict, tiny_model_dir):
+    job = _invoke("submit", _write(tmp_path, job_dict(tiny_model_dir, f"file://{tmp_path}/a")),
+                  "--db", sqlite_url).output.strip()
+    assert _invoke("cancel", job[:8], "--db", sqlite_url).output.strip() == f"{job} cancelled"
+    res = _invoke("cancel", job, "--db", sqlite_url, ok=False)
+    assert res.exit_code == 1 and "already cancelled" in res.output
+    assert _invoke("retry", job, "--db", sqlite_url).output.strip() == f"{job} queued"
+    listing = json.loads(_invoke("status", "--json", "--db", sqlite_url).output)
+    assert [(j["id"], j["state"]) for j in listing] == [(job, "queued")]
+    res = _invoke("fetch", job, tmp_path / "d", "--db", sqlite_url, ok=False)
+    assert "has not uploaded its artifacts yet" in res.output
+
+
+def test_sweep_cli(tmp_path, sqlite_url, tiny_model_dir):
+    sweep = _write(tmp_path, {"name": "grid", "base": {"storage": f"file://{tmp_path}/a", "method": "fp",
+                                                       "evaluation": {"n": 2, "seq_len": 16}},
+                              "grid": {"model": [str(tiny_model_dir), str(tiny_model_dir) + "/"],
+                                       "bits": ["w4a4", "w8a8"]}}, "sweep.yaml")
+    out = _invoke("sweep", sweep, "--dry-run").output
+    assert out.strip().endswith("4 jobs, 0 distinct priors")
+    out = _invoke("sweep", sweep, "--db", sqlite_url).output
+    assert "4 jobs queued" in out
+    rows = JobStore(sqlite_url).list_jobs()
+    assert len(rows) == 4 and len({r.sweep_id for r in rows}) == 1 and all(r.labels == {"sweep": "grid"} for r in rows)
+    bad = _write(tmp_path, {"base": {"storage": "file:///x"}, "grid": {"method": ["fp", "faircalib"]},
+                            "name": "b"}, "bad.yaml")
+    res = _invoke("sweep", bad, "--db", sqlite_url, ok=False)
+    assert "model: required field is missing" in res.output and "recorded as failed job" in res.output

@@ -1,0 +1,125 @@
+"""The Ray shard pool with a real deterministic shard function (the FP model's forward pass on probe
+prompts -> one confidence vector per prompt): exact, order-independent merging; a probe actor killed
+mid-shard is restarted and its shard retried with an identical merged result; bounded retries;
+deterministic input errors fail at once; progress events reach the driver; CPU fallback."""
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from pathlib import Path
+
+import pytest
+import ray
+import torch
+
+from faircalib.errors import DataError
+from faircalib.workers.pool import (PoolCancelled, ShardTask, WorkerError, WorkerResources, make_shards,
+                                    resolve_resources, run_sharded)
+
+ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # actors get these test functions by value
+
+WINDOW = 8
+
+
+def setup_forward(model_dir: str, kill_file: str | None = None, fail_file: str | None = None) -> dict:
+    from faircalib.models import load_dllm
+
+    torch.set_num_threads(1)
+    return {"m": load_dllm(model_dir), "kill": kill_file, "fail": fail_file, "pid": os.getpid()}
+
+
+def forward_vectors(state: dict, prompts: list[str], report) -> torch.Tensor:
+    """(n, WINDOW): teacher confidence (max prob) at each masked answer position, one row per prompt."""
+    m = state["m"]
+    rows = []
+    for i, prompt in enumerate(prompts):
+        if state["kill"] and i == len(prompts) // 2 and Path(state["kill"]).exists():
+            Path(state["kill"]).unlink()  # die once, mid-shard, like an OOM-killed worker
+            os.kill(os.getpid(), signal.SIGKILL)
+        if state["fail"] and Path(state["fail"]).exists():
+            raise RuntimeError("transient failure")
+        ids = m.tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        x = torch.tensor([ids + [m.mask_token_id] * WINDOW])  # (1, P + L)
+        with torch.no_grad():
+            probs = m.model(x)[0, -WINDOW:].softmax(-1)  # (L, V)
+        rows.append(probs.max(-1).values)  # (L,)
+        report({"done": i + 1, "of": len(prompts)})
+    return torch.stack(rows)  # (n, L)
+
+
+def bad_input(state, items, report):
+    raise DataError("prompt source 'x.jsonl': rows need a prompt field")
+
+
+PROMPTS = [f"Q: what is {a} + {b}? A:" for a, b in zip(range(10, 21), range(30, 41))]  # 11 prompts
+
+
+def _task(model_dir, **kw) -> ShardTask:
+    return ShardTask(setup=setup_forward, run=forward_vectors, setup_kwargs={"model_dir": str(model_dir), **kw},
+                     name="probe")
+
+
+@pytest.fixture(scope="module")
+def reference(tiny_model_dir):
+    """The single-process result every distributed run must reproduce exactly."""
+    state = setup_forward(str(tiny_model_dir))
+    return forward_vectors(state, PROMPTS, lambda e: None)
+
+
+def test_make_shards_contiguous():
+    assert make_shards(list(range(7)), 3) == [[0, 1, 2], [3, 4, 5], [6]]
+
+
+def test_two_workers_merge_exactly(ray_session, tiny_model_dir, reference):
+    events = []
+    parts = run_sharded(PROMPTS, _task(tiny_model_dir), shard_size=3, n_workers=2, on_event=events.append)
+    assert [p.shape[0] for p in parts] == [3, 3, 3, 2]
+    assert torch.equal(torch.cat(parts), reference)
+    progress = [e for e in events if e["kind"] == "progress"]
+    assert sorted((e["shard"], e["done"]) for e in progress) == \
+        sorted((s, d) for s, n in enumerate([3, 3, 3, 2]) for d in range(1, n + 1))
+    assert {e["worker"] for e in progress} == {0, 1}  # both actors did work
+    assert [e["done"] for e in events if e["kind"] == "shard_done"] == [1, 2, 3, 4]
+
+
+def test_killed_actor_mid_shard_is_retried_with_identical_result(ray_session, tiny_model_dir, reference, tmp_path):
+    kill = tmp_path / "kill-once"
+    kill.write_text("x")
+    events = []
+    parts = run_sharded(PROMPTS, _task(tiny_model_dir, kill_file=str(kill)), shard_size=4, n_workers=2,
+                        max_retries=2, on_event=events.append)
+    assert not kill.exists()  # an actor really died
+    retries = [e for e in events if e["kind"] == "retry"]
+    assert len(retries) == 1 and "died" in retries[0]["message"] and retries[0]["attempt"] == 1
+    assert torch.equal(torch.cat(parts), reference)
+
+
+def test_retries_are_bounded(ray_session, tiny_model_dir, tmp_path):
+    fail = tmp_path / "always-fail"
+    fail.write_text("x")
+    events = []
+    with pytest.raises(WorkerError, match=r"probe shard 0 failed after 2 attempts: RuntimeError: transient failure"):
+        run_sharded(PROMPTS[:2], _task(tiny_model_dir, fail_file=str(fail)), shard_size=2, n_workers=1,
+                    max_retries=1, on_event=events.append)
+    assert [e["attempt"] for e in events if e["kind"] == "retry"] == [1]
+
+
+def test_input_errors_fail_at_once(ray_session):
+    events = []
+    with pytest.raises(DataError, match="rows need a prompt field"):
+        run_sharded([1, 2], ShardTask(None, bad_input, name="probe"), shard_size=1, n_workers=1, max_retries=3,
+                    on_event=events.append)
+    assert not [e for e in events if e["kind"] == "retry"]
+
+
+def test_cancel_stops_the_pool(ray_session, tiny_model_dir):
+    with pytest.raises(PoolCancelled, match="cancelled with 0/11 shards done"):
+        run_sharded(PROMPTS, _task(tiny_model_dir), shard_size=1, n_workers=1, should_stop=lambda: True)
+
+
+def test_gpu_request_falls_back_to_cpu(ray_session):
+    res, note = resolve_resources(1.0, 0.5)
+    assert res == WorkerResources(1.0, 0.0)
+    assert note == "no GPU in the Ray cluster; workers run on CPU (requested 0.5 GPU per worker)"
+    assert resolve_resources(2.0, 0.0) == (WorkerResources(2.0, 0.0), None)
