@@ -223,9 +223,10 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
         return
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     t0 = time.monotonic()
-    kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
-    if address:
-        ray.init(address=address, **kwargs)
+    if address and address.startswith("ray://"):
+        ray.init(address=address)  # Ray Client: the cluster's own settings apply
+    elif address:
+        ray.init(address=address, log_to_driver=False)
     else:
-        ray.init(num_cpus=num_cpus, **kwargs)
+        ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
     log.info("ray ready in %.1fs: %s", time.monotonic() - t0, ray.cluster_resources())
