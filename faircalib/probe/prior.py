@@ -28,6 +28,7 @@ from faircalib.errors import ConfigError
 
 SCHEDULES = ("early", "uniform", "late", "none")
 RELIABILITY = ("prob", "neg_entropy", "margin")
+RELIABILITY_ALIASES = {"probability": "prob", "token_probability": "prob", "negentropy": "neg_entropy"}
 PRIOR_FORMAT_VERSION = 1
 DEFAULT_FLOOR = 0.1
 
@@ -45,6 +46,8 @@ class PriorSettings:
     reliability: str = "prob"
 
     def __post_init__(self) -> None:
+        if self.reliability in RELIABILITY_ALIASES:  # the job config spells it "probability"
+            object.__setattr__(self, "reliability", RELIABILITY_ALIASES[self.reliability])
         if self.schedule not in SCHEDULES:
             raise ConfigError(f"prior schedule={self.schedule!r} is not allowed; use one of {', '.join(SCHEDULES)}")
         if self.reliability not in RELIABILITY:
@@ -207,7 +210,10 @@ class PositionPrior:
         return cls(t["per_sample"], t["sample_ids"], PriorSettings(**info["settings"]), info["meta"])
 
 
-_KEY_FIELDS = ("model_hash", "data_hash", "policy", "steps", "window", "block_length", "seed", "temperature")
+# what a prior depends on besides its PriorSettings (the probe driver fills all of them; "schedule" is the
+# commit-count family the random policy follows, "batch_size" fixes how commit sets are drawn per batch)
+_KEY_FIELDS = ("model_hash", "data_hash", "policy", "schedule", "steps", "window", "block_length", "seed",
+               "temperature", "batch_size")
 
 
 def _merge_meta(meta: dict) -> dict:
