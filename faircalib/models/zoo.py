@@ -29,3 +29,13 @@ def zoo_path(name: str) -> Path:
 def model_card(name: str) -> dict:
     card = zoo_path(name) / "model_card.json"
     return json.loads(card.read_text()) if card.is_file() else {}
+
+
+def decoding_defaults(name: str) -> dict:
+    """The zoo model's default decoding settings (DecodeConfig fields: policy, gen_length, steps, ...),
+    as recorded under "decoding" in its model card; accuracy in the card is measured with these."""
+    card = model_card(name)
+    if "decoding" not in card:
+        raise ModelLoadError(f"zoo model {PREFIX + name.removeprefix(PREFIX)!r} has no decoding settings in its "
+                             f"model_card.json; regenerate the card with `faircalib zoo card`")
+    return dict(card["decoding"])

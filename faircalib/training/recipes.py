@@ -1,0 +1,141 @@
+"""Zoo recipes: what `faircalib zoo train NAME` builds (tokenizer, architecture, training config, decoding
+defaults) and the function that runs one end to end into a model directory.
+
+Boundary: composes tokenizer.py, trainer.py and faircalib.models; evaluation and the card's quality
+numbers are card.py's job (run after training, `faircalib zoo card`).
+"""
+from __future__ import annotations
+
+import json
+import platform
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import torch
+
+from faircalib.data import iter_documents
+from faircalib.errors import ConfigError
+from faircalib.models import DLLMConfig, build_model, save_model_dir
+from faircalib.training.tokenizer import special_ids, train_bpe_tokenizer
+from faircalib.training.trainer import TrainConfig, TrainResult, save_history, train
+
+TOKENIZER_SOURCE = "builtin:mix:train"
+TRAINING_FILE = "training.json"
+
+
+@dataclass(frozen=True)
+class ZooRecipe:
+    name: str
+    arch: str
+    d_model: int
+    n_layers: int
+    n_heads: int
+    n_kv_heads: int
+    d_ff: int
+    vocab_size: int
+    train: TrainConfig
+    decoding: dict = field(default_factory=dict)  # the model's default decoding (policy, steps, ...)
+    rope_theta: float = 10000.0
+    max_seq_len: int = 512
+
+    def model_config(self, tokenizer) -> DLLMConfig:
+        ids = special_ids(tokenizer)
+        return DLLMConfig(arch=self.arch, d_model=self.d_model, n_layers=self.n_layers, n_heads=self.n_heads,
+                          n_kv_heads=self.n_kv_heads, d_ff=self.d_ff, vocab_size=len(tokenizer),
+                          mask_token_id=ids["mask"], rope_theta=self.rope_theta,
+                          rms_norm_eps=1e-5 if self.arch == "llada" else 1e-6, qkv_bias=self.arch == "dream",
+                          pad_token_id=ids["pad"], eos_token_id=ids["eos"], max_seq_len=self.max_seq_len)
+
+
+_TRAIN = TrainConfig(minutes=60.0, gen_length=16, sft_batch=32, text_batch=4, text_len=64, lr=2e-3,
+                     warmup_steps=150, family_weights={"arith": 1.5, "word": 1.25}, probe_every=250,
+                     checkpoint_every=500)
+RECIPES: dict[str, ZooRecipe] = {
+    # LLaDA-8B-like: full multi-head attention (n_kv_heads = n_heads), SwiGLU d_ff = 3 * d_model
+    "tiny-llada": ZooRecipe(
+        name="tiny-llada", arch="llada", d_model=256, n_layers=4, n_heads=4, n_kv_heads=4, d_ff=768,
+        vocab_size=1024, train=_TRAIN,
+        decoding={"policy": "low_confidence", "gen_length": 16, "steps": 16, "block_length": 16,
+                  "temperature": 0.0}),
+    # Dream-7B-like: GQA (4 heads / 2 kv heads, as 28 / 4), q/k/v bias, shifted logits, and a d_ff that is
+    # neither a power of two nor 3x one (704 = 64 * 11, as Dream's 18944 = 128 * 148) so quantization's
+    # Hadamard fallback is exercised
+    "tiny-dream": ZooRecipe(
+        name="tiny-dream", arch="dream", d_model=256, n_layers=4, n_heads=4, n_kv_heads=2, d_ff=704,
+        vocab_size=1024, train=_TRAIN,
+        decoding={"policy": "entropy", "gen_length": 16, "steps": 16, "temperature": 0.0}),
+}
+
+
+def get_recipe(name: str) -> ZooRecipe:
+    name = name.removeprefix("zoo:")
+    if name not in RECIPES:
+        raise ConfigError(f"unknown zoo recipe {name!r}; available: {', '.join(sorted(RECIPES))}")
+    return RECIPES[name]
+
+
+def build_tokenizer(vocab_size: int):
+    return train_bpe_tokenizer(iter_documents(TOKENIZER_SOURCE), vocab_size=vocab_size)
+
+
+def train_zoo_model(name: str, out: str | Path, seed: int | None = None, minutes: float | None = None,
+                    steps: int | None = None, threads: int | None = None, command: str = "",
+                    log: Callable[[str], None] = print, **train_overrides) -> tuple[Path, TrainResult]:
+    """Train recipe `name` from scratch into directory `out` (official layout + tokenizer + training.json).
+
+    steps > 0 fixes the run length (bit-reproducible); otherwise training runs for `minutes` (or the
+    recipe's) of wall time, and the step count reached is recorded.
+    """
+    recipe = get_recipe(name)
+    tcfg = recipe.train
+    changes: dict = dict(train_overrides)
+    if seed is not None:
+        changes["seed"] = seed
+    if minutes is not None:
+        changes.update(minutes=minutes, steps=0)
+    if steps is not None:
+        changes["steps"] = steps
+    if threads is not None:
+        changes["threads"] = threads
+    tcfg = replace(tcfg, **changes)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+
+    t0 = time.perf_counter()
+    tokenizer = build_tokenizer(recipe.vocab_size)
+    mcfg = recipe.model_config(tokenizer)
+    model = build_model(mcfg).init_weights(tcfg.seed)
+    log(f"{recipe.name}: {mcfg.arch} d_model={mcfg.d_model} layers={mcfg.n_layers} heads={mcfg.n_heads}/"
+        f"{mcfg.n_kv_heads} d_ff={mcfg.d_ff} vocab={mcfg.vocab_size} params={model.num_parameters():,}")
+
+    def checkpoint(step: int) -> None:
+        save_model_dir(model, out, tokenizer)
+        log(f"checkpoint at step {step} -> {out}")
+
+    result = train(model, tokenizer, tcfg, log=log, checkpoint=checkpoint)
+    save_model_dir(model, out, tokenizer)
+    save_history(result, out / "training_log.jsonl")
+    record = {
+        "name": recipe.name, "architecture": mcfg.arch, "parameters": model.num_parameters(),
+        "model": {"d_model": mcfg.d_model, "n_layers": mcfg.n_layers, "n_heads": mcfg.n_heads,
+                  "n_kv_heads": mcfg.n_kv_heads, "d_ff": mcfg.d_ff, "vocab_size": mcfg.vocab_size,
+                  "mask_token_id": mcfg.mask_token_id, "logits_shifted": mcfg.logits_shifted},
+        "tokenizer": {"type": "byte-level BPE, single-digit tokens", "vocab_size": len(tokenizer),
+                      "trained_on": TOKENIZER_SOURCE, **special_ids(tokenizer)},
+        "train_config": tcfg.to_dict(),
+        "data_mix": {"sft_tasks": f"sample_tasks(split='train'), families weighted "
+                                  f"{tcfg.family_weights or 'uniformly'}, {tcfg.sft_batch} examples/step, "
+                                  f"answer window {tcfg.gen_length} tokens EOS-padded",
+                     "text": f"{tcfg.text_source}, {tcfg.text_batch} x {tcfg.text_len} tokens/step"},
+        "steps": result.steps, "tokens_seen": result.tokens_seen, "train_wall_s": result.wall_s,
+        "total_wall_s": round(time.perf_counter() - t0, 1), "final_losses": result.final,
+        "seed": tcfg.seed, "threads": tcfg.threads, "torch": torch.__version__,
+        "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
+        "command": command, "reproduce": f"faircalib zoo train {recipe.name} --steps {result.steps} "
+                                         f"--seed {tcfg.seed} --threads {tcfg.threads}",
+        "decoding": recipe.decoding,
+    }
+    (out / TRAINING_FILE).write_text(json.dumps(record, indent=2) + "\n")
+    return out, result
