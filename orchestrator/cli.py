@@ -15,6 +15,7 @@ COMMAND_MODULES = [
     "faircalib.orchestrator.commands.models",
     "faircalib.orchestrator.commands.jobs",
     "faircalib.orchestrator.commands.storage",
+    "faircalib.orchestrator.commands.eval",
 ]
 
 

@@ -23,9 +23,10 @@ from faircalib.orchestrator.storage import fetch_tree, open_storage, upload_tree
 KEY_FORMAT = 1
 
 
-def prior_key(model_hash: str, probe) -> str:
-    """sha256 of the model hash and all probe settings (a ProbeSettings)."""
-    payload = {"format": KEY_FORMAT, "model": model_hash, "probe": asdict(probe)}
+def prior_key(model_hash: str, probe, library: dict | None = None) -> str:
+    """sha256 of the model hash, all probe settings (a ProbeSettings) and the library-side constants
+    the prior depends on (e.g. the probe batch size that fixes how commit sets are drawn)."""
+    payload = {"format": KEY_FORMAT, "model": model_hash, "probe": asdict(probe), "library": library or {}}
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 

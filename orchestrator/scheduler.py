@@ -167,7 +167,7 @@ class Scheduler:
             ctx = None
             try:
                 config = job.config
-                self.registry.check_offered(config)
+                self.registry.validate(config)
                 from faircalib.orchestrator.storage import open_storage
 
                 root = open_storage(config.storage)

@@ -5,16 +5,19 @@
                           evaluate -> upload        (fp: evaluate the unquantized model)
 
 A stage is *offered* only when its body is wired here AND the library calls it needs exist in this
-installation; `check_offered` rejects a job otherwise, naming the missing call (no placeholders).
+installation; `check_offered` rejects a job otherwise, naming the missing call (no placeholders), and
+`validate` also runs the library's own config checks (ProbeConfig, QuantConfig, CalibConfig) at submit.
 Stage bodies only orchestrate: they hand `faircalib` calls to Ray workers (faircalib.workers), write
 files under the stage's local directory and upload them (manifest last). A stage returns a
 `StageResult`; the scheduler persists its output and artifacts, so a crashed or retried job resumes
 at the next incomplete stage and reuses finished stages' artifacts (fetched and verified when the
 local copy is gone, e.g. on another machine).
 
-Wiring a stage later (e.g. Stage I when `faircalib.probe` lands) = write `run_probe(ctx)` against the
-library (typically `obtain_prior(ctx, key, build)` around `run_sharded(prompts, ShardTask(...))`) and
-put it in `DEFAULT_STAGES["probe"]`. The waiting entries below name the calls they expect.
+Wired: probe (faircalib.probe.probe_shard on probe actors, PositionPrior.merge, the prior cache),
+calibrate (faircalib.quant.quantize + faircalib.checkpoint.save_quantized on one calibration actor),
+evaluate (faircalib.eval.compare_to_reference on eval actors; quantized models via
+faircalib.checkpoint.load_quantized), upload. A new stage or eval task = a StageSpec / eval_tasks entry
+naming the library calls it needs.
 """
 from __future__ import annotations
 
@@ -27,7 +30,7 @@ from typing import Any, Callable
 
 from faircalib.errors import ConfigError
 from faircalib.orchestrator.config import EVAL_TASKS_BUILTIN, METHODS, JobConfig
-from faircalib.orchestrator.storage import Storage, fetch_tree, upload_tree
+from faircalib.orchestrator.storage import MANIFEST, Storage, fetch_tree, upload_tree
 
 
 @dataclass(frozen=True)
@@ -79,7 +82,7 @@ class StageContext:
         (local / ".complete").write_text("uploaded\n")
         m = up["manifest_object"]
         return ([(f"{name}/{k}", target.url(k), o["sha256"], o["size"]) for k, o in up["objects"].items()]
-                + [(f"{name}/manifest.json", target.url("manifest.json"), m["sha256"], m["size"])])
+                + [(f"{name}/{MANIFEST}", target.url(MANIFEST), m["sha256"], m["size"])])
 
     def fetch_stage_dir(self, name: str) -> Path:
         """Local copy of a finished stage's files: present, or fetched from storage and verified."""
@@ -101,6 +104,7 @@ class StageSpec:
     run: Callable[[StageContext], StageResult] | None   # None: not wired yet
     requires: Callable[[JobConfig], tuple[str, ...]] = lambda cfg: ()  # "module:attr" library calls
     what: str = ""
+    validate: Callable[[JobConfig], None] | None = None  # the library's own config checks, run at submit
 
 
 def library_call_exists(ref: str) -> bool:
@@ -144,6 +148,14 @@ class StageRegistry:
             if missing:
                 return f"stage {name!r} needs {', '.join(missing)}, which this installation does not have yet"
         return None
+
+    def validate(self, config: JobConfig) -> None:
+        """check_offered + each planned stage's library-level config validation (ConfigError)."""
+        self.check_offered(config)
+        for name in self.plan(config):
+            spec = self.specs[name]
+            if spec.validate is not None:
+                spec.validate(config)
 
     def offered_methods(self, template: JobConfig) -> list[str]:
         from dataclasses import replace
@@ -213,7 +225,7 @@ def run_upload(ctx: StageContext) -> StageResult:
                "stages": ctx.outputs, "attempt": job.attempt, "faircalib_version": faircalib.__version__,
                "created_at": job.created_at.isoformat() + "Z"}
     previous = {a["name"]: {"sha256": a["sha256"], "size": a["size"]} for a in ctx.store.artifacts(job.id)
-                if a["name"] != "manifest.json"}
+                if a["name"] != MANIFEST}
     staging = ctx.stage_dir("upload")
     (staging / "job.json").write_text(json.dumps(summary, indent=1, sort_keys=True, default=str))
     log_file = wd / "logs" / "job.log"
@@ -225,8 +237,113 @@ def run_upload(ctx: StageContext) -> StageResult:
     new = {k: v for k, v in up["objects"].items() if k not in previous}
     artifacts = [(k, ctx.storage.url(k), o["sha256"], o["size"]) for k, o in new.items()]
     m = up["manifest_object"]
-    artifacts.append(("manifest.json", ctx.storage.url("manifest.json"), m["sha256"], m["size"]))
+    artifacts.append((MANIFEST, ctx.storage.url(MANIFEST), m["sha256"], m["size"]))
     return StageResult(output={"uri": ctx.storage.uri, "objects": len(up["objects"])}, artifacts=artifacts)
+
+
+PROBE_BATCH = 16  # the library's ProbeConfig.batch_size: fixed so priors never depend on sharding
+
+
+def probe_config_dict(cfg: JobConfig) -> dict:
+    """The job's probe settings as a faircalib.probe.ProbeConfig dict."""
+    p = cfg.probe
+    return {"prompts": p.prompts, "n_samples": p.n, "steps": p.steps, "window": p.window, "seed": p.seed,
+            "batch_size": PROBE_BATCH,
+            "prior": {"schedule": p.schedule, "a_min": p.a_min, "a_max": p.a_max, "gamma": p.gamma,
+                      "beta": p.beta, "reliability": p.reliability}}
+
+
+def validate_probe(cfg: JobConfig) -> None:
+    from faircalib.probe import ProbeConfig
+
+    try:
+        ProbeConfig.from_dict(probe_config_dict(cfg))
+    except ConfigError as e:
+        raise ConfigError(f"probe: {e}") from e
+
+
+def run_probe(ctx: StageContext) -> StageResult:
+    """Stage I: the prior for (model weights, probe settings) from the cache, or built once by
+    `probe_workers` probe actors, each running faircalib.probe.probe_shard on contiguous ranges of the
+    probe set (multiples of the probe batch, so PositionPrior.merge equals the single-pass prior)."""
+    from faircalib.models import weights_hash
+    from faircalib.orchestrator.priors import obtain_prior, prior_key
+    from faircalib.workers.pool import ShardTask, resolve_resources, run_sharded
+    from faircalib.workers.probe import run_probe_ranges, setup_probe
+
+    cfg = ctx.config
+    model_hash = weights_hash(cfg.model)
+    key = prior_key(model_hash, cfg.probe, library={"batch_size": PROBE_BATCH})
+    ctx.store.set_prior_key(ctx.job.id, key)
+
+    def build(local: Path) -> dict:
+        from faircalib.probe import PositionPrior
+
+        ctx.ensure_ray()
+        res, note = resolve_resources(cfg.resources.cpus_per_worker, cfg.resources.gpus_per_worker)
+        if note:
+            ctx.emit("resources", note)
+        n, step = cfg.probe.n, -(-cfg.resources.probe_shard_size // PROBE_BATCH) * PROBE_BATCH
+        ranges = [(a, min(a + step, n)) for a in range(0, n, step)]
+        task = ShardTask(setup=setup_probe, run=run_probe_ranges, name="probe", setup_kwargs={
+            "model": cfg.model, "probe_config": probe_config_dict(cfg), "model_hash": model_hash,
+            "threads": max(1, int(cfg.resources.cpus_per_worker))})
+        t0 = time.monotonic()
+        parts = run_sharded(ranges, task, shard_size=1, n_workers=cfg.resources.probe_workers, resources=res,
+                            max_retries=cfg.resources.max_retries, on_event=ctx.worker_event,
+                            should_stop=ctx.should_stop)
+        prior = PositionPrior.merge([p for shard in parts for p in shard])
+        prior.save(local)
+        return {"n_samples": prior.n_samples, "window": prior.window, "library_cache_key": prior.cache_key(),
+                "shards": len(ranges), "workers": cfg.resources.probe_workers,
+                "wall_s": round(time.monotonic() - t0, 3)}
+
+    got = obtain_prior(ctx, key, build)
+    return StageResult(output={"prior_key": key, "uri": got.uri, "cached": got.cached, **got.metadata})
+
+
+def validate_calibrate(cfg: JobConfig) -> None:
+    from faircalib.quant import CalibConfig, QuantConfig
+    from faircalib.workers.calibrate import BITS
+
+    w, a = BITS[cfg.bits]
+    try:
+        QuantConfig(method=cfg.method, w_bits=w, a_bits=a, seed=cfg.calibration.seed)
+        CalibConfig(epochs=cfg.calibration.epochs, batch_size=cfg.calibration.batch_size, lr=cfg.calibration.lr)
+    except ConfigError as e:
+        raise ConfigError(f"calibration: {e}") from e
+
+
+def run_calibrate(ctx: StageContext) -> StageResult:
+    """Stage II on one calibration actor (faircalib.workers.calibrate): quantize with the aligned prior
+    (faircalib) or uniform weights, per-block state uploaded to <job>/calibrate/state/ as it goes (a rerun
+    resumes at the next block), checkpoint uploaded to <job>/calibrate/checkpoint/ (manifest last)."""
+    from faircalib.workers.calibrate import calibrate_request
+    from faircalib.workers.pool import ShardTask, resolve_resources, run_single
+
+    cfg, c = ctx.config, ctx.config.calibration
+    ctx.ensure_ray()
+    res, note = resolve_resources(cfg.resources.cpus_per_worker, cfg.resources.calibration_gpus)
+    if note:
+        ctx.emit("resources", note)
+    prior_uri = ctx.outputs["probe"]["uri"] if cfg.uses_probe else None
+    here = ctx.storage.child("calibrate")
+    request = {"model": cfg.model, "method": cfg.method, "bits": cfg.bits, "data": c.data, "n": c.n,
+               "seq_len": c.seq_len, "epochs": c.epochs, "batch_size": c.batch_size, "lr": c.lr, "seed": c.seed,
+               "floor": cfg.probe.floor, "prior_uri": prior_uri, "threads": max(1, int(cfg.resources.cpus_per_worker)),
+               "workdir": str(ctx.stage_dir("calibrate")), "state_uri": here.child("state").uri,
+               "checkpoint_uri": here.child("checkpoint").uri}
+    out = run_single(ShardTask(setup=None, run=calibrate_request, name="calibrate"), request, resources=res,
+                     max_retries=cfg.resources.max_retries, on_event=ctx.worker_event, should_stop=ctx.should_stop)
+    ckpt, state = here.child("checkpoint"), here.child("state")
+    m = out["manifest_object"]
+    artifacts = ([(f"calibrate/checkpoint/{k}", ckpt.url(k), o["sha256"], o["size"]) for k, o in out["objects"].items()]
+                 + [(f"calibrate/checkpoint/{MANIFEST}", ckpt.url(MANIFEST), m["sha256"], m["size"])]
+                 + [(f"calibrate/state/{k}", state.url(k), o["sha256"], o["size"])
+                    for k, o in out["state_objects"].items()])
+    return StageResult(output={"checkpoint_uri": ckpt.uri, "checkpoint_bytes": out["checkpoint_bytes"],
+                               "fallbacks": out["fallbacks"], "calibration_wall_s": out["wall_time_s"],
+                               "prior_uri": prior_uri}, artifacts=artifacts)
 
 
 def _needs_quantized_loader(cfg: JobConfig) -> tuple[str, ...]:
@@ -235,15 +352,10 @@ def _needs_quantized_loader(cfg: JobConfig) -> tuple[str, ...]:
 
 
 DEFAULT_STAGES: dict[str, StageSpec] = {
-    # Stage I (issue 5): run_probe(ctx) = obtain_prior(ctx, prior_key(weights_hash(model), cfg.probe),
-    # build) where build shards sample_prompts(...) over probe actors (run_sharded) calling the library's
-    # per-prompt prior accumulation, merges the shards with PositionPrior.merge and saves it.
-    "probe": StageSpec("probe", None, what="Stage I probing",
-                       requires=lambda cfg: ("faircalib.probe:probe_prior", "faircalib.probe:PositionPrior")),
-    # Stage II (issue 4/5): one calibration actor (run_single) calling faircalib.quant.quantize with the
-    # aligned prior, per-block progress via report(), then faircalib.checkpoint.save_quantized(dir);
-    # the checkpoint directory is uploaded to <job>/calibrate/checkpoint/.
-    "calibrate": StageSpec("calibrate", None, what="Stage II calibration",
+    "probe": StageSpec("probe", run_probe, what="Stage I probing", validate=validate_probe,
+                       requires=lambda cfg: ("faircalib.probe:probe_shard", "faircalib.probe:PositionPrior",
+                                             "faircalib.models:weights_hash")),
+    "calibrate": StageSpec("calibrate", run_calibrate, what="Stage II calibration", validate=validate_calibrate,
                            requires=lambda cfg: ("faircalib.quant:quantize", "faircalib.checkpoint:save_quantized")),
     "evaluate": StageSpec("evaluate", run_evaluate, what="evaluation", requires=_needs_quantized_loader),
     "upload": StageSpec("upload", run_upload, what="final upload"),

@@ -2,7 +2,7 @@
 
 Boundary: bytes in and out with integrity. Uploads are idempotent (an object that already exists with
 the same sha256 is skipped), transient failures are retried with exponential backoff, large files go
-up in multipart chunks, and a directory upload writes `manifest.json` (sha256 + size per object) LAST,
+up in multipart chunks, and a directory upload writes `_manifest.json` (sha256 + size per object) LAST,
 so a prefix without a manifest is by definition incomplete. `fetch_tree` verifies every checksum.
 
 S3 settings come from the environment like any AWS tool: endpoint `FAIRCALIB_S3_ENDPOINT` or
@@ -29,7 +29,7 @@ from typing import Callable, Iterable
 from faircalib.orchestrator.errors import StorageError
 
 log = logging.getLogger(__name__)
-MANIFEST = "manifest.json"
+MANIFEST = "_manifest.json"  # not "manifest.json": checkpoints ship their own of that name
 MANIFEST_FORMAT = "faircalib-manifest/1"
 
 
@@ -394,7 +394,7 @@ def _files(local_dir: Path) -> list[tuple[str, Path]]:
 def upload_tree(storage: Storage, local_dir: str | Path, *, meta: dict | None = None,
                 on_object: Callable[[ObjectInfo], None] | None = None,
                 extra_objects: dict[str, dict] | None = None) -> dict:
-    """Upload every file under local_dir (idempotently), then `manifest.json` LAST.
+    """Upload every file under local_dir (idempotently), then `_manifest.json` LAST.
     `extra_objects` ({key: {sha256, size}}) lists objects already in this prefix (e.g. uploaded by an
     earlier stage) so the manifest covers them too. Returns the manifest dict."""
     local_dir = Path(local_dir)
@@ -408,7 +408,7 @@ def upload_tree(storage: Storage, local_dir: str | Path, *, meta: dict | None = 
 
 
 def write_manifest(storage: Storage, objects: dict[str, dict], meta: dict | None = None) -> dict:
-    """Write manifest.json; returns the manifest plus `manifest_object` ({sha256, size} of the file)."""
+    """Write the manifest; returns the manifest plus `manifest_object` ({sha256, size} of the file)."""
     manifest = {"format": MANIFEST_FORMAT, "complete": True, "root": storage.uri,
                 "objects": dict(sorted(objects.items())), "meta": meta or {}}
     info = storage.put_bytes(MANIFEST, json.dumps(manifest, indent=1, sort_keys=True).encode())

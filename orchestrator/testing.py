@@ -90,8 +90,29 @@ class PrivatePostgres:
         self.stop()
 
 
+TEST_S3_KEY, TEST_S3_SECRET = "fc-test-key", "fc-test-secret-123456"
+_S3_PORT: list[int] = []
+
+
+def session_s3_port() -> int:
+    """The S3 port of the test session's SeaweedFS server (chosen once per process)."""
+    if not _S3_PORT:
+        from faircalib.orchestrator.seaweed import free_port_pair
+
+        _S3_PORT.append(free_port_pair())
+    return _S3_PORT[0]
+
+
+def session_s3_env() -> dict[str, str]:
+    """Client settings for the test session's S3 server (SigV4 with the test credentials)."""
+    return {"FAIRCALIB_S3_ENDPOINT": f"http://127.0.0.1:{session_s3_port()}", "AWS_ACCESS_KEY_ID": TEST_S3_KEY,
+            "AWS_SECRET_ACCESS_KEY": TEST_S3_SECRET}
+
+
 def start_test_ray(num_cpus: int = 2) -> None:
-    """One local Ray instance for a test session (no auth token, no usage stats, temp dir)."""
+    """One local Ray instance for a test session (no auth token, no usage stats, temp dir). Ray worker
+    processes inherit the environment of the moment Ray starts, so the test S3 settings are in it:
+    actors reach the session's S3 server the way cluster workers reach a bucket (their own env)."""
     import ray
 
     if ray.is_initialized():
@@ -100,8 +121,17 @@ def start_test_ray(num_cpus: int = 2) -> None:
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     os.environ["RAY_TMPDIR"] = tempfile.mkdtemp(prefix="fc-ray-", dir="/tmp")
-    ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False,
-             _temp_dir=os.environ["RAY_TMPDIR"])
+    saved = {k: os.environ.get(k) for k in session_s3_env()}
+    os.environ.update(session_s3_env())
+    try:
+        ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False,
+                 _temp_dir=os.environ["RAY_TMPDIR"])
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def stop_test_ray() -> None:

@@ -45,7 +45,7 @@ def _validate_job(config):
     from faircalib.models.loader import resolve_source
     from faircalib.orchestrator.stages import DEFAULT_REGISTRY
 
-    DEFAULT_REGISTRY.check_offered(config)
+    DEFAULT_REGISTRY.validate(config)
     if config.model.startswith("zoo:"):
         resolve_source(config.model)
 
@@ -324,7 +324,9 @@ def fetch_cmd(job: str, dest: Path, db_url: str | None) -> None:
 
     store = _store(db_url)
     row = store.get_job(store.resolve(job))
-    if not any(a["name"] == "manifest.json" for a in store.artifacts(row.id)):
+    from faircalib.orchestrator.storage import MANIFEST
+
+    if not any(a["name"] == MANIFEST for a in store.artifacts(row.id)):
         raise click.ClickException(f"job {row.id} ({row.state.value}) has not uploaded its artifacts yet "
                                    "(no manifest); wait for it to succeed or retry it")
     t0 = time.monotonic()
@@ -378,6 +380,7 @@ def sweep_cmd(sweep_file: Path, dry_run: bool, db_url: str | None) -> None:
 def _prior_keys(configs) -> list[str | None]:
     from faircalib.models import weights_hash
     from faircalib.orchestrator.priors import prior_key
+    from faircalib.orchestrator.stages import PROBE_BATCH
 
     hashes: dict[str, str] = {}
     keys = []
@@ -387,7 +390,7 @@ def _prior_keys(configs) -> list[str | None]:
             continue
         if cfg.model not in hashes:
             hashes[cfg.model] = weights_hash(cfg.model)
-        keys.append(prior_key(hashes[cfg.model], cfg.probe))
+        keys.append(prior_key(hashes[cfg.model], cfg.probe, library={"batch_size": PROBE_BATCH}))
     return keys
 
 

@@ -7,9 +7,9 @@ import uuid
 
 import pytest
 
-from faircalib.orchestrator.testing import postgres_bin_dir
-
-S3_KEY, S3_SECRET = "fc-test-key", "fc-test-secret-123456"
+from faircalib.orchestrator.testing import TEST_S3_KEY as S3_KEY
+from faircalib.orchestrator.testing import TEST_S3_SECRET as S3_SECRET
+from faircalib.orchestrator.testing import postgres_bin_dir, session_s3_port
 
 
 @pytest.fixture(autouse=True)
@@ -63,7 +63,7 @@ def seaweed(tmp_path_factory):
     """A real S3 server (SeaweedFS `weed mini`) enforcing SigV4 with the test credentials."""
     from faircalib.orchestrator.seaweed import SeaweedServer
 
-    server = SeaweedServer(tmp_path_factory.mktemp("seaweed"),
+    server = SeaweedServer(tmp_path_factory.mktemp("seaweed"), s3_port=session_s3_port(),
                            env={"AWS_ACCESS_KEY_ID": S3_KEY, "AWS_SECRET_ACCESS_KEY": S3_SECRET}).start()
     yield server
     server.stop()

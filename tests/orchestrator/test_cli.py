@@ -67,7 +67,8 @@ def test_bad_job_input_is_one_line_and_a_failed_row(case, tmp_path, sqlite_url, 
         "yaml": ("model: x\nprobe: {n: 3\n", "invalid YAML at line"),
         "field": ({**good, "bits": "w2a2"}, "bits: 'w2a2' is not allowed; allowed: w4a4, w3a4, w8a8"),
         "zoo": ({**good, "model": "zoo:nope"}, "unknown zoo model 'zoo:nope'"),
-        "not-offered": ({**good, "method": "faircalib"}, "method: 'faircalib' is not offered by this installation"),
+        "not-offered": ({**good, "evaluation": {"tasks": ["gsm8k"]}},
+                        "evaluation.tasks[0]: 'gsm8k' is not offered by this installation"),
         "missing-file": (None, "cannot read it"),
     }[case]
     path = tmp_path / "nope.yaml" if content is None else _write(tmp_path, content)

@@ -96,13 +96,24 @@ def test_sweep_errors_name_the_job():
 
 
 def test_unwired_stage_is_not_offered_with_a_clear_message():
-    cfg = JobConfig.from_dict({"model": "m", "method": "faircalib"})
+    reg = StageRegistry(specs={"probe": StageSpec("probe", None, what="Stage I probing",
+                                                  requires=lambda c: ("faircalib.probe:probe_shard",)),
+                               "upload": StageSpec("upload", lambda ctx: StageResult())},
+                        planner=lambda c: ["probe", "upload"] if c.method == "faircalib" else ["upload"])
     with pytest.raises(ConfigError) as e:
-        DEFAULT_REGISTRY.check_offered(cfg)
+        reg.check_offered(JobConfig.from_dict({"model": "m", "method": "faircalib"}))
     msg = str(e.value)
-    assert msg.startswith("method: 'faircalib' is not offered by this installation: stage 'probe'")
-    assert "faircalib.probe.probe_prior" in msg and msg.endswith("offered methods: fp")
-    DEFAULT_REGISTRY.check_offered(JobConfig.from_dict({"model": "m", "method": "fp"}))  # wired today
+    assert msg == ("method: 'faircalib' is not offered by this installation: stage 'probe' (Stage I probing) is "
+                   "not wired yet; it waits for faircalib.probe.probe_shard; offered methods: fp, rtn, quarot, "
+                   "flatquant, qdrop")
+
+
+def test_every_method_is_offered_and_library_checks_run_at_submit():
+    cfg = JobConfig.from_dict({"model": "m"})
+    assert DEFAULT_REGISTRY.offered_methods(cfg) == ["fp", "rtn", "quarot", "flatquant", "qdrop", "faircalib"]
+    DEFAULT_REGISTRY.validate(cfg)
+    with pytest.raises(ConfigError, match=r"^probe: decode steps=100000 must be in 1\.\."):
+        DEFAULT_REGISTRY.validate(JobConfig.from_dict({"model": "m", "probe": {"steps": 100000}}))
 
 
 def test_missing_library_call_and_unknown_eval_task_rejected():

@@ -50,7 +50,7 @@ def test_stages_run_in_order_with_artifacts_and_results(sqlite_url, tmp_path):
     assert [(s.name, s.state) for s in store.stages(job)] == [("first", "succeeded"), ("second", "succeeded"),
                                                               ("upload", "succeeded")]
     names = {a["name"] for a in store.artifacts(job)}
-    assert {"first/digest.txt", "second/digest.txt", "job.json", "logs/job.log", "manifest.json"} <= names
+    assert {"first/digest.txt", "second/digest.txt", "job.json", "logs/job.log", "_manifest.json"} <= names
     got = fetch_tree(open_storage(row.storage_uri).child(job), tmp_path / "fetched")
     assert json.loads((tmp_path / "fetched/job.json").read_text())["results"] == row.results
     assert "first/digest.txt" in got["objects"]

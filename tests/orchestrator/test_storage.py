@@ -81,7 +81,7 @@ def test_fetch_detects_tampering_and_missing_manifest(storage, tmp_path):
     assert msg.startswith(f"checksum mismatch for {storage.child('j2').url('report.json')}: manifest says sha256 ")
     assert "modified or corrupted" in msg and "\n" not in msg
     assert not (tmp_path / "dst/report.json").exists()
-    with pytest.raises(StorageError, match="has no manifest.json: the upload is incomplete"):
+    with pytest.raises(StorageError, match="has no _manifest.json: the upload is incomplete"):
         read_manifest(storage.child("nothing-here"))
 
 

@@ -1,0 +1,62 @@
+"""`faircalib eval SOURCE --tasks ...`: lm-eval-harness on a model directory, zoo:NAME or a quantized
+checkpoint directory; prints a table and optionally writes the JSON result (scores, wall time per task,
+settings). Thin wrapper over faircalib.eval.harness.evaluate_source."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+
+@click.command("eval")
+@click.argument("source")
+@click.option("--tasks", required=True, help="Comma-separated lm-eval task/group names: the offline suite "
+              "(faircalib_suite, faircalib_gen, faircalib_mc, faircalib_arith, ...) or lm-eval's own "
+              "(piqa, hellaswag, ... need their datasets).")
+@click.option("--limit", type=float, default=None, help="Examples per task (an integer; < 1: a fraction).")
+@click.option("--mc-num", type=int, default=128, show_default=True,
+              help="Monte Carlo draws per log-likelihood request.")
+@click.option("--batch-size", type=int, default=32, show_default=True, help="Masked rows per forward pass.")
+@click.option("--gen-batch-size", type=int, default=16, show_default=True, help="Prompts decoded together.")
+@click.option("--gen-length", type=int, default=None, help="Answer window (default: the model card's).")
+@click.option("--steps", type=int, default=None, help="Decoding steps (default: the model card's).")
+@click.option("--block-length", type=int, default=None, help="Semi-AR block length (LLaDA policies).")
+@click.option("--policy", default=None, help="Commit policy (default: the model's).")
+@click.option("--no-greedy-check", is_flag=True, help="Skip is_greedy (a decode per loglikelihood request).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--device", default="cpu", show_default=True)
+@click.option("--threads", type=int, default=1, show_default=True, help="torch threads (the machine is shared).")
+@click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None, help="Write the result here.")
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+def eval_cmd(source: str, tasks: str, limit: float | None, mc_num: int, batch_size: int, gen_batch_size: int,
+             gen_length: int | None, steps: int | None, block_length: int | None, policy: str | None,
+             no_greedy_check: bool, seed: int, device: str, threads: int, json_out: str | None, quiet: bool) -> None:
+    """Evaluate SOURCE (model dir, zoo:NAME or quantized checkpoint dir) with lm-eval on --tasks."""
+    import os
+
+    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import torch
+
+    from faircalib.eval.harness import evaluate_source, format_table
+
+    torch.set_num_threads(max(1, threads))
+    torch.set_flush_denormal(True)
+    decoding = {k: v for k, v in (("gen_length", gen_length), ("steps", steps), ("block_length", block_length),
+                                  ("policy", policy)) if v is not None}
+    lim = None if limit is None else (int(limit) if limit >= 1 else limit)
+    res = evaluate_source(source, tasks, device=device, decoding=decoding, limit=lim, mc_num=mc_num,
+                          batch_size=batch_size, gen_batch_size=gen_batch_size, seed=seed,
+                          check_greedy=not no_greedy_check, progress=not quiet,
+                          report=None if quiet else (lambda m: click.echo(m["message"], err=True)))
+    click.echo(format_table(res))
+    click.echo(f"total {res['wall_s']:.1f}s (load {res['load_s']:.1f}s) on {res['device']}, {res['threads']} thread(s)")
+    if json_out:
+        Path(json_out).parent.mkdir(parents=True, exist_ok=True)
+        Path(json_out).write_text(json.dumps(res, indent=2, sort_keys=True))
+        click.echo(f"wrote {json_out}")
+
+
+def register(group: click.Group) -> None:
+    group.add_command(eval_cmd)

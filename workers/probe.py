@@ -1,0 +1,50 @@
+"""Probe actor work (Stage I): load the FP teacher once per actor, then run `faircalib.probe.probe_shard`
+on ranges of the global probe set and return the shard's `PositionPrior` (per-sample vectors keyed by
+global prompt index), which the driver merges exactly with `PositionPrior.merge`.
+
+Boundary: a thin wrapper over `faircalib.probe`; the prior math lives there.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+
+def _device() -> str:
+    import ray
+    import torch
+
+    return "cuda" if torch.cuda.is_available() and ray.get_gpu_ids() else "cpu"
+
+
+def setup_probe(model: str, probe_config: dict, model_hash: str, threads: int = 1) -> dict[str, Any]:
+    import torch
+
+    from faircalib.models import load_dllm
+    from faircalib.probe import ProbeConfig
+
+    torch.set_num_threads(max(1, int(threads)))
+    torch.set_flush_denormal(True)
+    device = _device()
+    loaded = load_dllm(model, device=device)
+    return {"m": loaded, "cfg": ProbeConfig.from_dict(probe_config), "model_hash": model_hash, "device": device}
+
+
+def run_probe_ranges(state: dict, ranges: list[tuple[int, int]], report: Callable[[dict], None]) -> list:
+    """ranges: [(start, stop)] of global prompt indices, each start a multiple of the probe batch size."""
+    import os
+
+    from faircalib.errors import DataError
+    from faircalib.probe import probe_shard
+
+    m, cfg = state["m"], state["cfg"]
+    if m.tokenizer is None:
+        raise DataError(f"model {m.source!r} ships no tokenizer; Stage I needs one to tokenize probe prompts")
+    out = []
+    for start, stop in ranges:
+        def progress(e: dict, start=start) -> None:
+            report({"message": f"probe rows {start + e.get('done', 0)}/{cfg.n_samples} (shard from {start})",
+                    "rows_done": e.get("done"), "rows": e.get("total"), "start": start, "pid": os.getpid()})
+
+        out.append(probe_shard(m.model, m.tokenizer, cfg, start, stop, model_hash=state["model_hash"],
+                               progress=progress))
+    return out
