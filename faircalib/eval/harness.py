@@ -1,0 +1,293 @@
+"""Running lm-eval on faircalib models: loading any SOURCE, resolving task names (the shipped offline suite
+or lm-eval's own registry), timing each task, and shaping one JSON-able result.
+
+    from faircalib.eval.harness import evaluate_source, run_lm_eval
+    res = evaluate_source("zoo:tiny-llada", ["faircalib_suite"], limit=20, mc_num=32)
+    res = run_lm_eval(model, tokenizer, ["faircalib_arith", "piqa"], decoding={"gen_length": 16, "steps": 16})
+
+Result: {"tasks": {task: {"metrics", "n_samples", "wall_s", "output_type"?}}, "groups": {group: {"metrics",
+"tasks", "wall_s"}}, "settings", "decoding", "model", "versions", "wall_s"}. Each of the suite's leaf
+tasks runs in its own `simple_evaluate` call, so its wall time is its own (`wall_s`: the whole call,
+lm-eval's task building and bookkeeping included; `model_s`: the part spent answering requests); a
+standard lm-eval name runs as one call (groups such as mmlu keep lm-eval's aggregation; the time is
+the group's). Suite group scores are the unweighted mean of the leaves' main metric (exact_match / acc).
+
+Module boundary: orchestration of lm-eval; request answering lives in faircalib.eval.lm.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from faircalib.errors import ConfigError, ModelLoadError
+from faircalib.eval.suite import GROUP_METRIC, GROUPS, LEAF_TASKS, OWN_NAMES, SUITE_GROUP, TASKS_DIR
+
+log = logging.getLogger(__name__)
+QUANT_MARKERS = ("quant_config.json", "manifest.json")
+
+
+# ------------------------------------------------------------------------ loading
+def is_quantized_dir(path: str | Path) -> bool:
+    p = Path(path)
+    return p.is_dir() and any((p / m).is_file() for m in QUANT_MARKERS)
+
+
+def load_for_eval(source: str | Path, device: str = "cpu", dtype: str | torch.dtype | None = None):
+    """A model directory, `zoo:NAME` or a quantized checkpoint directory (has quant_config.json or
+    manifest.json) -> LoadedDLLM."""
+    s = str(source)
+    if not s.startswith("zoo:") and is_quantized_dir(s):
+        from faircalib.checkpoint import load_quantized
+
+        return load_quantized(s, device=device)
+    from faircalib.models import load_dllm
+
+    if isinstance(dtype, str):
+        if not isinstance(getattr(torch, dtype, None), torch.dtype):
+            raise ConfigError(f"dtype={dtype!r} is not a torch dtype (e.g. float32, bfloat16)")
+        dtype = getattr(torch, dtype)
+    return load_dllm(s, dtype=dtype, device=device)
+
+
+def _card_decoding(card: dict) -> dict:
+    return dict(card.get("decoding") or {})
+
+
+def default_decoding(source: str, path: str | Path | None = None) -> dict:
+    """Decoding defaults for SOURCE: a zoo model's card; a directory's model_card.json; a quantized
+    checkpoint's meta (`decoding`, or the zoo card of its `source`). {} when none is recorded."""
+    from faircalib.models import model_card
+
+    if source.startswith("zoo:"):
+        return _card_decoding(model_card(source))
+    p = Path(path or source)
+    card = p / "model_card.json"
+    if card.is_file():
+        return _card_decoding(json.loads(card.read_text()))
+    qc = p / "quant_config.json"
+    if qc.is_file():
+        meta = json.loads(qc.read_text()).get("meta") or {}
+        if meta.get("decoding"):
+            return dict(meta["decoding"])
+        src = str(meta.get("source") or "")
+        if src.startswith("zoo:"):
+            try:
+                return _card_decoding(model_card(src))
+            except ModelLoadError:
+                return {}
+        if src and Path(src).is_dir() and (Path(src) / "model_card.json").is_file():
+            return _card_decoding(json.loads((Path(src) / "model_card.json").read_text()))
+    return {}
+
+
+# ------------------------------------------------------------------------ tasks
+def parse_tasks(tasks: str | Sequence[str]) -> list[str]:
+    names = [t.strip() for t in (tasks.split(",") if isinstance(tasks, str) else tasks) if t and t.strip()]
+    if not names:
+        raise ConfigError("no tasks given; e.g. --tasks faircalib_suite or --tasks faircalib_arith,piqa")
+    return list(dict.fromkeys(names))
+
+
+def task_manager(tasks: Sequence[str]):
+    """lm-eval TaskManager over the shipped suite; lm-eval's own registry is indexed only when a requested
+    name is not ours (indexing it takes seconds)."""
+    from lm_eval.tasks import TaskManager
+
+    need_defaults = any(t not in OWN_NAMES for t in tasks)
+    tm = TaskManager(include_path=str(TASKS_DIR), include_defaults=need_defaults)
+    unknown = [t for t in tasks if t not in tm.all_tasks and t not in OWN_NAMES]
+    if unknown:
+        raise ConfigError(f"unknown lm-eval task(s) {unknown}; the offline suite has "
+                          f"{', '.join(sorted(OWN_NAMES))}; other names must be in lm-eval's registry")
+    return tm
+
+
+def expand(tasks: Sequence[str]) -> list[str]:
+    """Run units: suite groups become their leaf tasks; other names stay as they are."""
+    out: list[str] = []
+    for t in tasks:
+        out += list(GROUPS[t]) if t in GROUPS else [t]
+    return list(dict.fromkeys(out))
+
+
+def _clean_metrics(entry: dict) -> dict:
+    out = {}
+    for k, v in entry.items():
+        if k in ("alias", "name", "sample_len", "samples") or not isinstance(v, (int, float)):
+            continue
+        key = k.removesuffix(",none")
+        if isinstance(v, float) and not math.isfinite(v):
+            v = None
+        out[key] = v
+    return out
+
+
+# ------------------------------------------------------------------------ running
+def run_lm_eval(model: Any, tokenizer: Any, tasks: str | Sequence[str], *, limit: float | None = None,
+                mc_num: int = 128, batch_size: int = 32, gen_batch_size: int = 16, decoding: dict | None = None,
+                seed: int = 0, check_greedy: bool = True, exact_when_cheap: bool = True,
+                bootstrap_iters: int = 1000, source: str | None = None, log_samples: bool = False,
+                progress: bool = True, report=None) -> dict:
+    """Evaluate an in-memory dLLM (FP or quantized) with lm-eval on `tasks` (names or a comma list).
+
+    decoding: DecodeConfig fields for generate_until (unset ones: the model's default policy and
+    DecodeConfig's defaults; `evaluate_source` fills them from the model card). report: optional
+    callable receiving {"message": str} progress lines (the job service's eval actors pass theirs).
+    """
+    import lm_eval
+    from lm_eval import simple_evaluate
+
+    from faircalib.eval.lm import FaircalibLM, LMEvalSettings
+
+    names = parse_tasks(tasks)
+    settings = LMEvalSettings(mc_num=mc_num, batch_size=batch_size, gen_batch_size=gen_batch_size, seed=seed,
+                              check_greedy=check_greedy, exact_when_cheap=exact_when_cheap,
+                              decoding=dict(decoding or {}))
+    lm = FaircalibLM(model=model, tokenizer=tokenizer, settings=settings)
+    lm.source, lm.progress = source, progress
+    tm = task_manager(names)
+    t_all = time.perf_counter()
+    out: dict[str, Any] = {"source": source, "tasks": {}, "groups": {}, "samples": {} if log_samples else None}
+    for unit in expand(names):
+        if report is not None:
+            report({"message": f"lm-eval {unit}"})
+        t0, m0 = time.perf_counter(), lm.model_seconds
+        res = simple_evaluate(model=lm, tasks=[unit], task_manager=tm, limit=limit,
+                              bootstrap_iters=bootstrap_iters, log_samples=log_samples, random_seed=seed,
+                              numpy_random_seed=seed, torch_random_seed=seed, fewshot_random_seed=seed)
+        wall, model_s = time.perf_counter() - t0, lm.model_seconds - m0
+        n_samples = res.get("n-samples", {})
+        group_names = set(res.get("group_subtasks") or {}) | set(res.get("groups") or {})
+        leaves = [t for t in res["results"] if t not in group_names]
+        for t in leaves:
+            entry = {"metrics": _clean_metrics(res["results"][t]),
+                     "n_samples": (n_samples.get(t) or {}).get("effective")}
+            if len(leaves) == 1:
+                entry["wall_s"], entry["model_s"] = round(wall, 3), round(model_s, 3)
+            out["tasks"][t] = entry
+            if log_samples:
+                out["samples"][t] = res.get("samples", {}).get(t)
+        for g, entry in (res.get("groups") or {}).items():
+            out["groups"][g] = {"metrics": _clean_metrics(entry), "tasks": None, "wall_s": round(wall, 3),
+                                "model_s": round(model_s, 3)}
+        if report is not None:
+            report({"message": f"lm-eval {unit}: {wall:.1f}s"})
+    out["groups"].update(_suite_groups(names, out["tasks"]))
+    out["wall_s"] = round(time.perf_counter() - t_all, 3)
+    out["settings"] = {**settings.to_dict(), "limit": limit, "bootstrap_iters": bootstrap_iters,
+                       "max_length": lm.max_length, "rolling_context": lm.rolling_context}
+    out["decoding"] = lm.get_model_info()["faircalib_decoding"]
+    out["model"] = _model_info(model)
+    out["versions"] = _versions(lm_eval)
+    out["device"] = str(lm.device)
+    out["threads"] = torch.get_num_threads()
+    if not log_samples:
+        out.pop("samples")
+    return out
+
+
+def _mean(tasks: dict, leaves: Sequence[str], metric: str) -> float | None:
+    vals = [tasks[t]["metrics"].get(metric) for t in leaves]
+    return None if None in vals else sum(vals) / len(vals)
+
+
+def _suite_groups(names: Sequence[str], tasks: dict) -> dict:
+    """Scores of the requested suite groups (and the suite's subgroups) from their leaves' results."""
+    wanted = [n for n in names if n in GROUPS]
+    if SUITE_GROUP in wanted:
+        wanted += [g for g in GROUP_METRIC if g not in wanted]
+    out = {}
+    for g in wanted:
+        leaves = GROUPS[g]
+        if not all(t in tasks for t in leaves):
+            continue
+        if g in GROUP_METRIC:
+            metrics = {GROUP_METRIC[g]: _mean(tasks, leaves, GROUP_METRIC[g])}
+        else:
+            metrics = {f"{m} ({sub})": _mean(tasks, GROUPS[sub], m) for sub, m in GROUP_METRIC.items()}
+        out[g] = {"metrics": metrics, "tasks": list(leaves),
+                  "wall_s": round(sum(tasks[t].get("wall_s") or 0.0 for t in leaves), 3),
+                  "model_s": round(sum(tasks[t].get("model_s") or 0.0 for t in leaves), 3)}
+    return out
+
+
+def _model_info(model: Any) -> dict:
+    cfg = model.config
+    info: dict[str, Any] = {"arch": cfg.arch, "parameters": sum(p.numel() for p in model.parameters()),
+                            "quantized": None}
+    q = getattr(model, "faircalib_quant", None)
+    if q is not None:
+        qc = q.get("quant_config", {})
+        info["quantized"] = {k: qc.get(k) for k in ("method", "w_bits", "a_bits")}
+    return info
+
+
+def _versions(lm_eval) -> dict:
+    import faircalib
+
+    return {"faircalib": faircalib.__version__, "lm_eval": lm_eval.__version__, "torch": torch.__version__}
+
+
+def evaluate_source(source: str | Path, tasks: str | Sequence[str], *, device: str = "cpu",
+                    dtype: str | None = None, decoding: dict | None = None, **kwargs: Any) -> dict:
+    """Load SOURCE (model dir, zoo:NAME or quantized checkpoint dir) and `run_lm_eval` on it. Decoding
+    defaults come from the model card (zoo models, or a checkpoint whose meta names its zoo source),
+    overridden by `decoding`."""
+    t0 = time.perf_counter()
+    loaded = load_for_eval(source, device=device, dtype=dtype)
+    if loaded.tokenizer is None:
+        raise ModelLoadError(f"{source}: no tokenizer in the model directory; lm-eval needs one")
+    load_s = time.perf_counter() - t0
+    dec = {**default_decoding(str(source), loaded.path), **(decoding or {})}
+    res = run_lm_eval(loaded.model, loaded.tokenizer, tasks, decoding=dec, source=str(source), **kwargs)
+    res["load_s"] = round(load_s, 3)
+    return res
+
+
+def result_rows(res: dict) -> list[dict]:
+    """Flatten a result into table rows: task, metric, value, stderr, n, wall_s (groups last)."""
+    rows = []
+    for kind, entries in (("task", res["tasks"]), ("group", res["groups"])):
+        for name, e in entries.items():
+            metrics = e.get("metrics") or {}
+            for m, v in metrics.items():
+                if m.endswith("_stderr") or "_stderr," in m:
+                    continue
+                rows.append({"kind": kind, "task": name, "metric": m, "value": v,
+                             "stderr": metrics.get(f"{m}_stderr"), "n": e.get("n_samples"),
+                             "wall_s": e.get("wall_s")})
+    return rows
+
+
+def format_table(res: dict) -> str:
+    lines = [f"{'task':<24} {'metric':<28} {'value':>10} {'± stderr':>10} {'n':>6} {'wall s':>8}"]
+    for r in result_rows(res):
+        v = "-" if r["value"] is None else f"{r['value']:.4f}"
+        se = "" if not isinstance(r["stderr"], (int, float)) else f"{r['stderr']:.4f}"
+        n = "" if r["n"] is None else str(r["n"])
+        w = "" if r["wall_s"] is None else f"{r['wall_s']:.1f}"
+        name = r["task"] if r["kind"] == "task" else f"[{r['task']}]"
+        lines.append(f"{name:<24} {r['metric']:<28} {v:>10} {se:>10} {n:>6} {w:>8}")
+    return "\n".join(lines)
+
+
+__all__ = [
+    "LEAF_TASKS",
+    "default_decoding",
+    "evaluate_source",
+    "expand",
+    "format_table",
+    "is_quantized_dir",
+    "load_for_eval",
+    "parse_tasks",
+    "result_rows",
+    "run_lm_eval",
+    "task_manager",
+]
