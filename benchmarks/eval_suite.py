@@ -93,7 +93,7 @@ def run_cli(source: str, out: Path, a) -> dict:
         if k in a.decoding:
             cmd += [f"--{k.replace('_', '-')}", str(a.decoding[k])]
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    proc = subprocess.run(cmd, check=False, capture_output=True, text=True)
     if proc.returncode != 0:
         raise SystemExit(f"faircalib eval failed for {source}:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
     res = json.loads(out.read_text())

@@ -11,8 +11,9 @@ from faircalib.eval.loglik import greedy_matches, masked_loglikelihood, masked_n
 _LAZY = {"run_lm_eval": "harness", "evaluate_source": "harness", "load_for_eval": "harness",
          "format_table": "harness", "FaircalibLM": "lm", "LMEvalSettings": "lm"}
 
-__all__ = ["FidelityResult", "compare_to_reference", "greedy_matches", "mask_batch", "masked_loglikelihood",
-           "masked_nll", "masked_token_nll", "rolling_pairs", *_LAZY]
+__all__ = ["FaircalibLM", "FidelityResult", "LMEvalSettings", "compare_to_reference", "evaluate_source",
+           "format_table", "greedy_matches", "load_for_eval", "mask_batch", "masked_loglikelihood", "masked_nll",
+           "masked_token_nll", "rolling_pairs", "run_lm_eval"]
 
 
 def __getattr__(name: str) -> Any:

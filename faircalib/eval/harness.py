@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-from faircalib.errors import ConfigError, ModelLoadError
+from faircalib.errors import ConfigError, DataError, ModelLoadError
 from faircalib.eval.suite import GROUP_METRIC, GROUPS, LEAF_TASKS, OWN_NAMES, SUITE_GROUP, TASKS_DIR
 
 log = logging.getLogger(__name__)
@@ -134,12 +134,13 @@ def run_lm_eval(model: Any, tokenizer: Any, tasks: str | Sequence[str], *, limit
                 mc_num: int = 128, batch_size: int = 32, gen_batch_size: int = 16, decoding: dict | None = None,
                 seed: int = 0, check_greedy: bool = True, exact_when_cheap: bool = True,
                 bootstrap_iters: int = 1000, source: str | None = None, log_samples: bool = False,
-                progress: bool = True, report=None) -> dict:
+                progress: bool = True, report=None, tasks_manager=None) -> dict:
     """Evaluate an in-memory dLLM (FP or quantized) with lm-eval on `tasks` (names or a comma list).
 
     decoding: DecodeConfig fields for generate_until (unset ones: the model's default policy and
     DecodeConfig's defaults; `evaluate_source` fills them from the model card). report: optional
     callable receiving {"message": str} progress lines (the job service's eval actors pass theirs).
+    tasks_manager: a TaskManager from `task_manager(names)` (built here when None).
     """
     import lm_eval
     from lm_eval import simple_evaluate
@@ -152,16 +153,23 @@ def run_lm_eval(model: Any, tokenizer: Any, tasks: str | Sequence[str], *, limit
                               decoding=dict(decoding or {}))
     lm = FaircalibLM(model=model, tokenizer=tokenizer, settings=settings)
     lm.source, lm.progress = source, progress
-    tm = task_manager(names)
+    tm = tasks_manager or task_manager(names)
     t_all = time.perf_counter()
     out: dict[str, Any] = {"source": source, "tasks": {}, "groups": {}, "samples": {} if log_samples else None}
     for unit in expand(names):
         if report is not None:
             report({"message": f"lm-eval {unit}"})
         t0, m0 = time.perf_counter(), lm.model_seconds
-        res = simple_evaluate(model=lm, tasks=[unit], task_manager=tm, limit=limit,
-                              bootstrap_iters=bootstrap_iters, log_samples=log_samples, random_seed=seed,
-                              numpy_random_seed=seed, torch_random_seed=seed, fewshot_random_seed=seed)
+        try:
+            res = simple_evaluate(model=lm, tasks=[unit], task_manager=tm, limit=limit,
+                                  bootstrap_iters=bootstrap_iters, log_samples=log_samples, random_seed=seed,
+                                  numpy_random_seed=seed, torch_random_seed=seed, fewshot_random_seed=seed)
+        except OSError as e:  # ConnectionError / FileNotFoundError: a standard task's dataset is not reachable
+            if unit in OWN_NAMES:
+                raise
+            raise DataError(f"lm-eval task {unit!r} could not load its dataset ({type(e).__name__}: {e}); standard "
+                            f"tasks need network access or a populated Hugging Face datasets cache "
+                            f"(the offline suite is faircalib_suite)") from e
         wall, model_s = time.perf_counter() - t0, lm.model_seconds - m0
         n_samples = res.get("n-samples", {})
         group_names = set(res.get("group_subtasks") or {}) | set(res.get("groups") or {})
@@ -240,13 +248,16 @@ def evaluate_source(source: str | Path, tasks: str | Sequence[str], *, device: s
     """Load SOURCE (model dir, zoo:NAME or quantized checkpoint dir) and `run_lm_eval` on it. Decoding
     defaults come from the model card (zoo models, or a checkpoint whose meta names its zoo source),
     overridden by `decoding`."""
+    names = parse_tasks(tasks)
+    tm = task_manager(names)  # validate the names before loading the model
     t0 = time.perf_counter()
     loaded = load_for_eval(source, device=device, dtype=dtype)
     if loaded.tokenizer is None:
         raise ModelLoadError(f"{source}: no tokenizer in the model directory; lm-eval needs one")
     load_s = time.perf_counter() - t0
     dec = {**default_decoding(str(source), loaded.path), **(decoding or {})}
-    res = run_lm_eval(loaded.model, loaded.tokenizer, tasks, decoding=dec, source=str(source), **kwargs)
+    res = run_lm_eval(loaded.model, loaded.tokenizer, names, decoding=dec, source=str(source), tasks_manager=tm,
+                      **kwargs)
     res["load_s"] = round(load_s, 3)
     return res
 
