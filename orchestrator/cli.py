@@ -16,6 +16,7 @@ COMMAND_MODULES = [
     "faircalib.orchestrator.commands.jobs",
     "faircalib.orchestrator.commands.storage",
     "faircalib.orchestrator.commands.eval",
+    "faircalib.orchestrator.commands.calib",
 ]
 
 

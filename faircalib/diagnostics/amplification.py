@@ -92,18 +92,20 @@ def align_traces(trace: torch.Tensor, first_false: torch.Tensor) -> AlignedTrace
 
 
 @torch.no_grad()
-def rollout_with_teacher(student, teacher, prompts, config, record=("top1",)):
+def rollout_with_teacher(student, teacher, prompts, config, record=("top1",), teacher_rows: int | None = None):
     """Decode `prompts` with `student` under `config` (a DecodeConfig; policy None = the student's default)
-    while running `teacher` on every pre-commit state -> (trajectory with `record`, (B, S) discrepancy)."""
+    while running `teacher` on every pre-commit state -> (trajectory with `record`, (B', S) discrepancy).
+    teacher_rows: only the first k rows get the teacher (B' = k; saves a forward on the rest), None = all."""
     from faircalib.diffusion import generate, window_logits
 
     mask_id = int(student.mask_token_id)
     per_step: list[torch.Tensor] = []
 
     def on_step(st) -> None:
-        attn = None if bool(st.attention_mask.all()) else st.attention_mask
-        t_logits = window_logits(teacher, st.ids, attn, st.window_start)  # (B, L, V)
-        per_step.append(prob_discrepancy(st.logits, t_logits, mask_id).cpu())
+        k = st.ids.shape[0] if teacher_rows is None else min(teacher_rows, st.ids.shape[0])
+        am = st.attention_mask[:k]
+        t_logits = window_logits(teacher, st.ids[:k], None if bool(am.all()) else am, st.window_start)  # (k, L, V)
+        per_step.append(prob_discrepancy(st.logits[:k], t_logits, mask_id).cpu())
 
     traj = generate(student, prompts, config=config, record=record, on_step=on_step)
     return traj, torch.stack(per_step, 1)  # (B, S)

@@ -48,5 +48,8 @@ def test_teacher_runs_on_the_students_own_states(byte_tokenizer):
     for st_t, st_s in zip(iter_replay(teacher, traj), iter_replay(student, traj)):
         expect = prob_discrepancy(st_s.logits, st_t.logits, student.mask_token_id)
         torch.testing.assert_close(disc[:, st_t.step], expect)
+    _, first = rollout_with_teacher(student, teacher, prompts, cfg, teacher_rows=1)
+    assert first.shape == (1, 5)
+    torch.testing.assert_close(first, disc[:1], rtol=1e-4, atol=1e-9)
     _, same = rollout_with_teacher(teacher, teacher, prompts, cfg)
     assert float(same.abs().max()) == 0.0

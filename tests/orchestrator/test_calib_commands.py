@@ -1,0 +1,52 @@
+"""`faircalib probe / prior-merge / quantize` on a tiny model directory with a tokenizer."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from faircalib.models import save_model_dir, tiny_model
+from faircalib.orchestrator.cli import main
+
+
+@pytest.fixture
+def model_dir(tmp_path, byte_tokenizer):
+    tok = byte_tokenizer
+    m = tiny_model("llada", vocab_size=len(tok), mask_token_id=tok.mask_token_id, pad_token_id=tok.pad_token_id,
+                   eos_token_id=tok.eos_token_id)
+    return str(save_model_dir(m, tmp_path / "model", tokenizer=tok))
+
+
+def _json(out: str) -> dict:
+    return json.loads(out[out.index("{"):])
+
+
+def test_probe_shards_merge_and_quantize(model_dir, tmp_path):
+    before = torch.get_num_threads()
+    r = CliRunner()
+    common = ["--n", "8", "--steps", "4", "--window", "4", "--probe-batch", "4"]
+    try:
+        whole = r.invoke(main, ["probe", model_dir, *common, "--out", str(tmp_path / "p")])
+        assert whole.exit_code == 0, whole.output
+        for a, b in ((0, 4), (4, 8)):
+            res = r.invoke(main, ["probe", model_dir, *common, "--shard", f"{a}:{b}", "--out", str(tmp_path / f"s{a}")])
+            assert res.exit_code == 0, res.output
+        merged = r.invoke(main, ["prior-merge", str(tmp_path / "m"), str(tmp_path / "s4"), str(tmp_path / "s0")])
+        assert merged.exit_code == 0, merged.output
+        assert _json(merged.stdout)["cache_key"] == _json(whole.stdout)["cache_key"]
+        bad = r.invoke(main, ["probe", model_dir, *common, "--shard", "2:6", "--out", str(tmp_path / "x")])
+        assert bad.exit_code == 1 and "multiple of batch_size=4" in bad.output
+        q = r.invoke(main, ["quantize", model_dir, "--prior", str(tmp_path / "m"), "--calib-n", "4",
+                            "--calib-seq-len", "12", "--epochs", "1", "--out", str(tmp_path / "ckpt")])
+        assert q.exit_code == 0, q.output
+        info = _json(q.stdout)
+        assert info["prior_key"] == _json(whole.stdout)["cache_key"] and len(info["block_losses"]) == 2
+        from faircalib.checkpoint import load_quantized
+
+        loaded = load_quantized(tmp_path / "ckpt")
+        with torch.no_grad():
+            assert torch.isfinite(loaded.model(torch.randint(3, 50, (1, 8)))).all()
+    finally:
+        torch.set_num_threads(before)
