@@ -316,6 +316,7 @@ def calibrate_layerwise(adapter_or_model: DLLMAdapter | DiffusionLM, calib_ids: 
                 report.resumed = True
             else:
                 tensors = quarot_block(block, qcfg, stats)
+                report.final_loss = _eval_loss(block, h, fp_out, weights, ctx, device, eb)
                 report.time_s = time.perf_counter() - t0
                 if store is not None:
                     store.save(index, tensors, asdict(report))

@@ -56,6 +56,20 @@ def test_flatquant_beats_rtn_on_a_tiny_model(calib_ids, eval_ids, make_outlier_m
     assert all(b.final_loss < b.init_loss for b in flat_report.blocks)
 
 
+def test_faircalib_is_flatquant_with_position_weights(calib_ids, make_outlier_model):
+    """Uniform weights reproduce FlatQuant bit for bit; a peaked prior changes what is learned."""
+    m = make_outlier_model(n_layers=1)
+    cc = CalibConfig(epochs=1)
+    flat = quantize(copy.deepcopy(m), QuantConfig(method="flatquant"), calib_ids, calib_cfg=cc)
+    uni = quantize(copy.deepcopy(m), QuantConfig(method="faircalib"), calib_ids, torch.ones(24), calib_cfg=cc)
+    prior = torch.full((24,), 0.1)
+    prior[-8:] = 3.0  # window-aligned prior: heavy on the last positions
+    fair = quantize(copy.deepcopy(m), QuantConfig(method="faircalib"), calib_ids, prior, calib_cfg=cc)
+    p_flat, p_uni, p_fair = (x.blocks[0].act_transforms["qkv"].p1 for x in (flat, uni, fair))
+    assert torch.equal(p_flat, p_uni) and not torch.equal(p_flat, p_fair)
+    assert fair.faircalib_quant["prior_hash"] and fair.faircalib_quant["prior_hash"] != uni.faircalib_quant["prior_hash"]
+
+
 def test_quarot_gptq_beats_rtn_on_a_tiny_model(calib_ids, eval_ids, make_outlier_model):
     m = make_outlier_model("dream")
     rtn = quantize(copy.deepcopy(m), QuantConfig.from_bits("w4a4", method="rtn"))
