@@ -58,8 +58,8 @@ DREAM_7B = {"model_type": "Dream", "architectures": ["DreamModel"], "hidden_act"
 def load(source: str):
     """(model, tokenizer, description). random:ARCH = a zoo-sized random model + a BPE trained on the mix."""
     if source.startswith("random:"):
-        from faircalib.training.tokenizer import special_ids, train_bpe_tokenizer
         from faircalib.data import iter_documents
+        from faircalib.training.tokenizer import special_ids, train_bpe_tokenizer
 
         arch = source.split(":", 1)[1]
         tok = train_bpe_tokenizer(iter_documents("builtin:mix:train"), vocab_size=1024)
@@ -118,7 +118,8 @@ def memory_probe(a) -> None:
 def run_probe(a, method: str, setting: str, mode: str) -> int | None:
     cmd = [sys.executable, __file__, "--model", a.model, "--n-calib", str(a.mem_n_calib), "--seq-len",
            str(a.mem_seq_len), "--n-eval", "1", "--threads", str(a.threads), "--memprobe", f"{method},{setting},{mode}"]
-    out = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, OMP_NUM_THREADS="1"))
+    out = subprocess.run(cmd, capture_output=True, text=True, check=False,
+                         env=dict(os.environ, OMP_NUM_THREADS="1"))
     if out.returncode:
         print(out.stderr[-2000:], file=sys.stderr)
         return None
@@ -141,8 +142,9 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1: shared machine)")
     p.add_argument("--memprobe", help=argparse.SUPPRESS)
     a = p.parse_args()
-    defaults = dict(n_calib=16, seq_len=64, n_eval=16, epochs=3, mem_n_calib=16, mem_seq_len=64) if a.fast else \
-        dict(n_calib=64, seq_len=128, n_eval=64, epochs=15, mem_n_calib=128, mem_seq_len=256)
+    defaults = {"n_calib": 16, "seq_len": 64, "n_eval": 16, "epochs": 3, "mem_n_calib": 16, "mem_seq_len": 64} \
+        if a.fast else {"n_calib": 64, "seq_len": 128, "n_eval": 64, "epochs": 15, "mem_n_calib": 128,
+                        "mem_seq_len": 256}
     for k, v in defaults.items():
         if getattr(a, k) is None:
             setattr(a, k, v)

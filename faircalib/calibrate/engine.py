@@ -36,10 +36,16 @@ import faircalib
 from faircalib.calibrate.state import BlockStateStore, model_fingerprint, tensor_hash
 from faircalib.errors import CalibrationError, ConfigError
 from faircalib.models.adapter import DLLMAdapter
-from faircalib.models.base import ACT_POINTS, DecoderBlock, DiffusionLM
+from faircalib.models.base import DecoderBlock, DiffusionLM
 from faircalib.quant.config import CalibConfig, QuantConfig
-from faircalib.quant.fake import (CLIP_KEY, ActPoint, freeze_fp_parameters, install_fake_block,
-                                  learnable_parameters, restore_fp_block)
+from faircalib.quant.fake import (
+    CLIP_KEY,
+    ActPoint,
+    freeze_fp_parameters,
+    install_fake_block,
+    learnable_parameters,
+    restore_fp_block,
+)
 from faircalib.quant.fold import fold_block
 
 ProgressFn = Callable[[dict[str, Any]], None]
@@ -136,7 +142,7 @@ def _fp_pass(block: DecoderBlock, h_in: torch.Tensor, ctx, device, batch: int, p
     saved = {}
     if observe is not None:
         for p in points:
-            inner = block.act_transforms[p] if p in block.act_transforms else None
+            inner = block.act_transforms[p] if p in block.act_transforms else None  # noqa: SIM401 (no .get)
             saved[p] = inner
             block.act_transforms[p] = _Observer(p, inner, observe)
     try:
@@ -242,7 +248,8 @@ def calibrate_layerwise(adapter_or_model: DLLMAdapter | DiffusionLM, calib_ids: 
     finished block and ends with identical parameters). progress(event) gets dicts with "event" in
     start / block_start / epoch / fallback / block_done / done, plus "block", "epoch", "loss".
     finalize=False leaves the trained fake-quant modules installed (for inspection and tests) instead of
-    folding each block into deployment modules. Returns the per-block report.
+    folding each block into deployment modules (QuaRot has no fake form: its blocks always end as
+    QuantLinears). Returns the per-block report.
     """
     qcfg = QuantConfig(method=qcfg) if isinstance(qcfg, str) else qcfg
     ccfg = calib_cfg or CalibConfig()

@@ -34,7 +34,7 @@ from faircalib.models.base import DiffusionLM
 from faircalib.models.config import read_config
 from faircalib.models.io import build_model, load_tokenizer
 from faircalib.models.loader import LoadedDLLM
-from faircalib.quant.api import INFO_ATTR, replace_module
+from faircalib.quant.api import INFO_ATTR
 from faircalib.quant.runtime import QuantEmbedding, QuantLinear, build_module, module_spec
 
 FORMAT = "faircalib-quantized"
@@ -185,7 +185,7 @@ def load_quantized(directory: str | Path, device: str | torch.device = "cpu") ->
     state: dict[str, torch.Tensor] = {}
     for fname in TENSOR_FILES:
         with safe_open(str(directory / fname), framework="pt", device="cpu") as sf:
-            for key in sf.keys():
+            for key in sf.keys():  # noqa: SIM118 (safe_open is not a dict)
                 state[key] = sf.get_tensor(key)
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state))

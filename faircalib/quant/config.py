@@ -90,7 +90,7 @@ class QuantConfig:
 
     # -------------------------------------------------------------- helpers
     @classmethod
-    def from_bits(cls, setting: str, method: str = "flatquant", **kw: Any) -> "QuantConfig":
+    def from_bits(cls, setting: str, method: str = "flatquant", **kw: Any) -> QuantConfig:
         """`QuantConfig.from_bits("w4a4", method="rtn")`; settings: w4a4, w3a4, w8a8, w4a16, w8a16, w4a8."""
         key = setting.lower()
         if key not in SETTINGS:
@@ -129,7 +129,7 @@ class QuantConfig:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "QuantConfig":
+    def from_dict(cls, d: dict[str, Any]) -> QuantConfig:
         known = {f.name for f in fields(cls)}
         extra = sorted(set(d) - known)
         if extra:
@@ -139,7 +139,7 @@ class QuantConfig:
             d["linears"] = tuple(d["linears"])
         return cls(**d)
 
-    def replace(self, **kw: Any) -> "QuantConfig":
+    def replace(self, **kw: Any) -> QuantConfig:
         return replace(self, **kw)
 
 
@@ -186,12 +186,12 @@ class CalibConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "CalibConfig":
+    def from_dict(cls, d: dict[str, Any]) -> CalibConfig:
         known = {f.name for f in fields(cls)}
         extra = sorted(set(d) - known)
         if extra:
             raise ConfigError(f"unknown CalibConfig field {extra[0]!r}; known: {', '.join(sorted(known))}")
         return cls(**d)
 
-    def replace(self, **kw: Any) -> "CalibConfig":
+    def replace(self, **kw: Any) -> CalibConfig:
         return replace(self, **kw)

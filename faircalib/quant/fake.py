@@ -134,7 +134,7 @@ def install_fake_block(block: DecoderBlock, qcfg: QuantConfig, x_absmax: dict[st
         kind = "flatquant"
     learn = kind in ("flatquant", "qdrop")
     for point in qcfg.points:
-        existing = block.act_transforms[point] if point in block.act_transforms else None
+        existing = block.act_transforms[point] if point in block.act_transforms else None  # noqa: SIM401
         transform = existing
         if kind == "flatquant":
             if existing is not None:

@@ -31,7 +31,7 @@ def fold_block(block: DecoderBlock, qcfg: QuantConfig) -> None:
     """Replace the block's fake-quant (or FP) modules at `qcfg.points` by runtime modules, in place."""
     for point in qcfg.points:
         roles = ACT_POINTS[point]
-        ap = block.act_transforms[point] if point in block.act_transforms else None
+        ap = block.act_transforms[point] if point in block.act_transforms else None  # noqa: SIM401
         if isinstance(ap, ActPoint):
             transform, act_clip = ap.transform, float(ap.clip())
         else:  # untouched point: a fixed transform (or none), clip 1

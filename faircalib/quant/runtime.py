@@ -86,7 +86,7 @@ class QuantLinear(_KeepDtype):
     # ------------------------------------------------------------------ construction
     @classmethod
     def from_codes(cls, codes: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None, w_bits: int,
-                   a_bits: int, act_clip: float = 1.0) -> "QuantLinear":
+                   a_bits: int, act_clip: float = 1.0) -> QuantLinear:
         """codes: (N, K) integers in the signed w_bits range; scale: (N,)."""
         n, k = codes.shape
         m = cls(k, n, w_bits, a_bits, bias is not None)
@@ -102,7 +102,7 @@ class QuantLinear(_KeepDtype):
 
     @classmethod
     def from_float(cls, weight: torch.Tensor, bias: torch.Tensor | None, w_bits: int, a_bits: int,
-                   w_clip: torch.Tensor | float = 1.0, act_clip: float = 1.0) -> "QuantLinear":
+                   w_clip: torch.Tensor | float = 1.0, act_clip: float = 1.0) -> QuantLinear:
         """Round-to-nearest per output channel of a (folded) FP weight (N, K) with clipping."""
         codes, scale = quantize_rows(weight.detach(), w_bits, w_clip)
         return cls.from_codes(codes, scale, bias, w_bits, a_bits, act_clip)
@@ -179,7 +179,7 @@ class KroneckerOnline(_KeepDtype):
         self.register_buffer("p2", torch.eye(n2))
 
     @classmethod
-    def from_tensors(cls, diag: torch.Tensor, p1: torch.Tensor, p2: torch.Tensor) -> "KroneckerOnline":
+    def from_tensors(cls, diag: torch.Tensor, p1: torch.Tensor, p2: torch.Tensor) -> KroneckerOnline:
         m = cls(p1.shape[0], p2.shape[0])
         m.diag.copy_(diag.detach().float().cpu())
         m.p1.copy_(p1.detach().float().cpu())
@@ -208,7 +208,7 @@ class QuantEmbedding(_KeepDtype):
         self.register_buffer("w_scale", torch.ones(num_embeddings))
 
     @classmethod
-    def from_float(cls, weight: torch.Tensor, bits: int) -> "QuantEmbedding":
+    def from_float(cls, weight: torch.Tensor, bits: int) -> QuantEmbedding:
         codes, scale = quantize_rows(weight.detach(), bits)
         m = cls(weight.shape[0], weight.shape[1], bits)
         m.qweight.copy_(pack(codes.cpu(), bits))

@@ -162,5 +162,5 @@ def test_progress_events(make_outlier_model, calib_ids):
     kinds = [e["event"] for e in events]
     assert kinds == ["start", "block_start", "epoch", "epoch", "block_done", "block_start", "epoch", "epoch",
                      "block_done", "done"]
-    ep = [e for e in events if e["event"] == "epoch"][0]
+    ep = next(e for e in events if e["event"] == "epoch")
     assert ep["block"] == 0 and ep["epochs"] == 2 and ep["loss"] > 0

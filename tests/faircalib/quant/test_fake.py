@@ -4,8 +4,13 @@ import torch
 
 from faircalib.models import tiny_model
 from faircalib.quant.config import QuantConfig
-from faircalib.quant.fake import (ActPoint, FakeQuantLinear, install_fake_block, learnable_parameters,
-                                  restore_fp_block)
+from faircalib.quant.fake import (
+    ActPoint,
+    FakeQuantLinear,
+    install_fake_block,
+    learnable_parameters,
+    restore_fp_block,
+)
 from faircalib.quant.fold import fold_block
 from faircalib.quant.quantizer import fake_quant
 from faircalib.quant.runtime import QuantLinear
