@@ -149,6 +149,10 @@ def load_tokenizer(directory: str | Path):
     from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
     try:
+        if "tokenizer.json" in names:
+            # the fast tokenizer file is self-contained; this path never reads config.json (whose
+            # model_type transformers does not know) and never runs repository code
+            return PreTrainedTokenizerFast.from_pretrained(str(directory))
         return AutoTokenizer.from_pretrained(str(directory), trust_remote_code=False)
     except Exception as first:  # noqa: BLE001 - fall back to the plain tokenizer files below
         cfg = {}
