@@ -54,7 +54,7 @@ MAIN_METHODS = ("fp", "rtn", "quarot", "flatquant", "qdrop", "faircalib")
 ABLATION_ROWS = ("frontier_only", "reliability_only", "schedule_uniform", "schedule_late")
 SCALARS = ("em_mean", "nll", "kl_to_fp", "top1_agree", "mean_flips", "flip_rate", "mean_margin",
            "mean_disagree_rate", "never_agree_rate", "lag_mean", "lag_p90", "amp_mean_all", "amp_mean_before",
-           "amp_mean_after", "amp_jump", "false_commit_rate", "calib_time_s")
+           "amp_mean_after", "amp_jump", "amp_excess_before", "amp_excess_after", "false_commit_rate", "calib_time_s")
 
 PROFILES = {
     # SPEC defaults scaled for this CPU (see the module docstring); every value lands in the JSON
@@ -103,7 +103,13 @@ def load(source: str):
     from faircalib.models import decoding_defaults, load_dllm
 
     loaded = load_dllm(source)
-    return loaded.model.eval(), loaded.tokenizer, source, decoding_defaults(source)
+    if source.startswith("zoo:"):
+        decoding = decoding_defaults(source)
+    else:  # a model directory: its model card's decoding settings, else the zoo defaults' shape
+        card = Path(source) / "model_card.json"
+        decoding = json.loads(card.read_text()).get("decoding") if card.is_file() else None
+        decoding = decoding or {"gen_length": 16, "steps": 16}
+    return loaded.model.eval(), loaded.tokenizer, source, decoding
 
 
 # ------------------------------------------------------------------------------------------- evaluation
@@ -135,7 +141,8 @@ def evaluate(q, fp, tok, ev: dict) -> tuple[dict, dict]:
            "mean_disagree_rate": mm["mean_disagree_rate"], "never_agree_rate": mm["never_agree_rate"],
            "lag_mean": lag.mean, "lag_p90": lag.p90, "lag_frac_unstable": lag.frac_unstable,
            "amp_mean_all": amp.mean_all, "amp_mean_before": amp.mean_before, "amp_mean_after": amp.mean_after,
-           "amp_jump": amp.jump, "false_commit_rate": amp.as_dict()["false_commit_rate"]}
+           "amp_jump": amp.jump, "amp_excess_before": amp.excess_before, "amp_excess_after": amp.excess_after,
+           "false_commit_rate": amp.as_dict()["false_commit_rate"]}
     arrays = {"lag_hist": lag.histogram, "amp_offsets": amp.offsets, "amp_mean": amp.mean, "amp_count": amp.count,
               "flips": tf["flips_per_sequence"], "examples": [{"q": e.question, "a": e.answer, "pred": p}
                                                            for e, p in list(zip(ev["tasks"], preds))[:3]]}
@@ -239,7 +246,7 @@ def _fmt(cell: dict | None, digits: int | str = 3) -> str:
 
 TABLE_COLS = [("em_mean", "EM", 3), ("nll", "NLL", 4), ("kl_to_fp", "KL→FP", 4), ("mean_flips", "flips/seq", 3),
               ("mean_margin", "margin", 3), ("mean_disagree_rate", "mean_disagree", 3),
-              ("never_agree_rate", "never_agree", 3), ("lag_mean", "lag mean", 2), ("amp_mean_after", "amp after", "e"),
+              ("never_agree_rate", "never_agree", 3), ("lag_mean", "lag mean", 2), ("amp_excess_after", "amp excess", "e"),
               ("false_commit_rate", "false-commit rate", 3)]
 
 
@@ -283,8 +290,12 @@ def make_plots(out: Path, summary: dict, arrays: dict, priors: dict, labels: lis
 
     # prior curves (first seed): every probed variant + the second corpus
     fig, ax = plt.subplots(figsize=(5.5, 3.2))
+    variants = sorted({name.rsplit(" (", 1)[0] for name in priors})
+    colors = {v: f"C{i}" for i, v in enumerate(variants)}
     for name, curve in priors.items():
-        ax.plot(range(len(curve)), curve, marker=".", label=name)
+        v = name.rsplit(" (", 1)[0]
+        ax.plot(range(len(curve)), curve, marker=".", color=colors[v], ls="--" if "(kjv)" in name else "-",
+                lw=1.6 if v == "both" else 1.0, label=name)
     ax.set_xlabel("answer-window position")
     ax.set_ylabel("prior weight (mean 1)")
     ax.legend(fontsize=6)
@@ -368,6 +379,7 @@ def parse(argv):
     p.add_argument("--report", default=None, help="directory for PNG plots + index.html")
     p.add_argument("--smoke", action="store_true", help="tiny settings (tests)")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--decoding", default=None, help="JSON of DecodeConfig fields overriding the model's defaults")
     for k in PROFILES["default"]:
         p.add_argument("--" + k.replace("_", "-"), type=int, default=None, dest=k,
                        help=f"override (default {PROFILES['default'][k]})")
@@ -389,6 +401,8 @@ def main(argv=None) -> dict:
     extra_bits = [b for b in a.extra_bits.split(",") if b]
 
     fp, tok, desc, decoding = load(a.model)
+    if a.decoding:
+        decoding = {**decoding, **json.loads(a.decoding)}
     fp.requires_grad_(False)
     log(f"model {desc}; decoding {decoding}")
     ev = eval_data(fp, tok, decoding, prof)

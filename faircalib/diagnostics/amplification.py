@@ -8,7 +8,9 @@ state and the per-step discrepancy is
 (probabilities over the policies' view, [MASK] excluded). The first false commit of a row is the step
 at which the student first writes a token that differs from the teacher's token at that position (the
 teacher's own trajectory on the same prompt). Traces are aligned at that step (offset 0) and averaged
-over the rows that have one.
+over the rows that have one. Because discrepancy falls as a window fills up, the before/after means are
+confounded with the step index; `excess_after` / `excess_before` compare each false-commit row with
+the mean of the rows *without* a false commit at the same absolute step (the step-matched excess).
 
 Boundary: `rollout_with_teacher` (one generate call with a teacher hook) + pure alignment functions.
 """
@@ -50,6 +52,8 @@ class AlignedTrace:
     mean_after: float  # ... with step >= first false commit
     mean_clean: float  # mean d_s over rows without a false commit
     mean_all: float
+    excess_before: float  # mean over (false row, step < f) of d - (clean rows' mean d at that step)
+    excess_after: float  # ... over (false row, step >= f); NaN when every row has a false commit
 
     @property
     def jump(self) -> float:
@@ -82,13 +86,15 @@ def align_traces(trace: torch.Tensor, first_false: torch.Tensor) -> AlignedTrace
         sums.index_add_(0, idx, trace[b])
         counts.index_add_(0, idx, torch.ones(S, dtype=torch.long))
     keep = counts > 0
-    before = trace[has][(steps.view(1, S) < f[has].view(-1, 1))]
-    after = trace[has][(steps.view(1, S) >= f[has].view(-1, 1))]
+    pre = steps.view(1, S) < f[has].view(-1, 1)  # (n_false, S)
+    before, after = trace[has][pre], trace[has][~pre]
+    clean = trace[~has].mean(0) if bool((~has).any()) else torch.full((S,), float("nan"), dtype=torch.float64)
+    excess = trace[has] - clean.view(1, S)  # (n_false, S)
     return AlignedTrace(
         offsets=[o for o, k in zip(offsets, keep.tolist()) if k],
         mean=(sums[keep] / counts[keep]).tolist(), count=counts[keep].tolist(), n_rows=B, n_false=int(has.sum()),
         mean_before=_nanmean(before), mean_after=_nanmean(after), mean_clean=_nanmean(trace[~has]),
-        mean_all=_nanmean(trace))
+        mean_all=_nanmean(trace), excess_before=_nanmean(excess[pre]), excess_after=_nanmean(excess[~pre]))
 
 
 @torch.no_grad()

@@ -1,6 +1,8 @@
 """Error amplification: first false commit, trace alignment by hand, and the teacher hook on real states."""
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -24,6 +26,11 @@ def test_align_traces_by_hand():
     assert a.jump == pytest.approx(7.0 - 4 / 3) and a.mean_clean == pytest.approx(0.5)
     assert a.mean_all == pytest.approx(41 / 12)
     assert a.as_dict()["false_commit_rate"] == pytest.approx(2 / 3)
+    # step-matched excess over the clean row (0.5 at every step): before = (0.5 + 0.5 + 1.5) / 3,
+    # after = (4.5 + 5.5 + 6.5 + 7.5 + 8.5) / 5
+    assert a.excess_before == pytest.approx(2.5 / 3) and a.excess_after == pytest.approx(6.5)
+    none_clean = align_traces(trace[[0, 2]], torch.tensor([2, 1]))
+    assert math.isnan(none_clean.excess_after) and math.isnan(none_clean.mean_clean)
 
 
 def test_prob_discrepancy_by_hand():
