@@ -10,11 +10,13 @@ values. Defaults follow SPEC.md (the paper's settings where it gives them, ours 
 from __future__ import annotations
 
 import itertools
+import math
 import json
 import re
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from faircalib.errors import ConfigError
 
@@ -46,7 +48,7 @@ def _float(path: str, value: Any, lo: float | None = None, hi: float | None = No
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         _fail(path, _range_text("a number", lo, hi, lo_open), value)
     v = float(value)
-    if v != v or (lo is not None and (v < lo or (lo_open and v == lo))) or (hi is not None and v > hi):
+    if math.isnan(v) or (lo is not None and (v < lo or (lo_open and v == lo))) or (hi is not None and v > hi):
         _fail(path, _range_text("a number", lo, hi, lo_open), value)
     return v
 
@@ -265,7 +267,7 @@ class JobConfig:
         return json.dumps(self.to_dict(), sort_keys=True)
 
     @classmethod
-    def from_dict(cls, data: Any) -> "JobConfig":
+    def from_dict(cls, data: Any) -> JobConfig:
         if not isinstance(data, Mapping):
             raise ConfigError(f"job file: expected a mapping of fields at the top level, got {type(data).__name__}")
         _check_keys("job", data, [f.name for f in fields(cls)])
@@ -280,7 +282,7 @@ class JobConfig:
         return cls(**kwargs)
 
     @classmethod
-    def from_json(cls, text: str) -> "JobConfig":
+    def from_json(cls, text: str) -> JobConfig:
         return cls.from_dict(json.loads(text))
 
 
@@ -337,7 +339,7 @@ class SweepConfig:
     jobs: tuple[JobConfig, ...]
 
     @classmethod
-    def from_dict(cls, data: Any) -> "SweepConfig":
+    def from_dict(cls, data: Any) -> SweepConfig:
         if not isinstance(data, Mapping):
             raise ConfigError("sweep file: expected a mapping with fields name, base, grid")
         _check_keys("sweep", data, ["name", "base", "grid"])

@@ -14,9 +14,9 @@ import hashlib
 import json
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable
 
 from faircalib.orchestrator.storage import fetch_tree, open_storage, upload_tree
 

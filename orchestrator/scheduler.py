@@ -22,13 +22,14 @@ import threading
 import time
 import traceback
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
 
-from faircalib.errors import FaircalibError
 from faircalib.orchestrator.errors import JobCancelled, TransitionConflict
 from faircalib.orchestrator.stages import DEFAULT_REGISTRY, StageContext, StageRegistry
 from faircalib.orchestrator.store import JobRow, JobState, JobStore
+
+from faircalib.errors import FaircalibError
 
 log = logging.getLogger(__name__)
 
@@ -55,12 +56,12 @@ class _JobLog:
         self.handler.setLevel(logging.INFO)
         self.handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
 
-    def __enter__(self) -> "_JobLog":
+    def __enter__(self) -> _JobLog:
         logging.getLogger().addHandler(self.handler)
         return self
 
     def write(self, line: str) -> None:
-        self.fh.write(f"{datetime.utcnow().isoformat(timespec='milliseconds')}Z {line}\n")
+        self.fh.write(f"{datetime.now(timezone.utc).isoformat(timespec='milliseconds')} {line}\n")
         self.fh.flush()
 
     def __exit__(self, *exc) -> None:

@@ -90,7 +90,7 @@ class SeaweedServer:
                 "-master.telemetry=false", f"-s3.port={p['s3']}", f"-master.port={p['master']}",
                 f"-volume.port={p['volume']}", f"-filer.port={p['filer']}", f"-admin.port={p['admin']}"]
 
-    def start(self, wait_s: float = 60.0) -> "SeaweedServer":
+    def start(self, wait_s: float = 60.0) -> SeaweedServer:
         self.data_dir = Path(self.data_dir)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         cmd = self.command()
@@ -137,7 +137,7 @@ class SeaweedServer:
             self.proc.kill()
             self.proc.wait(5)
 
-    def __enter__(self) -> "SeaweedServer":
+    def __enter__(self) -> SeaweedServer:
         return self.start() if self.proc is None else self
 
     def __exit__(self, *exc) -> None:

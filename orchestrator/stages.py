@@ -24,13 +24,15 @@ from __future__ import annotations
 import importlib
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-from faircalib.errors import ConfigError
 from faircalib.orchestrator.config import EVAL_TASKS_BUILTIN, METHODS, JobConfig
 from faircalib.orchestrator.storage import MANIFEST, Storage, fetch_tree, upload_tree
+
+from faircalib.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -266,10 +268,11 @@ def run_probe(ctx: StageContext) -> StageResult:
     """Stage I: the prior for (model weights, probe settings) from the cache, or built once by
     `probe_workers` probe actors, each running faircalib.probe.probe_shard on contiguous ranges of the
     probe set (multiples of the probe batch, so PositionPrior.merge equals the single-pass prior)."""
-    from faircalib.models import weights_hash
     from faircalib.orchestrator.priors import obtain_prior, prior_key
     from faircalib.workers.pool import ShardTask, resolve_resources, run_sharded
     from faircalib.workers.probe import run_probe_ranges, setup_probe
+
+    from faircalib.models import weights_hash
 
     cfg = ctx.config
     model_hash = weights_hash(cfg.model)
@@ -303,8 +306,9 @@ def run_probe(ctx: StageContext) -> StageResult:
 
 
 def validate_calibrate(cfg: JobConfig) -> None:
-    from faircalib.quant import CalibConfig, QuantConfig
     from faircalib.workers.calibrate import BITS
+
+    from faircalib.quant import CalibConfig, QuantConfig
 
     w, a = BITS[cfg.bits]
     try:

@@ -22,9 +22,9 @@ import random
 import shutil
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable
 
 from faircalib.orchestrator.errors import StorageError
 
@@ -59,7 +59,7 @@ class StorageOptions:
     read_timeout_s: float = 60.0
 
     @classmethod
-    def from_env(cls) -> "StorageOptions":
+    def from_env(cls) -> StorageOptions:
         env = os.environ
         return cls(attempts=int(env.get("FAIRCALIB_S3_ATTEMPTS", cls.attempts)),
                    backoff_s=float(env.get("FAIRCALIB_S3_BACKOFF", cls.backoff_s)),
@@ -73,7 +73,7 @@ class Storage(ABC):
     uri: str
 
     @abstractmethod
-    def child(self, *parts: str) -> "Storage": ...
+    def child(self, *parts: str) -> Storage: ...
 
     def url(self, key: str = "") -> str:
         return f"{self.uri}/{key}" if key else self.uri
@@ -124,7 +124,7 @@ class FileStorage(Storage):
         self.root = Path(root)
         self.uri = "file://" + str(self.root)
 
-    def child(self, *parts: str) -> "FileStorage":
+    def child(self, *parts: str) -> FileStorage:
         return FileStorage(self.root.joinpath(*[p.strip("/") for p in parts if p]))
 
     def _path(self, key: str) -> Path:
@@ -207,8 +207,15 @@ _AUTH_CODES = {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "I
 
 def _classify(exc: BaseException) -> tuple[str, str]:
     """('transient'|'auth'|'nobucket'|'missing'|'other', short description) for an S3 exception chain."""
-    from botocore.exceptions import (ClientError, ConnectionClosedError, ConnectTimeoutError, EndpointConnectionError,
-                                     NoCredentialsError, PartialCredentialsError, ReadTimeoutError)
+    from botocore.exceptions import (
+        ClientError,
+        ConnectionClosedError,
+        ConnectTimeoutError,
+        EndpointConnectionError,
+        NoCredentialsError,
+        PartialCredentialsError,
+        ReadTimeoutError,
+    )
 
     seen = set()
     e: BaseException | None = exc
@@ -252,7 +259,7 @@ class S3Storage(Storage):
         self._client = _client
         self._endpoint = endpoint
 
-    def child(self, *parts: str) -> "S3Storage":
+    def child(self, *parts: str) -> S3Storage:
         prefix = "/".join([p.strip("/") for p in (self.prefix, *parts) if p and p.strip("/")])
         return S3Storage(self.bucket, prefix, self.options, endpoint=self._endpoint, _client=self.client)
 
@@ -292,7 +299,7 @@ class S3Storage(Storage):
         for attempt in range(1, opts.attempts + 1):
             try:
                 return fn()
-            except Exception as e:  # noqa: BLE001 - classified below, re-raised as StorageError
+            except Exception as e:
                 kind, desc = _classify(e)
                 where = f"{what} {self.uri} at {self._endpoint or 'AWS S3'}"
                 if kind == "missing" and missing_ok:
@@ -368,7 +375,7 @@ class S3Storage(Storage):
             try:
                 self.client.head_bucket(Bucket=self.bucket)
                 return False
-            except Exception as e:  # noqa: BLE001
+            except Exception as e:
                 if _classify(e)[0] not in ("missing", "nobucket", "other"):
                     raise
             self.client.create_bucket(Bucket=self.bucket)

@@ -19,18 +19,18 @@ import json
 import os
 import socket
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from enum import Enum
 from pathlib import Path
-from typing import Any, Iterable
-
-from sqlalchemy import Connection, and_, create_engine, event, func, insert, or_, select, text, update
-from sqlalchemy.engine import Engine, make_url
-from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
+from typing import Any
 
 from faircalib.orchestrator import db
 from faircalib.orchestrator.errors import InvalidTransition, JobNotFound, StoreError, TransitionConflict
+from sqlalchemy import Connection, and_, create_engine, event, func, insert, or_, select, text, update
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 
 _MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 _PG_MIGRATION_LOCK = 7243001  # pg_advisory_xact_lock key: one migrator at a time

@@ -58,7 +58,7 @@ class PrivatePostgres:
         subprocess.run([*self._as, *args], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                        cwd=self.root)
 
-    def start(self) -> "PrivatePostgres":
+    def start(self) -> PrivatePostgres:
         self._run(str(self.bindir / "initdb"), "-D", str(self.data), "-A", "trust", "-U", self.user,
                   "--no-sync", "-E", "UTF8")
         opts = f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.sock} -c fsync=off -c max_connections=100"
@@ -80,10 +80,11 @@ class PrivatePostgres:
     def stop(self) -> None:
         if self.data.exists():
             subprocess.run([*self._as, str(self.bindir / "pg_ctl"), "-D", str(self.data), "-m", "immediate",
-                            "-w", "stop"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=self.root)
+                            "-w", "stop"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=self.root,
+                           check=False)  # best effort: the directory is removed next
         shutil.rmtree(self.root, ignore_errors=True)
 
-    def __enter__(self) -> "PrivatePostgres":
+    def __enter__(self) -> PrivatePostgres:
         return self.start()
 
     def __exit__(self, *exc) -> None:

@@ -9,8 +9,9 @@ storage module (the actor may run on another node: it reads and writes storage i
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 BITS = {"w4a4": (4, 4), "w3a4": (3, 4), "w8a8": (8, 8)}
 
@@ -25,13 +26,13 @@ def _device() -> str:
 def calibrate_request(state: Any, requests: list[dict], report: Callable[[dict], None]) -> dict:
     """requests: one dict (see orchestrator.stages.run_calibrate) -> summary of the checkpoint upload."""
     import torch
+    from faircalib.orchestrator.errors import StorageError
+    from faircalib.orchestrator.storage import fetch_tree, open_storage, upload_tree
 
     from faircalib.checkpoint import save_quantized
     from faircalib.data import sample_token_sequences
     from faircalib.errors import DataError
     from faircalib.models import load_dllm
-    from faircalib.orchestrator.errors import StorageError
-    from faircalib.orchestrator.storage import fetch_tree, open_storage, upload_tree
     from faircalib.quant import CalibConfig, QuantConfig, quantize
 
     [req] = requests

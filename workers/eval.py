@@ -11,8 +11,9 @@ yet: jobs with a quantizing method are not offered until it lands, see orchestra
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 WIRED_TASKS = ("fidelity",)
 
@@ -37,8 +38,9 @@ def setup_eval(model: str, settings: dict, threads: int = 1, checkpoint: dict | 
     fp = load_dllm(model, device=device)
     state: dict[str, Any] = {"fp": fp, "settings": settings, "device": device, "quantized": None}
     if checkpoint is not None:
-        from faircalib.checkpoint import load_quantized  # noqa: PLC0415 - issue 4's loader
         from faircalib.orchestrator.storage import fetch_tree, open_storage
+
+        from faircalib.checkpoint import load_quantized
 
         dest = Path(checkpoint["dest"])
         fetch_tree(open_storage(checkpoint["storage"]), dest)

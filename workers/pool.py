@@ -10,8 +10,8 @@ then one call per shard); this module never imports torch or faircalib algorithm
 - Items are cut into contiguous shards; results come back as a list in shard order, however the
   shards were scheduled, retried or finished, so merging is exact and order-independent.
 - Actors are created with `max_restarts=max_retries`: an actor process that dies (OOM, SIGKILL, node
-  loss) is restarted by Ray and its shard is resubmitted by this loop, at most `max_retries` times per
-  shard. A shard that raises a FaircalibError (bad input: deterministic) fails at once; other
+  loss) is restarted by Ray and its shard is resubmitted by this loop (to a healthy worker: a
+  restarting one is pinged until it answers), at most `max_retries` times per shard. A shard that raises a FaircalibError (bad input: deterministic) fails at once; other
   exceptions are retried like crashes.
 - Progress: shard code calls `report({...})`; events travel through a `ray.util.queue.Queue` to the
   driver, which passes them to `on_event` (the scheduler writes them to the store), together with the
@@ -23,8 +23,9 @@ import logging
 import os
 import time
 from collections import deque
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import ray
 
@@ -120,8 +121,10 @@ def make_shards(items: Sequence[Any], shard_size: int) -> list[list[Any]]:
 def run_sharded(items: Sequence[Any], task: ShardTask, *, shard_size: int, n_workers: int,
                 resources: WorkerResources = WorkerResources(), max_retries: int = 2,
                 on_event: Callable[[Event], None] | None = None, should_stop: Callable[[], bool] | None = None,
-                poll_s: float = 0.25) -> list[Any]:
-    """Run task over items in shards on up to n_workers actors; list of shard results in shard order."""
+                poll_s: float = 0.25, restart_timeout_s: float = 300.0) -> list[Any]:
+    """Run task over items in shards on up to n_workers actors; list of shard results in shard order.
+    A worker that died is pinged until Ray has restarted it (up to restart_timeout_s) before it gets
+    another shard, so a slow restart does not burn the shard's retries."""
     from ray.exceptions import RayActorError, RayTaskError
     from ray.util.queue import Empty, Queue
 
@@ -131,16 +134,19 @@ def run_sharded(items: Sequence[Any], task: ShardTask, *, shard_size: int, n_wor
         return []
     n_workers = max(1, min(n_workers, len(shards)))
     queue = Queue(actor_options={"num_cpus": 0})
+    # The task goes into the object store once and this frame holds the ref, so a restarted actor can
+    # always re-read its constructor argument (Ray frees unreferenced arguments).
+    task_ref = ray.put(task)
     actors = [ShardWorker.options(num_cpus=resources.num_cpus, num_gpus=resources.num_gpus,
-                                  max_restarts=max_retries, max_task_retries=0,
-                                  name=None).remote(task, queue, i) for i in range(n_workers)]
+                                  max_restarts=max_retries, max_task_retries=0).remote(task_ref, queue, i)
+              for i in range(n_workers)]
     emit({"kind": "pool", "message": f"{task.name}: {len(shards)} shards of <= {shard_size} on {n_workers} "
                                      f"workers ({resources.num_cpus:g} CPU, {resources.num_gpus:g} GPU each)"})
     results: dict[int, Any] = {}
     attempts = [0] * len(shards)
     pending = deque(range(len(shards)))
     idle = deque(range(n_workers))
-    actor_failures = [0] * n_workers
+    actor_failures = [0] * n_workers  # deaths per worker; Ray restarts each at most max_retries times
     inflight: dict[Any, tuple[int, int]] = {}  # ref -> (worker, shard)
 
     def drain() -> None:
@@ -152,16 +158,51 @@ def run_sharded(items: Sequence[Any], task: ShardTask, *, shard_size: int, n_wor
             except Exception:  # noqa: BLE001 - the queue actor itself is gone: nothing more to drain
                 return
 
+    pings: dict[Any, int] = {}            # ref of info() on a restarting worker -> worker
+    reping: dict[int, float] = {}         # worker -> when to ping it again
+    restart_deadline: dict[int, float] = {}
+    live = set(range(n_workers))
+
+    def recover(w: int) -> None:
+        """Use worker w again once Ray has restarted it (it answers a ping); drop it if it cannot."""
+        if actor_failures[w] > max_retries:
+            live.discard(w)
+            return
+        restart_deadline.setdefault(w, time.monotonic() + restart_timeout_s)
+        pings[actors[w].info.remote()] = w
+
     try:
-        while pending or inflight:
+        while pending or inflight or pings or reping:
+            if not live:
+                raise WorkerError(f"{task.name}: every worker died more than {max_retries} times or did not "
+                                  f"restart within {restart_timeout_s:.0f}s")
             while idle and pending:
                 w, s = idle.popleft(), pending.popleft()
                 inflight[actors[w].run_shard.remote(s, shards[s], attempts[s])] = (w, s)
-            ready, _ = ray.wait(list(inflight), num_returns=1, timeout=poll_s)
+            now = time.monotonic()
+            for w, t in list(reping.items()):
+                if t <= now:
+                    del reping[w]
+                    recover(w)
+            if not pending and not inflight:
+                break  # only restarting workers left and nothing to give them
+            ready, _ = ray.wait(list(inflight) + list(pings), num_returns=1, timeout=poll_s)
             drain()
             if should_stop is not None and should_stop():
                 raise PoolCancelled(f"{task.name}: cancelled with {len(results)}/{len(shards)} shards done")
             for ref in ready:
+                if ref in pings:
+                    w = pings.pop(ref)
+                    try:
+                        ray.get(ref)
+                        restart_deadline.pop(w, None)
+                        idle.append(w)  # restarted and healthy
+                    except RayActorError:
+                        if time.monotonic() > restart_deadline[w]:
+                            live.discard(w)
+                        else:
+                            reping[w] = time.monotonic() + 0.5
+                    continue
                 w, s = inflight.pop(ref)
                 try:
                     _, value = ray.get(ref)
@@ -174,10 +215,7 @@ def run_sharded(items: Sequence[Any], task: ShardTask, *, shard_size: int, n_wor
                     emit({"kind": "retry", "shard": s, "attempt": attempts[s],
                           "message": f"{task.name} shard {s}: {cause}; retry {attempts[s]}/{max_retries}"})
                     pending.appendleft(s)
-                    if actor_failures[w] <= max_retries:  # Ray restarts it; reuse the handle
-                        idle.append(w)
-                    elif not idle and not inflight:
-                        raise WorkerError(f"{task.name}: every worker died more than {max_retries} times") from e
+                    recover(w)
                     continue
                 except RayTaskError as e:  # the shard code raised
                     cause = e.cause if getattr(e, "cause", None) is not None else e

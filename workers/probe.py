@@ -6,7 +6,8 @@ Boundary: a thin wrapper over `faircalib.probe`; the prior math lives there.
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 
 def _device() -> str:

@@ -42,8 +42,9 @@ def _duration(job) -> str:
 # ---------------------------------------------------------------- submit
 def _validate_job(config):
     """Offered by this installation? zoo model names known? (directories are checked at run)."""
-    from faircalib.models.loader import resolve_source
     from faircalib.orchestrator.stages import DEFAULT_REGISTRY
+
+    from faircalib.models.loader import resolve_source
 
     DEFAULT_REGISTRY.validate(config)
     if config.model.startswith("zoo:"):
@@ -66,9 +67,9 @@ def _reject(store, reason: str, text: str | None, raw) -> str:
 def submit_cmd(job_file: Path, wait: bool, run_here: bool, ray_address: str | None, db_url: str | None) -> None:
     """Validate JOB_FILE (YAML) and queue it. Invalid input is recorded as a failed job with the reason."""
     import yaml
+    from faircalib.orchestrator.config import JobConfig
 
     from faircalib.errors import FaircalibError
-    from faircalib.orchestrator.config import JobConfig
 
     store = _store(db_url)
     text, raw = None, None
@@ -345,10 +346,10 @@ def sweep_cmd(sweep_file: Path, dry_run: bool, db_url: str | None) -> None:
     """Expand SWEEP_FILE (base job x grid of models, methods, bits, probe settings) into jobs. Jobs with
     equal prior keys share one cached prior (built once, by whichever job gets there first)."""
     import yaml
-
-    from faircalib.errors import FaircalibError
     from faircalib.orchestrator.config import SweepConfig
     from faircalib.orchestrator.store import new_job_id
+
+    from faircalib.errors import FaircalibError
 
     store = None if dry_run else _store(db_url)
     text = None
@@ -378,9 +379,10 @@ def sweep_cmd(sweep_file: Path, dry_run: bool, db_url: str | None) -> None:
 
 
 def _prior_keys(configs) -> list[str | None]:
-    from faircalib.models import weights_hash
     from faircalib.orchestrator.priors import prior_key
     from faircalib.orchestrator.stages import PROBE_BATCH
+
+    from faircalib.models import weights_hash
 
     hashes: dict[str, str] = {}
     keys = []

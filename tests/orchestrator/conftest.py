@@ -6,7 +6,6 @@ import os
 import uuid
 
 import pytest
-
 from faircalib.orchestrator.testing import TEST_S3_KEY as S3_KEY
 from faircalib.orchestrator.testing import TEST_S3_SECRET as S3_SECRET
 from faircalib.orchestrator.testing import postgres_bin_dir, session_s3_port

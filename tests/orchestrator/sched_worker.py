@@ -16,8 +16,9 @@ import sys
 import time
 from pathlib import Path
 
-from faircalib.errors import CalibrationError
 from faircalib.orchestrator.stages import StageRegistry, StageResult, StageSpec, run_upload
+
+from faircalib.errors import CalibrationError
 
 
 def record(counts_file: str, job_id: str, stage: str) -> None:

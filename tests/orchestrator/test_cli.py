@@ -1,7 +1,7 @@
-"""The CLI end to end on real components: a job (method fp: evaluate + upload, the stages wired today)
-submitted and run with SQLite + the shared local Ray + a SigV4 SeaweedFS S3 server, its results equal
-to the library computed directly, fetched and verified; and bad input of every kind -> one clear line
-and a failed job row, nothing lost."""
+"""The CLI end to end on real components: a job (method fp: evaluate + upload) submitted and run on the
+embedded default (SQLite + local Ray + `faircalib storage up`), its results equal to the library
+computed directly, fetched and verified; and bad input of every kind -> one clear line and a failed
+job row, nothing lost. (Quantizing jobs on a SigV4 S3 server: test_pipeline.py.)"""
 from __future__ import annotations
 
 import json
@@ -9,7 +9,6 @@ import json
 import pytest
 import yaml
 from click.testing import CliRunner
-
 from faircalib.orchestrator.cli import main
 from faircalib.orchestrator.store import JobStore
 
@@ -27,37 +26,55 @@ def _write(tmp_path, data, name="job.yaml"):
     return p
 
 
-def test_job_end_to_end_on_s3_with_ray(ray_session, s3_env, tiny_model_dir, tmp_path, job_dict, sqlite_url):
+def test_job_end_to_end_on_the_embedded_default(ray_session, tiny_model_dir, tmp_path, job_dict, sqlite_url):
+    """`storage up` (anonymous SeaweedFS on loopback) + SQLite + local Ray: a job with
+    `storage: s3://faircalib/jobs` and no S3 configuration runs, its numbers equal the library's, and
+    `fetch` verifies every object; `storage down` stops the server."""
     from faircalib.data import sample_token_sequences
     from faircalib.eval import compare_to_reference
     from faircalib.models import load_dllm
+    from faircalib.orchestrator.seaweed import free_port_pair, local_state
 
-    job_file = _write(tmp_path, job_dict(tiny_model_dir, f"s3://{s3_env}/jobs", name="e2e", labels={"t": "cli"}))
-    res = _invoke("submit", job_file, "--run", "--db", sqlite_url)
-    job = res.output.splitlines()[0].strip()
-    assert "succeeded" in res.output
-    status = json.loads(_invoke("status", job, "--json", "--db", sqlite_url).output)
-    assert status["state"] == "succeeded" and status["labels"] == {"t": "cli"}
-    assert [(s["name"], s["state"]) for s in status["stages"]] == [("evaluate", "succeeded"), ("upload", "succeeded")]
+    port = free_port_pair()
+    out = _invoke("storage", "up", "--port", port).output
+    try:
+        assert f"SeaweedFS S3 at http://127.0.0.1:{port}" in out and "anonymous" in out
+        status = json.loads(_invoke("storage", "status", "--json").output)
+        assert status["endpoint"] == f"http://127.0.0.1:{port}" and status["endpoint_source"] == "faircalib storage up"
+        pid = status["local_server"]["pid"]
+        assert f"(pid {pid}," in _invoke("storage", "up", "--port", port).output  # idempotent: the same server
 
-    results = json.loads(_invoke("results", job, "--json", "--db", sqlite_url).output)
-    fid = results["results"]["metrics"]["fidelity"]
-    m = load_dllm(tiny_model_dir)
-    ids = sample_token_sequences(m.tokenizer, "builtin:kjv:heldout", 2, 24, seed=0)
-    direct = compare_to_reference(m.model, ids, seed=0)
-    assert fid["fp"]["nll"] == pytest.approx(direct.nll, rel=1e-5)
-    assert fid["fp"]["masked_tokens"] == direct.masked_tokens and fid["sequences"] == 2
+        job_file = _write(tmp_path, job_dict(tiny_model_dir, "s3://faircalib/jobs", name="e2e", labels={"t": "cli"}))
+        res = _invoke("submit", job_file, "--run", "--db", sqlite_url)
+        job = res.output.splitlines()[0].strip()
+        assert "succeeded" in res.output
+        status = json.loads(_invoke("status", job, "--json", "--db", sqlite_url).output)
+        assert status["state"] == "succeeded" and status["labels"] == {"t": "cli"}
+        assert [(s["name"], s["state"]) for s in status["stages"]] == [("evaluate", "succeeded"),
+                                                                       ("upload", "succeeded")]
 
-    out = _invoke("fetch", job, tmp_path / "dest", "--db", sqlite_url).output
-    assert "all sha256 verified" in out
-    fetched = json.loads((tmp_path / "dest/evaluate/results.json").read_text())
-    assert fetched["metrics"] == results["results"]["metrics"]
-    assert json.loads((tmp_path / "dest/job.json").read_text())["config"]["storage"] == f"s3://{s3_env}/jobs"
-    logs = _invoke("logs", job, "--db", sqlite_url).output
-    assert "preflight" in logs and "evaluate: 1/1 shards done" in logs and "running -> succeeded" in logs
-    assert "no GPU" not in logs  # gpus_per_worker 0: no fallback needed
-    table = _invoke("results", job, "--db", sqlite_url).output
-    assert "fidelity" in table and "nll" in table
+        results = json.loads(_invoke("results", job, "--json", "--db", sqlite_url).output)
+        fid = results["results"]["metrics"]["fidelity"]
+        m = load_dllm(tiny_model_dir)
+        ids = sample_token_sequences(m.tokenizer, "builtin:kjv:heldout", 2, 24, seed=0)
+        direct = compare_to_reference(m.model, ids, seed=0)
+        assert fid["fp"]["nll"] == pytest.approx(direct.nll, rel=1e-5)
+        assert fid["fp"]["masked_tokens"] == direct.masked_tokens and fid["sequences"] == 2
+
+        out = _invoke("fetch", job, tmp_path / "dest", "--db", sqlite_url).output
+        assert "all sha256 verified" in out
+        fetched = json.loads((tmp_path / "dest/evaluate/results.json").read_text())
+        assert fetched["metrics"] == results["results"]["metrics"]
+        assert json.loads((tmp_path / "dest/job.json").read_text())["config"]["storage"] == "s3://faircalib/jobs"
+        logs = _invoke("logs", job, "--db", sqlite_url).output
+        assert "preflight" in logs and "evaluate: 1/1 shards done" in logs and "running -> succeeded" in logs
+        assert "no GPU" not in logs  # gpus_per_worker 0: no fallback needed
+        assert "fidelity" in _invoke("results", job, "--db", sqlite_url).output
+        assert "[evaluate] stage: stage evaluate: succeeded" in _invoke("logs", job, "--file", "--db", sqlite_url).output
+    finally:
+        assert _invoke("storage", "down").output.strip() == "stopped"
+    assert local_state() is None
+    assert _invoke("storage", "down").output.strip() == "not running"
 
 
 @pytest.mark.parametrize("case", ["yaml", "field", "zoo", "not-offered", "missing-file"])

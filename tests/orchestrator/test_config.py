@@ -3,10 +3,10 @@ JSON round trip, sweep expansion, and the 'offered by this installation' check."
 from __future__ import annotations
 
 import pytest
+from faircalib.orchestrator.config import JobConfig, SweepConfig, load_job_file
+from faircalib.orchestrator.stages import DEFAULT_REGISTRY, StageRegistry, StageResult, StageSpec
 
 from faircalib.errors import ConfigError
-from faircalib.orchestrator.config import JobConfig, SweepConfig, load_job_file
-from faircalib.orchestrator.stages import DEFAULT_REGISTRY, StageRegistry, StageSpec, StageResult
 
 
 def test_defaults_follow_spec():
@@ -30,8 +30,10 @@ def test_round_trip_and_frozen():
     assert again == cfg
     assert cfg.storage == "file:///tmp/x" and cfg.labels == {"run": "3", "team": "q"}
     assert cfg.probe.gamma == 3.0 and isinstance(cfg.probe.gamma, float)
-    with pytest.raises(Exception):
-        cfg.method = "fp"  # frozen
+    from dataclasses import FrozenInstanceError
+
+    with pytest.raises(FrozenInstanceError):
+        cfg.method = "fp"
 
 
 @pytest.mark.parametrize("data, expect", [

@@ -1,8 +1,9 @@
-"""Full jobs on the real library: FAIR-Calib (probe -> calibrate -> evaluate -> upload) and RTN on a
+"""Full jobs on the real library: FAIR-Calib (probe -> calibrate -> evaluate -> upload) and FlatQuant on a
 tiny LLaDA with the shared Ray, SQLite and a SigV4 SeaweedFS bucket. The service's prior equals the
-library's single-pass Stage I prior bit for bit (sharded over 2 probe actors); a second job with the
-same probe settings reuses the cached prior; the fetched checkpoint is verified and `load_quantized`
-runs it, reproducing the job's reported fidelity numbers."""
+library's single-pass Stage I prior bit for bit (sharded over 2 probe actors); the fetched checkpoint is
+verified and `load_quantized` runs it, reproducing the job's reported fidelity numbers; a scheduler
+killed mid-calibration resumes at the next block with a bit-identical checkpoint. (Prior-cache reuse
+across jobs: test_priors.py.)"""
 from __future__ import annotations
 
 import json
@@ -11,7 +12,6 @@ import pytest
 import torch
 import yaml
 from click.testing import CliRunner
-
 from faircalib.orchestrator.cli import main
 from faircalib.orchestrator.store import JobStore
 
@@ -79,27 +79,68 @@ def test_faircalib_job_end_to_end(ray_session, s3_env, tiny_model_dir, tmp_path,
     assert {"calibrate/checkpoint/quant_config.json", "calibrate/checkpoint/manifest.json",
             "calibrate/state/block_0001.json", "evaluate/results.json", "_manifest.json"} <= names
 
-    # same model + probe settings, other bits: the prior comes from the cache (no probe actors)
-    job2 = _run("submit", _job(tmp_path, tiny_model_dir, s3_env, bits="w8a8"), "--run",
-                "--db", sqlite_url).splitlines()[0]
-    row2 = store.get_job(job2)
-    assert row2.state.value == "succeeded", row2.reason
-    p2 = store.stages(job2)[0].output
-    assert p2["cached"] is True and p2["prior_key"] == row.prior_key and p2["uri"] == stages["probe"]["uri"]
-    assert not any(e.kind == "pool" and e.stage == "probe" for e in store.events(job2))
-    kl8 = row2.results["metrics"]["fidelity"]["quantized"]["kl_to_ref"]
-    assert kl8 < fid["quantized"]["kl_to_ref"]  # W8A8 is closer to FP than W4A4
 
 
-def test_rtn_job_needs_no_probe_or_data(ray_session, tiny_model_dir, tmp_path, sqlite_url):
-    p = tmp_path / "rtn.yaml"
-    p.write_text(yaml.safe_dump({"model": str(tiny_model_dir), "method": "rtn", "bits": "w4a4",
-                                 "storage": f"file://{tmp_path / 'art'}", "evaluation": {"n": 2, "seq_len": 24},
-                                 "resources": {"gpus_per_worker": 0, "calibration_gpus": 0}}))
-    job = _run("submit", p, "--run", "--db", sqlite_url).splitlines()[0]
+def test_scheduler_killed_mid_calibration_resumes_at_next_block(ray_session, s3_env, tiny_model_dir, tmp_path,
+                                                                 sqlite_url):
+    """A scheduler process (joined to the shared Ray) is SIGKILLed after calibration block 0 finished;
+    the next scheduler requeues the job, the calibration actor fetches the uploaded block state and
+    resumes at block 1, and the checkpoint's tensors are bit-identical to an uninterrupted run."""
+    import hashlib
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    import ray
+    from faircalib.orchestrator.scheduler import Scheduler, SchedulerOptions
+
+    from faircalib.checkpoint import save_quantized
+    from faircalib.data import sample_token_sequences
+    from faircalib.models import load_dllm
+    from faircalib.quant import CalibConfig, QuantConfig, quantize
+
+    calib = {"data": "builtin:kjv:train", "n": 8, "seq_len": 48, "epochs": 12, "batch_size": 4, "seed": 2}
+    p = _job(tmp_path, tiny_model_dir, s3_env, method="flatquant", calibration=calib)
     store = JobStore(sqlite_url)
+    job = _run("submit", p, "--db", sqlite_url).strip()
+    exe = Path(sys.executable).with_name("faircalib")
+    gcs = ray.get_runtime_context().gcs_address
+    proc = subprocess.Popen([str(exe), "run", "--once", "--ray-address", gcs, "--db", sqlite_url, "--lease-s", "2",
+                             "--heartbeat-s", "0.5"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 240
+        while not any(e.message.startswith("block 1/2 done") for e in store.events(job)):
+            assert proc.poll() is None, proc.stdout.read()
+            assert time.monotonic() < deadline, "calibration did not reach block 1"
+            time.sleep(0.05)
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)  # mid-calibration: block 0 done and uploaded, block 1 running
+        proc.wait(10)
+    assert not any(e.message.startswith("block 2/2 done") for e in store.events(job))
+    time.sleep(2.5)  # the dead scheduler's lease runs out
+    sched = Scheduler(store, options=SchedulerOptions(lease_s=2, poll_s=0.05))
+    assert sched.start() == [job]
+    sched.run(once=True)
     row = store.get_job(job)
     assert row.state.value == "succeeded", row.reason
-    assert [s.name for s in store.stages(job)] == ["calibrate", "evaluate", "upload"]
-    q = row.results["metrics"]["fidelity"]["quantized"]
-    assert q["kl_to_ref"] > 0
+    msgs = [e.message for e in store.events(job)]
+    assert any(m.startswith("resuming from s3://") for m in msgs)
+    assert "block 1/2 done (resumed)" in msgs  # block 0 came from the uploaded state, not recomputed
+    assert any(m.startswith("block 2/2 done, loss") for m in msgs)  # block 1 was really recomputed
+
+    # the uninterrupted run, in-process with the library (1 thread, as the actor): identical tensors
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    m = load_dllm(tiny_model_dir)
+    ids = sample_token_sequences(m.tokenizer, calib["data"], calib["n"], calib["seq_len"], seed=calib["seed"])
+    quantize(m.model, QuantConfig(method="flatquant", w_bits=4, a_bits=4, seed=calib["seed"]), ids,
+             calib_cfg=CalibConfig(epochs=calib["epochs"], batch_size=calib["batch_size"]))
+    ref = save_quantized(m.model, tmp_path / "ref")
+    torch.set_num_threads(threads)
+    _run("fetch", job, tmp_path / "out", "--db", sqlite_url)
+    got = tmp_path / "out/calibrate/checkpoint"
+    for f in ("quantized_linears.safetensors", "transforms.safetensors", "fp.safetensors"):
+        assert hashlib.sha256((got / f).read_bytes()).digest() == hashlib.sha256((ref / f).read_bytes()).digest(), f

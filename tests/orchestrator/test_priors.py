@@ -7,13 +7,12 @@ import threading
 from collections import Counter
 
 import torch
-from safetensors.torch import load_file, save_file
-
 from faircalib.orchestrator.config import JobConfig, ProbeSettings
 from faircalib.orchestrator.priors import obtain_prior, prior_key
 from faircalib.orchestrator.scheduler import Scheduler, SchedulerOptions
 from faircalib.orchestrator.stages import StageRegistry, StageResult, StageSpec
 from faircalib.orchestrator.store import JobStore
+from safetensors.torch import load_file, save_file
 
 
 def test_prior_key_covers_model_and_every_probe_setting():

@@ -16,7 +16,6 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-
 from faircalib.orchestrator.config import JobConfig
 from faircalib.orchestrator.scheduler import Scheduler, SchedulerOptions
 from faircalib.orchestrator.storage import fetch_tree, open_storage

@@ -9,10 +9,18 @@ import threading
 import time
 
 import pytest
-
 from faircalib.orchestrator.errors import StorageError
-from faircalib.orchestrator.storage import (MANIFEST, FileStorage, S3Storage, StorageOptions, fetch_tree,
-                                            open_storage, read_manifest, sha256_file, upload_tree)
+from faircalib.orchestrator.storage import (
+    MANIFEST,
+    FileStorage,
+    S3Storage,
+    StorageOptions,
+    fetch_tree,
+    open_storage,
+    read_manifest,
+    sha256_file,
+    upload_tree,
+)
 
 FAST = StorageOptions(attempts=3, backoff_s=0.1, max_backoff_s=0.2)
 

@@ -7,7 +7,6 @@ import time
 from itertools import product
 
 import pytest
-
 from faircalib.orchestrator.config import JobConfig
 from faircalib.orchestrator.errors import InvalidTransition, JobNotFound, StoreError, TransitionConflict
 from faircalib.orchestrator.store import TRANSITIONS, JobState, JobStore, mask_url
