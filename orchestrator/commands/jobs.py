@@ -102,6 +102,7 @@ def submit_cmd(job_file: Path, wait: bool, run_here: bool, ray_address: str | No
         state = _follow(store, job_id)
         if state != "succeeded":
             sys.exit(1)
+        _print_results(store.get_job(job_id))
 
 
 # ---------------------------------------------------------------- run
@@ -298,8 +299,6 @@ def _flat_metrics(results: dict) -> list[tuple[str, str, str, str]]:
 @_db_option
 def results_cmd(job: str, as_json: bool, db_url: str | None) -> None:
     """Print a job's evaluation results."""
-    from rich.table import Table
-
     store = _store(db_url)
     row = store.get_job(store.resolve(job))
     if as_json:
@@ -309,6 +308,12 @@ def results_cmd(job: str, as_json: bool, db_url: str | None) -> None:
     if not row.results:
         raise click.ClickException(f"job {row.id} ({row.state.value}) has no results yet"
                                    + (f": {row.reason}" if row.reason else ""))
+    _print_results(row)
+
+
+def _print_results(row) -> None:
+    from rich.table import Table
+
     t = Table("task", "model", "metric", "value", title=f"{row.name} ({row.id}, {row.state.value})")
     for r in _flat_metrics(row.results):
         t.add_row(*r)

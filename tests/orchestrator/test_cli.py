@@ -47,7 +47,7 @@ def test_job_end_to_end_on_the_embedded_default(ray_session, tiny_model_dir, tmp
         job_file = _write(tmp_path, job_dict(tiny_model_dir, "s3://faircalib/jobs", name="e2e", labels={"t": "cli"}))
         res = _invoke("submit", job_file, "--run", "--db", sqlite_url)
         job = res.output.splitlines()[0].strip()
-        assert "succeeded" in res.output
+        assert "succeeded" in res.output and "nll" in res.output  # followed by the results table
         status = json.loads(_invoke("status", job, "--json", "--db", sqlite_url).output)
         assert status["state"] == "succeeded" and status["labels"] == {"t": "cli"}
         assert [(s["name"], s["state"]) for s in status["stages"]] == [("evaluate", "succeeded"),
