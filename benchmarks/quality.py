@@ -19,7 +19,7 @@ Data (disjoint by construction): Stage I probes `builtin:tasks:probe` prompts; S
 `builtin:mix:train` text; evaluation uses the `heldout` task split and `builtin:mix:heldout` text. A
 second probe corpus (KJV train text snippets) gives the cross-corpus rank consistency of the prior.
 Defaults come from SPEC.md, scaled down for the CPU where noted in `settings` (all recorded in the JSON):
-T and L = the model's default decoding steps / gen_length, 128 probe prompts, 128 x 64 calibration
+T and L = the model's default decoding steps / gen_length, 128 probe prompts, 64 x 64 calibration
 tokens (the zoo models' training text length), 15 epochs. Seeds vary the probe commit sets, the
 calibration sample and the quantizer seed; the evaluation data are fixed.
 The report directory gets PNG plots and an index.html showing them with the table.
@@ -39,8 +39,16 @@ from pathlib import Path
 import torch
 
 from faircalib.data import exact_match, iter_documents, sample_tasks, sample_token_sequences
-from faircalib.diagnostics import (align_traces, first_false_commit, post_commit_mismatch, rank_consistency,
-                                   rollout_with_teacher, stability_lags, summarize_lags, teacher_forced_diagnostics)
+from faircalib.diagnostics import (
+    align_traces,
+    first_false_commit,
+    post_commit_mismatch,
+    rank_consistency,
+    rollout_with_teacher,
+    stability_lags,
+    summarize_lags,
+    teacher_forced_diagnostics,
+)
 from faircalib.diffusion import DecodeConfig, decode_text, generate, resolve_config
 from faircalib.eval.fidelity import compare_to_reference
 from faircalib.pipeline import ABLATIONS, MethodConfig, run_method
@@ -58,10 +66,10 @@ SCALARS = ("em_mean", "nll", "kl_to_fp", "top1_agree", "mean_flips", "flip_rate"
 
 PROFILES = {
     # SPEC defaults scaled for this CPU (see the module docstring); every value lands in the JSON
-    "default": dict(n_eval=100, n_diag=100, n_nll=32, nll_seq_len=64, probe_n=128, probe_batch=32, calib_n=128,
-                    calib_seq_len=64, epochs=15, rank_n=128),
-    "smoke": dict(n_eval=10, n_diag=6, n_nll=4, nll_seq_len=16, probe_n=8, probe_batch=4, calib_n=4,
-                  calib_seq_len=16, epochs=1, rank_n=8),
+    "default": {"n_eval": 100, "n_diag": 100, "n_nll": 32, "nll_seq_len": 64, "probe_n": 128, "probe_batch": 32, "calib_n": 64,
+                    "calib_seq_len": 64, "epochs": 15, "rank_n": 128},
+    "smoke": {"n_eval": 10, "n_diag": 6, "n_nll": 4, "nll_seq_len": 16, "probe_n": 8, "probe_batch": 4, "calib_n": 4,
+                  "calib_seq_len": 16, "epochs": 1, "rank_n": 8},
 }
 
 
@@ -93,7 +101,7 @@ def load(source: str):
 
         kind, arch = source.split(":", 1)
         tok = small_tokenizer()
-        ids = dict(vocab_size=len(tok), mask_token_id=2, pad_token_id=0, eos_token_id=1)
+        ids = {"vocab_size": len(tok), "mask_token_id": 2, "pad_token_id": 0, "eos_token_id": 1}
         if kind == "random":
             ids.update(d_model=256, n_layers=4, n_heads=4, n_kv_heads=4 if arch == "llada" else 2,
                        d_ff=768 if arch == "llada" else 704)
@@ -401,6 +409,11 @@ def main(argv=None) -> dict:
     extra_bits = [b for b in a.extra_bits.split(",") if b]
 
     fp, tok, desc, decoding = load(a.model)
+    weights = None
+    if not a.model.startswith(("tiny:", "random:")):
+        from faircalib.models import weights_hash
+
+        weights = weights_hash(a.model)
     if a.decoding:
         decoding = {**decoding, **json.loads(a.decoding)}
     fp.requires_grad_(False)
@@ -414,13 +427,13 @@ def main(argv=None) -> dict:
     rows = plan_rows(methods, a.bits, extra_bits, a.ablation)
     variants = prior_variants(rows)
     settings = {
-        "model": a.model, "bits": a.bits, "methods": methods, "extra_bits": extra_bits, "ablation": a.ablation,
+        "model": a.model, "model_weights_sha256": weights, "bits": a.bits, "methods": methods, "extra_bits": extra_bits, "ablation": a.ablation,
         "seeds": seeds, "profile": "smoke" if a.smoke else "default", **prof,
         "decoding": dc.to_dict(), "probe": probe_base.to_dict(), "prior_variants": {k: v.__dict__ for k, v in
                                                                                     variants.items()},
         "floor": 0.1, "calib_source": CALIB_SOURCE, "calib": calib.to_dict(), "eval_tasks": "heldout split",
         "eval_seed": EVAL_SEED, "nll_source": HELDOUT_TEXT, "rank_corpus": RANK_CORPUS, "threads": a.threads,
-        "spec_defaults_scaled": {"probe_n": "512 -> %d" % prof["probe_n"],
+        "spec_defaults_scaled": {"probe_n": f"512 -> {prof['probe_n']}",
                                  "T, L": f"256, 256 -> {dc.steps}, {dc.gen_length} (model's decoding)",
                                  "calib": f"128 x 1024 -> {prof['calib_n']} x {prof['calib_seq_len']}"},
     }

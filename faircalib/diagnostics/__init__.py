@@ -8,8 +8,13 @@
   false commit                           `rollout_with_teacher`, `first_false_commit`, `align_traces`
 - cross-corpus rank consistency          `rank_consistency` (Spearman / Pearson of two prior curves)
 """
-from faircalib.diagnostics.amplification import (AlignedTrace, align_traces, first_false_commit, prob_discrepancy,
-                                                 rollout_with_teacher)
+from faircalib.diagnostics.amplification import (
+                                                 AlignedTrace,
+                                                 align_traces,
+                                                 first_false_commit,
+                                                 prob_discrepancy,
+                                                 rollout_with_teacher,
+)
 from faircalib.diagnostics.rank import average_ranks, pearson, rank_consistency, spearman
 from faircalib.diagnostics.stability import LagSummary, post_commit_mismatch, stability_lags, summarize_lags
 from faircalib.diagnostics.teacher_forced import step_flips, step_margins, teacher_forced_diagnostics

@@ -40,7 +40,7 @@ def stability_lags(top1: torch.Tensor, commit_step: torch.Tensor, tokens: torch.
     """top1: (S, B, L) per-step argmax; commit_step, tokens: (B, L) -> (lags (B, L) int64, -1 where no
     post-commit step exists; censored (B, L) bool, top-1 still disagreeing at the last step)."""
     S = top1.shape[0]
-    post, disagree, valid = _post_commit(top1, commit_step, tokens)
+    _post, disagree, valid = _post_commit(top1, commit_step, tokens)
     steps = torch.arange(S).view(S, 1, 1)
     last_bad = torch.where(disagree, steps, torch.full_like(steps, -1)).amax(0)  # (B, L), -1 = never disagrees
     c = commit_step.long().cpu()

@@ -2,10 +2,26 @@
 
     from faircalib.probe import ProbeConfig, probe_prior, probe_shard, PositionPrior
 """
-from faircalib.probe.prior import (DEFAULT_FLOOR, RELIABILITY, SCHEDULES, PositionPrior, PriorAccumulator,
-                                   PriorSettings, minmax_over_masked, prior_cache_key, sharpness)
-from faircalib.probe.rollout import (ProbeConfig, batch_seed, probe_data_hash, probe_prior, probe_priors,
-                                     probe_shard, state_dict_hash)
+from faircalib.probe.prior import (
+                                   DEFAULT_FLOOR,
+                                   RELIABILITY,
+                                   SCHEDULES,
+                                   PositionPrior,
+                                   PriorAccumulator,
+                                   PriorSettings,
+                                   minmax_over_masked,
+                                   prior_cache_key,
+                                   sharpness,
+)
+from faircalib.probe.rollout import (
+                                   ProbeConfig,
+                                   batch_seed,
+                                   probe_data_hash,
+                                   probe_prior,
+                                   probe_priors,
+                                   probe_shard,
+                                   state_dict_hash,
+)
 
 __all__ = ["DEFAULT_FLOOR", "RELIABILITY", "SCHEDULES", "PositionPrior", "PriorAccumulator", "PriorSettings",
            "ProbeConfig", "batch_seed", "minmax_over_masked", "prior_cache_key", "probe_data_hash", "probe_prior",

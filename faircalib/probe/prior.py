@@ -161,7 +161,7 @@ class PositionPrior:
         return self.per_sample.mean(0)
 
     @classmethod
-    def merge(cls, parts: list["PositionPrior"]) -> "PositionPrior":
+    def merge(cls, parts: list[PositionPrior]) -> PositionPrior:
         """Exact, order-independent union of shards (rows sorted by sample id)."""
         if not parts:
             raise ValueError("nothing to merge")
@@ -201,7 +201,7 @@ class PositionPrior:
         return d
 
     @classmethod
-    def load(cls, directory: str | Path) -> "PositionPrior":
+    def load(cls, directory: str | Path) -> PositionPrior:
         d = Path(directory)
         info = json.loads((d / "prior.json").read_text())
         if info.get("format_version") != PRIOR_FORMAT_VERSION:

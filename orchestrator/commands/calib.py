@@ -78,7 +78,7 @@ def probe_cmd(source: str, shard: str | None, threads: int, out: str, **kw) -> N
 
     cfg = _probe_config(kw)
     loaded, mhash = _load(source, threads)
-    progress = lambda e: click.echo(f"probe {e['done']}/{e['total']}", err=True)  # noqa: E731
+    progress = lambda e: click.echo(f"probe {e['done']}/{e['total']}", err=True)
     if shard:
         try:
             start, stop = (int(x) for x in shard.split(":"))

@@ -6,9 +6,9 @@ import json
 import pytest
 import torch
 from click.testing import CliRunner
+from faircalib.orchestrator.cli import main
 
 from faircalib.models import save_model_dir, tiny_model
-from faircalib.orchestrator.cli import main
 
 
 @pytest.fixture

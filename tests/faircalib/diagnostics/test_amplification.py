@@ -44,7 +44,7 @@ def test_teacher_runs_on_the_students_own_states(byte_tokenizer):
     from faircalib.diffusion import DecodeConfig, generate, iter_replay
     from faircalib.models import tiny_model
 
-    kw = dict(vocab_size=len(byte_tokenizer), mask_token_id=byte_tokenizer.mask_token_id)
+    kw = {"vocab_size": len(byte_tokenizer), "mask_token_id": byte_tokenizer.mask_token_id}
     teacher, student = tiny_model("dream", seed=0, **kw), tiny_model("dream", seed=3, **kw)
     prompts = [torch.tensor([5, 6, 7]), torch.tensor([8, 9])]
     cfg = DecodeConfig(steps=5, gen_length=5)

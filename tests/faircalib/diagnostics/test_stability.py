@@ -61,7 +61,7 @@ def test_on_a_real_trajectory_record(byte_tokenizer):
 
     m = tiny_model("dream", vocab_size=len(byte_tokenizer), mask_token_id=byte_tokenizer.mask_token_id)
     traj = generate(m, [torch.tensor([5, 6, 7]), torch.tensor([8, 9])], steps=6, gen_length=6, record=("top1",))
-    lags, cens = stability_lags(traj.records["top1"], traj.commit_step, traj.tokens)
+    lags, _cens = stability_lags(traj.records["top1"], traj.commit_step, traj.tokens)
     valid = traj.commit_step.long() < 5
     assert bool(((lags >= 0) == valid).all())
     assert bool((lags[valid] <= 5 - traj.commit_step.long()[valid]).all())

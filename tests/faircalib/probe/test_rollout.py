@@ -8,8 +8,16 @@ import torch
 
 from faircalib.diffusion import generate
 from faircalib.errors import ConfigError
-from faircalib.probe import (PositionPrior, PriorSettings, ProbeConfig, batch_seed, probe_data_hash, probe_prior,
-                             probe_priors, probe_shard)
+from faircalib.probe import (
+    PositionPrior,
+    PriorSettings,
+    ProbeConfig,
+    batch_seed,
+    probe_data_hash,
+    probe_prior,
+    probe_priors,
+    probe_shard,
+)
 
 CFG = ProbeConfig(n_samples=10, steps=6, window=6, batch_size=4, seed=3)
 
@@ -72,10 +80,10 @@ def test_cache_key_changes_with_every_setting(make_model, byte_tokenizer, prompt
     m = make_model("llada")
     base_cfg = ProbeConfig(n_samples=4, steps=4, window=4, batch_size=4, seed=0)
     key = probe_prior(m, byte_tokenizer, prompts[:4], base_cfg).cache_key()
-    changes = [dict(steps=2), dict(window=8, steps=8), dict(block_length=2), dict(seed=1), dict(temperature=0.5),
-               dict(batch_size=2), dict(prior=PriorSettings(beta=0.5)), dict(prior=PriorSettings(schedule="late")),
-               dict(prior=PriorSettings(gamma=3.0)), dict(prior=PriorSettings(a_max=2.0)),
-               dict(prior=PriorSettings(reliability="neg_entropy"))]
+    changes = [{"steps": 2}, {"window": 8, "steps": 8}, {"block_length": 2}, {"seed": 1}, {"temperature": 0.5},
+               {"batch_size": 2}, {"prior": PriorSettings(beta=0.5)}, {"prior": PriorSettings(schedule="late")},
+               {"prior": PriorSettings(gamma=3.0)}, {"prior": PriorSettings(a_max=2.0)},
+               {"prior": PriorSettings(reliability="neg_entropy")}]
     keys = {key}
     for ch in changes:
         k = probe_prior(m, byte_tokenizer, prompts[:4], dataclasses.replace(base_cfg, **ch)).cache_key()
