@@ -13,6 +13,7 @@ from faircalib.errors import FaircalibError
 # Command modules, in help order. Add one line per new module.
 COMMAND_MODULES = [
     "faircalib.orchestrator.commands.models",
+    "faircalib.orchestrator.commands.quickstart",
     "faircalib.orchestrator.commands.jobs",
     "faircalib.orchestrator.commands.storage",
     "faircalib.orchestrator.commands.eval",

@@ -10,8 +10,8 @@ values. Defaults follow SPEC.md (the paper's settings where it gives them, ours 
 from __future__ import annotations
 
 import itertools
-import math
 import json
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -139,14 +139,32 @@ class CalibrationSettings:
         _int(f"{p}.seed", self.seed, 0)
 
 
+DECODE_FIELDS = ("policy", "steps", "gen_length", "block_length", "temperature", "alg_temp", "eps", "schedule")
+
+
 @dataclass(frozen=True)
 class EvaluationSettings:
-    """Which evaluations the eval actors run, on which held-out data (disjoint from probe/calibration)."""
+    """Which evaluations the eval actors run, on the FP model and (quantizing methods) the checkpoint.
+
+    tasks: `fidelity` (masked-token NLL / KL / top-1 agreement on `n` x `seq_len` tokens of `data`,
+    held out from probe/calibration) and lm-eval task or group names, run through
+    faircalib.eval.harness.run_lm_eval: the offline suite (faircalib_suite, faircalib_gen, faircalib_mc,
+    faircalib_arith, ...) or lm-eval's own registry (piqa, hellaswag, ...: they need their datasets).
+    The lm-eval knobs (limit, mc_num, batch sizes, greedy check, bootstrap, decoding) apply to every
+    lm-eval task; `decoding` overrides the model card's decoding defaults (DecodeConfig fields).
+    Names are checked against what the installation offers at submit (stages.check_offered)."""
     tasks: tuple[str, ...] = ("fidelity",)
     data: str = "builtin:kjv:heldout"
     n: int = 32
     seq_len: int = 256
     seed: int = 0
+    limit: int | None = None
+    mc_num: int = 128
+    batch_size: int = 32
+    gen_batch_size: int = 16
+    check_greedy: bool = True
+    bootstrap_iters: int = 1000
+    decoding: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         p = "evaluation"
@@ -164,6 +182,22 @@ class EvaluationSettings:
         _int(f"{p}.n", self.n, 1)
         _int(f"{p}.seq_len", self.seq_len, 2)
         _int(f"{p}.seed", self.seed, 0)
+        if self.limit is not None:
+            _int(f"{p}.limit", self.limit, 1)
+        _int(f"{p}.mc_num", self.mc_num, 1)
+        _int(f"{p}.batch_size", self.batch_size, 1)
+        _int(f"{p}.gen_batch_size", self.gen_batch_size, 1)
+        if not isinstance(self.check_greedy, bool):
+            _fail(f"{p}.check_greedy", "true or false", self.check_greedy)
+        _int(f"{p}.bootstrap_iters", self.bootstrap_iters, 0)
+        if not isinstance(self.decoding, Mapping):
+            _fail(f"{p}.decoding", f"a mapping with fields among {', '.join(DECODE_FIELDS)}", self.decoding)
+        _check_keys(f"{p}.decoding", self.decoding, list(DECODE_FIELDS))
+        _set(self, "decoding", dict(sorted(self.decoding.items())))
+
+    @property
+    def lm_eval_tasks(self) -> tuple[str, ...]:
+        return tuple(t for t in self.tasks if t not in EVAL_TASKS_BUILTIN)
 
 
 def _check_gpus(path: str, value: Any) -> float:
@@ -261,6 +295,7 @@ class JobConfig:
         d = asdict(self)
         d["labels"] = dict(self.labels)
         d["evaluation"]["tasks"] = list(self.evaluation.tasks)
+        d["evaluation"]["decoding"] = dict(self.evaluation.decoding)
         return d
 
     def to_json(self) -> str:

@@ -110,8 +110,10 @@ class Scheduler:
         """Ask `run()` to return after the current job (e.g. on SIGTERM)."""
         self._stop.set()
 
-    def run(self, *, once: bool = False, max_jobs: int | None = None) -> list[str]:
-        """Claim and run jobs until stopped (or, with once, until the queue is empty)."""
+    def run(self, *, once: bool = False, max_jobs: int | None = None,
+            job_ids: list[str] | None = None) -> list[str]:
+        """Claim and run jobs until stopped (or, with once, until the queue is empty); only the jobs in
+        `job_ids` when given."""
         if self.id is None:
             self.start()
         last_reconcile = time.monotonic()
@@ -119,7 +121,7 @@ class Scheduler:
             while not self._stop.is_set():
                 if max_jobs is not None and len(self.jobs_run) >= max_jobs:
                     break
-                job = self.store.claim(self.id)
+                job = self.store.claim(self.id, job_ids)
                 if job is not None:
                     self.run_job(job)
                     continue

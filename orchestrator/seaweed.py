@@ -27,7 +27,10 @@ _SERVICES = ("master", "volume", "filer", "admin")
 
 
 def _port_free(port: int) -> bool:
+    """Nothing listens on 127.0.0.1:port. SO_REUSEADDR as servers set it (Go does): connections of a
+    stopped server lingering in TIME_WAIT do not make its port look taken."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind(("127.0.0.1", port))
             return True

@@ -21,6 +21,7 @@ naming the library calls it needs.
 """
 from __future__ import annotations
 
+import functools
 import importlib
 import json
 import time
@@ -30,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from faircalib.orchestrator.config import EVAL_TASKS_BUILTIN, METHODS, JobConfig
-from faircalib.orchestrator.storage import MANIFEST, Storage, fetch_tree, upload_tree
+from faircalib.orchestrator.storage import MANIFEST, Storage, endpoint_hint, fetch_tree, upload_tree
 
 from faircalib.errors import ConfigError
 
@@ -135,6 +136,7 @@ class StageRegistry:
     specs: dict[str, StageSpec]
     planner: Callable[[JobConfig], list[str]] = default_plan
     eval_tasks: dict[str, tuple[str, ...]] = field(default_factory=dict)  # task -> library calls it needs
+    lm_eval: bool = False  # offer lm-eval task names (faircalib.eval.harness) besides the built-in tasks
 
     def plan(self, config: JobConfig) -> list[str]:
         return self.planner(config)
@@ -172,18 +174,138 @@ class StageRegistry:
             raise ConfigError(f"method: {config.method!r} is not offered by this installation: {why}; "
                               f"offered methods: {offered}")
         if "evaluate" in self.plan(config):
-            offered_tasks = [t for t, reqs in self.eval_tasks.items() if all(map(library_call_exists, reqs))]
-            for i, task in enumerate(config.evaluation.tasks):
-                if task not in offered_tasks:
-                    raise ConfigError(f"evaluation.tasks[{i}]: {task!r} is not offered by this installation "
-                                      f"(lm-eval tasks wait for faircalib.eval's lm-eval model); "
-                                      f"offered: {', '.join(offered_tasks) or 'none'}")
+            self.check_eval_tasks(config)
+
+    def offered_eval_tasks(self) -> list[str]:
+        """Built-in evaluation tasks this installation offers (lm-eval names are checked separately)."""
+        return [t for t, reqs in self.eval_tasks.items() if all(map(library_call_exists, reqs))]
+
+    def lm_eval_offered(self) -> bool:
+        return self.lm_eval and all(map(library_call_exists, LM_EVAL_REQUIRES))
+
+    def check_eval_tasks(self, config: JobConfig) -> None:
+        """Every evaluation.tasks name must be a built-in task or (when lm-eval is offered) a task/group of
+        the offline suite or of lm-eval's registry; a suite member may not repeat its group."""
+        builtin = self.offered_eval_tasks()
+        tasks = config.evaluation.tasks
+        others = [(i, t) for i, t in enumerate(tasks) if t not in builtin]
+        if not others:
+            return
+        if not self.lm_eval_offered():
+            i, t = others[0]
+            raise ConfigError(f"evaluation.tasks[{i}]: {t!r} is not offered by this installation "
+                              f"(no lm-eval integration: {', '.join(map(_dotted, LM_EVAL_REQUIRES))}); "
+                              f"offered: {', '.join(builtin) or 'none'}")
+        from faircalib.eval.suite import GROUPS, OWN_NAMES
+
+        unknown = set(lm_eval_unknown([t for _, t in others]))
+        for i, t in others:
+            if t in unknown:
+                raise ConfigError(f"evaluation.tasks[{i}]: {t!r} is not a known task; offered: "
+                                  f"{', '.join(builtin + sorted(OWN_NAMES, key=_suite_order))}, or any task or "
+                                  f"group in lm-eval's registry (e.g. piqa, hellaswag, arc_easy, gsm8k; they need "
+                                  f"their datasets)")
+        for i, t in enumerate(tasks):
+            for g in tasks:
+                if g != t and t in GROUPS.get(g, ()):
+                    raise ConfigError(f"evaluation.tasks[{i}]: {t!r} is already part of group {g!r}; "
+                                      f"list one of them")
+
+
+LM_EVAL_REQUIRES = ("faircalib.eval.harness:run_lm_eval", "faircalib.eval.harness:default_decoding")
+
+
+def _suite_order(name: str) -> tuple[int, str]:
+    from faircalib.eval.suite import GROUPS, SUITE_GROUP
+
+    return (0 if name == SUITE_GROUP else 1 if name in GROUPS else 2, name)
+
+
+@functools.lru_cache(maxsize=1)
+def _lm_eval_registry() -> frozenset[str]:
+    from lm_eval.tasks import TaskManager
+
+    return frozenset(TaskManager(include_defaults=True).all_tasks)  # indexing takes seconds: once per process
+
+
+def lm_eval_unknown(names: list[str]) -> list[str]:
+    """The names that are neither in the offline suite nor in lm-eval's registry (indexed only when a
+    name is not the suite's and not in its `faircalib_` namespace)."""
+    from faircalib.eval.suite import OWN_NAMES
+
+    ours = [n for n in names if n not in OWN_NAMES and n.startswith("faircalib_")]  # our namespace: no lookup
+    rest = [n for n in names if n not in OWN_NAMES and n not in ours]
+    if not rest:
+        return ours
+    known = _lm_eval_registry()
+    return ours + [n for n in rest if n not in known]
 
 
 # ---------------------------------------------------------------- wired stage bodies
+def lm_eval_settings(cfg: JobConfig) -> dict:
+    """The job's lm-eval knobs as run_lm_eval keyword values (passed to the eval actors)."""
+    ev = cfg.evaluation
+    return {"limit": ev.limit, "mc_num": ev.mc_num, "batch_size": ev.batch_size, "gen_batch_size": ev.gen_batch_size,
+            "check_greedy": ev.check_greedy, "bootstrap_iters": ev.bootstrap_iters, "seed": ev.seed,
+            "decoding": dict(ev.decoding)}
+
+
+def validate_evaluate(cfg: JobConfig) -> None:
+    """The library's own checks of the lm-eval settings (LMEvalSettings: decoding values etc.)."""
+    ev = cfg.evaluation
+    if not ev.lm_eval_tasks:
+        return
+    from faircalib.eval.lm import LMEvalSettings
+
+    try:
+        LMEvalSettings(mc_num=ev.mc_num, batch_size=ev.batch_size, gen_batch_size=ev.gen_batch_size, seed=ev.seed,
+                       check_greedy=ev.check_greedy, decoding=dict(ev.decoding))
+    except ConfigError as e:
+        raise ConfigError(f"evaluation: {e}") from e
+
+
+VARIANTS = ("fp", "quantized")
+
+
+def shape_eval_results(parts: dict[str, dict]) -> tuple[dict, dict]:
+    """Eval actors' {task: {variant: result}} -> (metrics, lm_eval).
+
+    metrics: {task: {variant: {metric: value, ..., "wall_s"}}} for `fidelity` (as the library returns
+    it, plus wall_s) and for every lm-eval leaf task and group (lm-eval's metric names without the
+    ",none" filter suffix, stderr included, n_samples, wall_s: that task's whole simple_evaluate call);
+    group entries also carry "group_of": [leaf tasks]. lm_eval: {unit: {variant: the whole
+    run_lm_eval result}} (settings, decoding, versions) for the report."""
+    metrics: dict[str, dict] = {}
+    full: dict[str, dict] = {}
+    for unit, out in parts.items():
+        if unit == "fidelity":
+            metrics[unit] = out
+            continue
+        full[unit] = out
+        for variant in VARIANTS:
+            res = out.get(variant)
+            if res is None:
+                continue
+            for task, entry in res.get("tasks", {}).items():
+                row = dict(entry.get("metrics") or {})
+                row.update({k: entry[k] for k in ("n_samples", "wall_s") if entry.get(k) is not None})
+                metrics.setdefault(task, {})[variant] = row
+            for group, entry in res.get("groups", {}).items():
+                row = dict(entry.get("metrics") or {})
+                if entry.get("wall_s") is not None:
+                    row["wall_s"] = entry["wall_s"]
+                metrics.setdefault(group, {})[variant] = row
+                if entry.get("tasks"):
+                    metrics[group]["group_of"] = list(entry["tasks"])
+    return metrics, full
+
+
 def run_evaluate(ctx: StageContext) -> StageResult:
-    """Eval actors (faircalib.workers.eval) run evaluation.tasks on the FP model and, for quantizing
-    methods, on the calibrated checkpoint; results.json is uploaded and merged into the job results."""
+    """Eval actors (faircalib.workers.eval) run evaluation.tasks (one shard per task name, spread over
+    `eval_workers` actors, each holding the FP model and, for quantizing methods, the calibrated
+    checkpoint); results.json (metrics + the full lm-eval results) and report.md (FP vs quantized
+    table) are uploaded, and the metrics are merged into the job's results."""
+    from faircalib.orchestrator.report import results_markdown
     from faircalib.workers.eval import run_eval, setup_eval
     from faircalib.workers.pool import ShardTask, resolve_resources, run_sharded
 
@@ -195,25 +317,31 @@ def run_evaluate(ctx: StageContext) -> StageResult:
     ev = cfg.evaluation
     checkpoint = None
     if cfg.method != "fp":
-        checkpoint = {"storage": ctx.storage.child("calibrate", "checkpoint").uri,
-                      "dest": str(ctx.stage_dir("evaluate") / "_checkpoint")}
+        checkpoint = {"storage": ctx.storage.child("calibrate", "checkpoint").uri,  # outside evaluate/: not re-uploaded
+                      "dest": str(ctx.workdir / "_eval_checkpoint"), "storage_hint": endpoint_hint(ctx.storage.uri)}
     task = ShardTask(setup=setup_eval, run=run_eval, name="evaluate", setup_kwargs={
         "model": cfg.model, "threads": max(1, int(cfg.resources.cpus_per_worker)), "checkpoint": checkpoint,
-        "settings": {"data": ev.data, "n": ev.n, "seq_len": ev.seq_len, "seed": ev.seed}})
+        "settings": {"data": ev.data, "n": ev.n, "seq_len": ev.seq_len, "seed": ev.seed},
+        "lm_eval": lm_eval_settings(cfg) if ev.lm_eval_tasks else None})
     t0 = time.monotonic()
     parts = run_sharded(list(ev.tasks), task, shard_size=1, n_workers=cfg.resources.eval_workers, resources=res,
                         max_retries=cfg.resources.max_retries, on_event=ctx.worker_event,
                         should_stop=ctx.should_stop)
-    metrics: dict[str, Any] = {}
+    merged: dict[str, dict] = {}
     for part in parts:
-        metrics.update(part)
+        merged.update(part)
+    metrics, lm_full = shape_eval_results(merged)
+    wall = round(time.monotonic() - t0, 3)
     out_dir = ctx.stage_dir("evaluate")
-    (out_dir / "results.json").write_text(json.dumps(
-        {"job": ctx.job.id, "model": cfg.model, "method": cfg.method, "bits": cfg.bits, "metrics": metrics},
-        indent=1, sort_keys=True))
+    summary = {"job": ctx.job.id, "name": ctx.job.name, "model": cfg.model, "method": cfg.method, "bits": cfg.bits,
+               "tasks": list(ev.tasks), "metrics": metrics, "lm_eval": lm_full, "wall_s": wall,
+               "settings": {"fidelity": {"data": ev.data, "n": ev.n, "seq_len": ev.seq_len, "seed": ev.seed},
+                            "lm_eval": lm_eval_settings(cfg) if ev.lm_eval_tasks else None}}
+    (out_dir / "results.json").write_text(json.dumps(summary, indent=1, sort_keys=True, default=str))
+    (out_dir / "report.md").write_text(results_markdown(summary))
     artifacts = ctx.upload_stage_dir("evaluate")
-    return StageResult(output={"metrics": metrics, "wall_s": round(time.monotonic() - t0, 3)},
-                       artifacts=artifacts, results={"metrics": metrics})
+    return StageResult(output={"metrics": metrics, "wall_s": wall}, artifacts=artifacts,
+                       results={"metrics": metrics})
 
 
 def run_upload(ctx: StageContext) -> StageResult:
@@ -336,7 +464,7 @@ def run_calibrate(ctx: StageContext) -> StageResult:
                "seq_len": c.seq_len, "epochs": c.epochs, "batch_size": c.batch_size, "lr": c.lr, "seed": c.seed,
                "floor": cfg.probe.floor, "prior_uri": prior_uri, "threads": max(1, int(cfg.resources.cpus_per_worker)),
                "workdir": str(ctx.stage_dir("calibrate")), "state_uri": here.child("state").uri,
-               "checkpoint_uri": here.child("checkpoint").uri}
+               "checkpoint_uri": here.child("checkpoint").uri, "storage_hint": endpoint_hint(ctx.storage.uri)}
     out = run_single(ShardTask(setup=None, run=calibrate_request, name="calibrate"), request, resources=res,
                      max_retries=cfg.resources.max_retries, on_event=ctx.worker_event, should_stop=ctx.should_stop)
     ckpt, state = here.child("checkpoint"), here.child("state")
@@ -361,9 +489,10 @@ DEFAULT_STAGES: dict[str, StageSpec] = {
                                              "faircalib.models:weights_hash")),
     "calibrate": StageSpec("calibrate", run_calibrate, what="Stage II calibration", validate=validate_calibrate,
                            requires=lambda cfg: ("faircalib.quant:quantize", "faircalib.checkpoint:save_quantized")),
-    "evaluate": StageSpec("evaluate", run_evaluate, what="evaluation", requires=_needs_quantized_loader),
+    "evaluate": StageSpec("evaluate", run_evaluate, what="evaluation", requires=_needs_quantized_loader,
+                          validate=validate_evaluate),
     "upload": StageSpec("upload", run_upload, what="final upload"),
 }
 DEFAULT_EVAL_TASKS: dict[str, tuple[str, ...]] = {t: ("faircalib.eval:compare_to_reference",)
                                                   for t in EVAL_TASKS_BUILTIN}
-DEFAULT_REGISTRY = StageRegistry(specs=DEFAULT_STAGES, eval_tasks=DEFAULT_EVAL_TASKS)
+DEFAULT_REGISTRY = StageRegistry(specs=DEFAULT_STAGES, eval_tasks=DEFAULT_EVAL_TASKS, lm_eval=True)

@@ -107,7 +107,10 @@ class Storage(ABC):
         self.delete(key)
 
 
-def open_storage(uri: str, options: StorageOptions | None = None) -> Storage:
+def open_storage(uri: str, options: StorageOptions | None = None, *, endpoint: str | None = None,
+                 local_server: bool = False) -> Storage:
+    """endpoint / local_server: an S3 endpoint decided elsewhere (see `endpoint_hint`), e.g. by the
+    scheduler for its workers; default: resolve_endpoint() in this process."""
     from faircalib.orchestrator.config import check_storage_uri
 
     uri = check_storage_uri("storage", uri)
@@ -115,7 +118,18 @@ def open_storage(uri: str, options: StorageOptions | None = None) -> Storage:
     if uri.startswith("file://"):
         return FileStorage(Path(uri[len("file://"):]))
     bucket, _, prefix = uri[len("s3://"):].partition("/")
-    return S3Storage(bucket, prefix.strip("/"), options)
+    return S3Storage(bucket, prefix.strip("/"), options, endpoint=endpoint, local_server=local_server)
+
+
+def endpoint_hint(uri: str) -> dict:
+    """What a scheduler tells its workers about reaching `uri`: {} (each worker resolves its own
+    endpoint from its environment, as cluster workers must), except when this process uses the embedded
+    local server (`faircalib storage up`): a loopback server only local workers can reach, whose
+    endpoint they may not know (Ray workers keep the environment of the moment Ray started)."""
+    if not uri.startswith("s3://"):
+        return {}
+    endpoint, source = resolve_endpoint()
+    return {"endpoint": endpoint, "local_server": True} if source == "faircalib storage up" else {}
 
 
 # ---------------------------------------------------------------- file://
@@ -252,16 +266,20 @@ def _classify(exc: BaseException) -> tuple[str, str]:
 
 class S3Storage(Storage):
     def __init__(self, bucket: str, prefix: str, options: StorageOptions, *, endpoint: str | None = None,
-                 _client=None):
-        """endpoint: an explicit endpoint URL (else resolve_endpoint() decides when the client is made)."""
+                 local_server: bool = False, _client=None):
+        """endpoint: an explicit endpoint URL (else resolve_endpoint() decides when the client is made);
+        local_server: it is the embedded SeaweedFS (anonymous requests allowed when no credentials)."""
         self.bucket, self.prefix, self.options = bucket, prefix, options
         self.uri = f"s3://{bucket}" + (f"/{prefix}" if prefix else "")
         self._client = _client
         self._endpoint = endpoint
+        self._local_server = local_server
 
     def child(self, *parts: str) -> S3Storage:
         prefix = "/".join([p.strip("/") for p in (self.prefix, *parts) if p and p.strip("/")])
-        return S3Storage(self.bucket, prefix, self.options, endpoint=self._endpoint, _client=self.client)
+        client = self.client  # resolves self._endpoint first, so the child's messages name the endpoint
+        return S3Storage(self.bucket, prefix, self.options, endpoint=self._endpoint, local_server=self._local_server,
+                         _client=client)
 
     @property
     def endpoint(self) -> str:
@@ -276,7 +294,7 @@ class S3Storage(Storage):
             from botocore.config import Config
 
             endpoint, source = (self._endpoint, "explicit") if self._endpoint else resolve_endpoint()
-            if endpoint and endpoint == _local_endpoint_or_none():
+            if endpoint and (self._local_server or endpoint == _local_endpoint_or_none()):
                 source = "faircalib storage up"
             session = boto3.session.Session()
             region = session.region_name or "us-east-1"

@@ -350,14 +350,18 @@ class JobStore:
         self._event(conn, job_id, "state", msg)
         return row
 
-    def claim(self, scheduler_id: str) -> JobRow | None:
-        """Atomically take the oldest queued job for `scheduler_id` (queued -> running, attempt + 1).
+    def claim(self, scheduler_id: str, job_ids: Iterable[str] | None = None) -> JobRow | None:
+        """Atomically take the oldest queued job for `scheduler_id` (queued -> running, attempt + 1),
+        among `job_ids` when given (e.g. `faircalib quickstart` runs only its own job).
         PostgreSQL: SELECT ... FOR UPDATE SKIP LOCKED, so concurrent schedulers pick different jobs.
         SQLite: the transaction holds the write lock (BEGIN IMMEDIATE), so select + CAS are atomic."""
+        only = None if job_ids is None else list(job_ids)
         for _ in range(8):
             with self.engine.begin() as conn:
-                q = (select(db.jobs.c.id, db.jobs.c.attempt).where(db.jobs.c.state == Q.value)
-                     .order_by(db.jobs.c.created_at, db.jobs.c.id).limit(1))
+                q = select(db.jobs.c.id, db.jobs.c.attempt).where(db.jobs.c.state == Q.value)
+                if only is not None:
+                    q = q.where(db.jobs.c.id.in_(only))
+                q = q.order_by(db.jobs.c.created_at, db.jobs.c.id).limit(1)
                 if self.is_postgres:
                     q = q.with_for_update(skip_locked=True)
                 cand = conn.execute(q).first()

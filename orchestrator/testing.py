@@ -125,8 +125,10 @@ def start_test_ray(num_cpus: int = 2) -> None:
     saved = {k: os.environ.get(k) for k in session_s3_env()}
     os.environ.update(session_s3_env())
     try:
-        ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False,
-                 _temp_dir=os.environ["RAY_TMPDIR"])
+        from faircalib.workers.pool import init_ray_with_retry
+
+        init_ray_with_retry(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False,
+                            _temp_dir=os.environ["RAY_TMPDIR"])
     finally:
         for k, v in saved.items():
             if v is None:
@@ -143,3 +145,26 @@ def stop_test_ray() -> None:
     tmp = os.environ.get("RAY_TMPDIR", "")
     if os.path.basename(tmp).startswith("fc-ray-"):
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def standin_zoo_model(dest: str | Path, name: str = "tiny-llada", seed: int = 0) -> Path:
+    """An UNTRAINED stand-in for zoo model `name`: the zoo recipe's architecture and tokenizer (BPE trained
+    on the same offline text) with random weights, plus a model_card.json holding only the recipe's
+    decoding defaults. Same compute cost as the zoo model, meaningless scores: for benchmarks and
+    development while the zoo model is not installed. Reused when `dest` already holds one."""
+    import json
+
+    dest = Path(dest)
+    if (dest / "config.json").is_file() and (dest / "model_card.json").is_file():
+        return dest
+    from faircalib.models import build_model, save_model_dir
+    from faircalib.training.recipes import build_tokenizer, get_recipe
+
+    recipe = get_recipe(name)
+    tok = build_tokenizer(recipe.vocab_size)
+    model = build_model(recipe.model_config(tok)).init_weights(seed)
+    save_model_dir(model, dest, tok)
+    (dest / "model_card.json").write_text(json.dumps(
+        {"name": f"standin-{recipe.name}", "trained": False, "decoding": dict(recipe.decoding),
+         "note": f"untrained stand-in for zoo:{recipe.name} (random weights, seed {seed})"}, indent=1))
+    return dest

@@ -36,6 +36,7 @@ def calibrate_request(state: Any, requests: list[dict], report: Callable[[dict],
     from faircalib.quant import CalibConfig, QuantConfig, quantize
 
     [req] = requests
+    hint = req.get("storage_hint") or {}  # orchestrator.storage.endpoint_hint of the scheduler
     torch.set_num_threads(max(1, int(req["threads"])))
     torch.set_flush_denormal(True)
     device = _device()
@@ -55,10 +56,10 @@ def calibrate_request(state: Any, requests: list[dict], report: Callable[[dict],
     if req.get("prior_uri"):
         from faircalib.probe import PositionPrior
 
-        fetch_tree(open_storage(req["prior_uri"]), work / "prior")
+        fetch_tree(open_storage(req["prior_uri"], **hint), work / "prior")
         prior = PositionPrior.load(work / "prior")
         weights = prior.aligned(req["seq_len"], floor=req["floor"])  # (S,)
-    state_store = open_storage(req["state_uri"])
+    state_store = open_storage(req["state_uri"], **hint)
     try:  # resume: the blocks a previous attempt finished (wherever it ran)
         fetch_tree(state_store, state_dir)
         report({"message": f"resuming from {state_store.uri}"})
@@ -79,7 +80,7 @@ def calibrate_request(state: Any, requests: list[dict], report: Callable[[dict],
              progress=progress, device=device)
     save_quantized(loaded.model, ckpt_dir, meta={"source": req["model"], "prior_uri": req.get("prior_uri")},
                    tokenizer=loaded.tokenizer)
-    up = upload_tree(open_storage(req["checkpoint_uri"]), ckpt_dir, meta={"method": req["method"],
+    up = upload_tree(open_storage(req["checkpoint_uri"], **hint), ckpt_dir, meta={"method": req["method"],
                                                                          "bits": req["bits"]})
     info = getattr(loaded.model, "faircalib_quant", {}) or {}
     calib = info.get("calibration") or {}

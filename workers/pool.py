@@ -81,8 +81,8 @@ class ShardTask:
 class ShardWorker:
     """One pool actor. State from `setup` lives as long as the actor process (rebuilt after restart)."""
 
-    def __init__(self, task: ShardTask, queue, worker_index: int):
-        self.task, self.queue, self.index = task, queue, worker_index
+    def __init__(self, task: ShardTask, worker_index: int):
+        self.task, self.index = task, worker_index
         self.state, self.ready = None, False
 
     def info(self) -> dict:
@@ -91,14 +91,14 @@ class ShardWorker:
         return {"pid": os.getpid(), "host": socket.gethostname(), "gpu_ids": ray.get_gpu_ids(),
                 "worker": self.index}
 
-    def run_shard(self, shard: int, items: list, attempt: int) -> tuple[int, Any]:
+    def run_shard(self, shard: int, items: list, attempt: int, queue) -> tuple[int, Any]:
         if not self.ready:
             self.state = self.task.setup(**self.task.setup_kwargs) if self.task.setup else None
             self.ready = True
 
         def report(data: Event) -> None:
             try:
-                self.queue.put_nowait({"kind": "progress", "shard": shard, "attempt": attempt,
+                queue.put_nowait({"kind": "progress", "shard": shard, "attempt": attempt,
                                        "worker": self.index, **data})
             except Exception:  # noqa: BLE001 - progress is best effort; never fail a shard for it
                 pass
@@ -134,11 +134,12 @@ def run_sharded(items: Sequence[Any], task: ShardTask, *, shard_size: int, n_wor
         return []
     n_workers = max(1, min(n_workers, len(shards)))
     queue = Queue(actor_options={"num_cpus": 0})
-    # The task goes into the object store once and this frame holds the ref, so a restarted actor can
-    # always re-read its constructor argument (Ray frees unreferenced arguments).
-    task_ref = ray.put(task)
+    # The task travels inline in each actor's creation spec (it is small: functions by reference plus
+    # their keyword arguments), so a restarted actor can always rebuild itself from the spec; an
+    # object-store argument could be freed or lost before a restart. The progress queue's handle goes
+    # with each shard call instead (as a constructor argument it would live in the object store).
     actors = [ShardWorker.options(num_cpus=resources.num_cpus, num_gpus=resources.num_gpus,
-                                  max_restarts=max_retries, max_task_retries=0).remote(task_ref, queue, i)
+                                  max_restarts=max_retries, max_task_retries=0).remote(task, i)
               for i in range(n_workers)]
     emit({"kind": "pool", "message": f"{task.name}: {len(shards)} shards of <= {shard_size} on {n_workers} "
                                      f"workers ({resources.num_cpus:g} CPU, {resources.num_gpus:g} GPU each)"})
@@ -178,7 +179,7 @@ def run_sharded(items: Sequence[Any], task: ShardTask, *, shard_size: int, n_wor
                                   f"restart within {restart_timeout_s:.0f}s")
             while idle and pending:
                 w, s = idle.popleft(), pending.popleft()
-                inflight[actors[w].run_shard.remote(s, shards[s], attempts[s])] = (w, s)
+                inflight[actors[w].run_shard.remote(s, shards[s], attempts[s], queue)] = (w, s)
             now = time.monotonic()
             for w, t in list(reping.items()):
                 if t <= now:
@@ -254,6 +255,20 @@ def run_single(task: ShardTask, item: Any, *, resources: WorkerResources = Worke
                        on_event=on_event, should_stop=should_stop)[0]
 
 
+def init_ray_with_retry(attempts: int = 3, **kwargs: Any) -> None:
+    """ray.init(**kwargs), retried when a local node fails to come up in time: Ray gives a starting
+    raylet a fixed 30 s to register with its GCS, which a heavily loaded machine can miss."""
+    for attempt in range(1, attempts + 1):
+        try:
+            ray.init(**kwargs)
+            return
+        except Exception as e:
+            if "timed out during startup" not in str(e) or attempt == attempts:
+                raise
+            log.warning("local Ray node did not start in time (attempt %d/%d); retrying", attempt, attempts)
+            ray.shutdown()
+
+
 def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     """Connect to `address` (a running cluster: 'auto', 'ray://host:10001', 'host:6379') or start a
     local Ray instance, unless this process is already connected."""
@@ -266,5 +281,5 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     elif address:
         ray.init(address=address, log_to_driver=False)
     else:
-        ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
+        init_ray_with_retry(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
     log.info("ray ready in %.1fs: %s", time.monotonic() - t0, ray.cluster_resources())

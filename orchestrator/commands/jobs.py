@@ -23,9 +23,13 @@ def _store(db_url: str | None):
 
 
 def _console():
+    """Rich console; when stdout is not a terminal (a log, a pipe, CI) lines are 120 wide, not 80."""
+    import os
+
     from rich.console import Console
 
-    return Console(highlight=False)
+    width = None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 120
+    return Console(highlight=False, width=width)
 
 
 def _fmt_ts(ts) -> str:
@@ -176,7 +180,7 @@ def status_cmd(job: str | None, as_json: bool, state: str | None, limit: int, db
         con.print(f"[bold]{row.id}[/] {row.name}  [bold]{row.state.value}[/]  attempt {row.attempt}  "
                   f"{row.method}/{row.bits}  {row.model}")
         if row.reason:
-            con.print(f"reason: {row.reason}")
+            con.print(f"reason: {row.reason}", markup=False)
         t = Table("stage", "state", "attempt", "detail")
         for s in d["stages"]:
             t.add_row(s["name"], s["state"], str(s["attempt"]), s["error"] or "")
@@ -200,9 +204,10 @@ def _print_event(con, e) -> None:
     con.print(f"{_fmt_ts(e.ts)} {e.kind:<10} {stage}{e.message}", markup=False)
 
 
-def _follow(store, job_id: str, *, poll_s: float = 0.5, after_id: int = 0) -> str:
-    """Print events as they arrive, with a live status line, until the job is terminal."""
-    con = _console()
+def _follow(store, job_id: str, *, poll_s: float = 0.5, after_id: int = 0, alive=None, con=None) -> str:
+    """Print events as they arrive, with a live status line, until the job is terminal (or until
+    `alive()` turns False: the scheduler running it here is gone)."""
+    con = con or _console()
     last = after_id
     with con.status("waiting for a scheduler to claim the job...") as status:
         while True:
@@ -210,7 +215,7 @@ def _follow(store, job_id: str, *, poll_s: float = 0.5, after_id: int = 0) -> st
                 _print_event(con, e)
                 last = e.id
             job = store.get_job(job_id)
-            if job.state.is_terminal():
+            if job.state.is_terminal() or (alive is not None and not alive()):
                 break
             running = [s.name for s in store.stages(job_id) if s.state == "running"]
             status.update(f"{job.state.value}" + (f": stage {running[0]}" if running else "")
@@ -218,7 +223,11 @@ def _follow(store, job_id: str, *, poll_s: float = 0.5, after_id: int = 0) -> st
             time.sleep(poll_s)
     for e in store.events(job_id, after_id=last):
         _print_event(con, e)
-    con.print(f"job {job_id}: [bold]{job.state.value}[/]" + (f": {job.reason}" if job.reason else ""))
+    from rich.markup import escape
+
+    job = store.get_job(job_id)
+    con.print(f"job {job_id}: [bold]{job.state.value}[/]" + (f" after {_duration(job)}" if job.finished_at else "")
+              + (f": {escape(job.reason)}" if job.reason else ""))
     return job.state.value
 
 
@@ -281,18 +290,6 @@ def retry_cmd(job: str, db_url: str | None) -> None:
 
 
 # ---------------------------------------------------------------- results / fetch
-def _flat_metrics(results: dict) -> list[tuple[str, str, str, str]]:
-    """(task, variant, metric, value) rows from a job's results."""
-    rows = []
-    for task, m in sorted((results or {}).get("metrics", {}).items()):
-        for variant, vals in m.items():
-            if isinstance(vals, dict):
-                for k, v in vals.items():
-                    if isinstance(v, (int, float)):
-                        rows.append((task, variant, k, f"{v:.6g}" if isinstance(v, float) else str(v)))
-    return rows
-
-
 @click.command("results")
 @click.argument("job")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
@@ -311,13 +308,37 @@ def results_cmd(job: str, as_json: bool, db_url: str | None) -> None:
     _print_results(row)
 
 
-def _print_results(row) -> None:
+def results_table(row):
+    """A rich Table: one row per (task, metric), FP next to the quantized model, Δ, wall time per model."""
+    from faircalib.orchestrator.report import fmt, fmt_delta, fmt_wall, rows
     from rich.table import Table
+    from rich.text import Text
 
-    t = Table("task", "model", "metric", "value", title=f"{row.name} ({row.id}, {row.state.value})")
-    for r in _flat_metrics(row.results):
-        t.add_row(*r)
-    _console().print(t)
+    quant = row.method != "fp"
+    what = f"{row.method} {row.bits.upper()} vs FP" if quant else "FP"
+    t = Table(title=f"{row.name}: {what} (job {row.id}, {row.state.value})", title_justify="left")
+    t.add_column("task")
+    t.add_column("metric")
+    t.add_column("FP", justify="right")
+    if quant:
+        t.add_column(row.bits.upper(), justify="right")
+        t.add_column("Δ", justify="right")
+    t.add_column("n", justify="right")
+    t.add_column("wall s" + (" FP / Q" if quant else ""), justify="right")
+    last = None
+    for r in rows(row.results):
+        task = ("" if r.task == last else (f"[{r.task}]" if r.group else r.task))
+        last = r.task
+        cells = [task, r.metric, fmt(r.values.get("fp"), r.stderr.get("fp"))]
+        if quant:
+            cells += [fmt(r.values.get("quantized"), r.stderr.get("quantized")), fmt_delta(r.delta)]
+        cells += ["" if r.n is None or not r.wall_s else str(r.n), fmt_wall(r.wall_s)]
+        t.add_row(*map(Text, cells))
+    return t
+
+
+def _print_results(row) -> None:
+    _console().print(results_table(row))
 
 
 @click.command("fetch")

@@ -1,7 +1,7 @@
-"""The CLI end to end on real components: a job (method fp: evaluate + upload) submitted and run on the
-embedded default (SQLite + local Ray + `faircalib storage up`), its results equal to the library
-computed directly, fetched and verified; and bad input of every kind -> one clear line and a failed
-job row, nothing lost. (Quantizing jobs on a SigV4 S3 server: test_pipeline.py.)"""
+"""The CLI end to end on real components: `faircalib quickstart` on the embedded default (SQLite + local
+Ray + a local SeaweedFS it starts and stops), its results equal to the library computed directly,
+fetched and verified; and bad input of every kind -> one clear line and a failed job row, nothing lost.
+(FAIR-Calib jobs with lm-eval tasks on a SigV4 S3 server: test_pipeline.py.)"""
 from __future__ import annotations
 
 import json
@@ -10,6 +10,7 @@ import pytest
 import yaml
 from click.testing import CliRunner
 from faircalib.orchestrator.cli import main
+from faircalib.orchestrator.seaweed import free_port_pair
 from faircalib.orchestrator.store import JobStore
 
 
@@ -26,66 +27,84 @@ def _write(tmp_path, data, name="job.yaml"):
     return p
 
 
-def test_job_end_to_end_on_the_embedded_default(ray_session, tiny_model_dir, tmp_path, job_dict, sqlite_url):
-    """`storage up` (anonymous SeaweedFS on loopback) + SQLite + local Ray: a job with
-    `storage: s3://faircalib/jobs` and no S3 configuration runs, its numbers equal the library's, and
-    `fetch` verifies every object; `storage down` stops the server."""
+def _small_quickstart(monkeypatch):
+    """The built-in quickstart job at test size: RTN (calibrate -> evaluate -> upload), tiny evaluations."""
+    from faircalib.orchestrator import quickstart
+
+    real = quickstart.quickstart_spec
+
+    def small(model):
+        spec = real(model)
+        spec.update(method="rtn", calibration={"data": "builtin:kjv:train", "n": 2, "seq_len": 16, "epochs": 0})
+        spec["evaluation"].update(tasks=["fidelity", "faircalib_tasks_mc"], n=2, seq_len=24, limit=2, mc_num=2)
+        spec["resources"].update(gpus_per_worker=0, calibration_gpus=0)
+        return spec
+
+    monkeypatch.setattr(quickstart, "quickstart_spec", small)
+
+
+def test_quickstart_on_the_embedded_default(ray_session, tiny_model_dir, tmp_path, sqlite_url, monkeypatch):
+    """`faircalib quickstart` with no S3 configuration: it starts the local SeaweedFS (anonymous, loopback),
+    runs only its own job (an older queued job is left alone) through SQLite + local Ray, prints the
+    FP vs W4A4 table whose numbers equal the library's, stops the server it started, and says how to
+    fetch; after `storage up` (same data) `fetch` verifies every object, and `storage down` stops it."""
+    from faircalib.orchestrator.seaweed import local_state
+
     from faircalib.data import sample_token_sequences
     from faircalib.eval import compare_to_reference
     from faircalib.models import load_dllm
-    from faircalib.orchestrator.seaweed import free_port_pair, local_state
 
-    port = free_port_pair()
-    out = _invoke("storage", "up", "--port", port).output
+    _small_quickstart(monkeypatch)
+    other = _invoke("submit", _write(tmp_path, {"model": str(tiny_model_dir), "method": "fp",
+                                                "storage": f"file://{tmp_path}/a"}), "--db", sqlite_url).output.strip()
+    shown = _invoke("quickstart", "--model", tiny_model_dir, "--show-job").output
+    assert yaml.safe_load(shown)["method"] == "rtn" and yaml.safe_load(shown)["model"] == str(tiny_model_dir)
+    assert local_state() is None
+    out = _invoke("quickstart", "--model", tiny_model_dir, "--db", sqlite_url).output
+    assert "(started now); artifacts under s3://faircalib/jobs" in out
+    store = JobStore(sqlite_url)
+    [row] = [r for r in store.list_jobs() if r.id != other]
+    assert row.state.value == "succeeded" and store.get_job(other).state.value == "queued"
+    assert f"job {row.id}: succeeded" in out and "rtn W4A4 vs FP" in out and "faircalib_tasks_mc" in out
+    assert f"artifacts  s3://faircalib/jobs/{row.id}/" in out
+    assert f"faircalib storage up && faircalib fetch {row.id} ./{row.id}" in out
+    assert local_state() is None  # the server it started is stopped again
+
+    fid = row.results["metrics"]["fidelity"]
+    m = load_dllm(tiny_model_dir)
+    ids = sample_token_sequences(m.tokenizer, "builtin:kjv:heldout", 2, 24, seed=0)
+    direct = compare_to_reference(m.model, ids, seed=0)
+    assert fid["fp"]["nll"] == pytest.approx(direct.nll, rel=1e-5)
+    assert f"{fid['fp']['nll']:.4f}" in out and f"{fid['quantized']['kl_to_ref']:.4f}" in out
+    mc = row.results["metrics"]["faircalib_tasks_mc"]
+    assert mc["fp"]["n_samples"] == 2 and 0 <= mc["quantized"]["acc"] <= 1 and mc["quantized"]["wall_s"] > 0
+
+    up = _invoke("storage", "up", "--port", free_port_pair()).output
     try:
-        assert f"SeaweedFS S3 at http://127.0.0.1:{port}" in out and "anonymous" in out
-        status = json.loads(_invoke("storage", "status", "--json").output)
-        assert status["endpoint"] == f"http://127.0.0.1:{port}" and status["endpoint_source"] == "faircalib storage up"
-        pid = status["local_server"]["pid"]
-        assert f"(pid {pid}," in _invoke("storage", "up", "--port", port).output  # idempotent: the same server
-
-        job_file = _write(tmp_path, job_dict(tiny_model_dir, "s3://faircalib/jobs", name="e2e", labels={"t": "cli"}))
-        res = _invoke("submit", job_file, "--run", "--db", sqlite_url)
-        job = res.output.splitlines()[0].strip()
-        assert "succeeded" in res.output and "nll" in res.output  # followed by the results table
-        status = json.loads(_invoke("status", job, "--json", "--db", sqlite_url).output)
-        assert status["state"] == "succeeded" and status["labels"] == {"t": "cli"}
-        assert [(s["name"], s["state"]) for s in status["stages"]] == [("evaluate", "succeeded"),
-                                                                       ("upload", "succeeded")]
-
-        results = json.loads(_invoke("results", job, "--json", "--db", sqlite_url).output)
-        fid = results["results"]["metrics"]["fidelity"]
-        m = load_dllm(tiny_model_dir)
-        ids = sample_token_sequences(m.tokenizer, "builtin:kjv:heldout", 2, 24, seed=0)
-        direct = compare_to_reference(m.model, ids, seed=0)
-        assert fid["fp"]["nll"] == pytest.approx(direct.nll, rel=1e-5)
-        assert fid["fp"]["masked_tokens"] == direct.masked_tokens and fid["sequences"] == 2
-
-        out = _invoke("fetch", job, tmp_path / "dest", "--db", sqlite_url).output
-        assert "all sha256 verified" in out
+        assert "anonymous" in up
+        pid = json.loads(_invoke("storage", "status", "--json").output)["local_server"]["pid"]
+        assert f"(pid {pid}," in _invoke("storage", "up").output  # idempotent: the same server
+        assert "all sha256 verified" in _invoke("fetch", row.id, tmp_path / "dest", "--db", sqlite_url).output
         fetched = json.loads((tmp_path / "dest/evaluate/results.json").read_text())
-        assert fetched["metrics"] == results["results"]["metrics"]
-        assert json.loads((tmp_path / "dest/job.json").read_text())["config"]["storage"] == "s3://faircalib/jobs"
-        logs = _invoke("logs", job, "--db", sqlite_url).output
-        assert "preflight" in logs and "evaluate: 1/1 shards done" in logs and "running -> succeeded" in logs
-        assert "no GPU" not in logs  # gpus_per_worker 0: no fallback needed
-        assert "fidelity" in _invoke("results", job, "--db", sqlite_url).output
-        assert "[evaluate] stage: stage evaluate: succeeded" in _invoke("logs", job, "--file", "--db", sqlite_url).output
+        assert fetched["metrics"] == row.results["metrics"]
+        assert "| fidelity | nll |" in (tmp_path / "dest/evaluate/report.md").read_text()
+        assert json.loads((tmp_path / "dest/job.json").read_text())["config"]["labels"] == {"example": "quickstart"}
+        logs = _invoke("logs", row.id, "--db", sqlite_url).output
+        assert "preflight" in logs and "evaluate: 2/2 shards done" in logs and "running -> succeeded" in logs
     finally:
         assert _invoke("storage", "down").output.strip() == "stopped"
-    assert local_state() is None
     assert _invoke("storage", "down").output.strip() == "not running"
 
 
-@pytest.mark.parametrize("case", ["yaml", "field", "zoo", "not-offered", "missing-file"])
+@pytest.mark.parametrize("case", ["yaml", "field", "zoo", "unknown-task", "missing-file"])
 def test_bad_job_input_is_one_line_and_a_failed_row(case, tmp_path, sqlite_url, job_dict, tiny_model_dir):
     good = job_dict(tiny_model_dir, f"file://{tmp_path / 'art'}")
     content, expect = {
         "yaml": ("model: x\nprobe: {n: 3\n", "invalid YAML at line"),
         "field": ({**good, "bits": "w2a2"}, "bits: 'w2a2' is not allowed; allowed: w4a4, w3a4, w8a8"),
         "zoo": ({**good, "model": "zoo:nope"}, "unknown zoo model 'zoo:nope'"),
-        "not-offered": ({**good, "evaluation": {"tasks": ["gsm8k"]}},
-                        "evaluation.tasks[0]: 'gsm8k' is not offered by this installation"),
+        "unknown-task": ({**good, "evaluation": {"tasks": ["fidelity", "faircalib_sum"]}},
+                         "evaluation.tasks[1]: 'faircalib_sum' is not a known task; offered: fidelity, faircalib_suite"),
         "missing-file": (None, "cannot read it"),
     }[case]
     path = tmp_path / "nope.yaml" if content is None else _write(tmp_path, content)

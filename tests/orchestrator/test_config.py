@@ -52,6 +52,11 @@ def test_round_trip_and_frozen():
     ({"model": "m", "storage": "s3://B_ad/x"}, "storage: bucket 'B_ad' is not a valid S3 bucket name"),
     ({"model": "m", "storage": "file://rel/x"}, "storage: 'file://rel/x' must name an absolute path"),
     ({"model": "m", "evaluation": {"tasks": []}}, "evaluation.tasks: expected a non-empty list of task names, got []"),
+    ({"model": "m", "evaluation": {"limit": 0}}, "evaluation.limit: expected an integer >= 1, got 0"),
+    ({"model": "m", "evaluation": {"mc_num": 0}}, "evaluation.mc_num: expected an integer >= 1, got 0"),
+    ({"model": "m", "evaluation": {"check_greedy": "yes"}}, "evaluation.check_greedy: expected true or false, got 'yes'"),
+    ({"model": "m", "evaluation": {"decoding": {"gen_len": 8}}},
+     "evaluation.decoding: unknown field 'gen_len'; allowed: policy, steps, gen_length, block_length"),
     ({"model": "m", "colour": "red"}, "job: unknown field 'colour'; allowed: model, method, bits, name"),
     ({"method": "fp"}, "model: required field is missing"),
     (["model", "m"], "job file: expected a mapping of fields at the top level, got list"),
@@ -126,6 +131,33 @@ def test_missing_library_call_and_unknown_eval_task_rejected():
     with pytest.raises(ConfigError, match=r"stage 'evaluate' needs faircalib\.nonexistent\.thing, which this "
                                           r"installation does not have yet; offered methods: none"):
         reg.check_offered(JobConfig.from_dict({"model": "m", "method": "fp"}))
-    cfg = JobConfig.from_dict({"model": "m", "method": "fp", "evaluation": {"tasks": ["fidelity", "gsm8k"]}})
-    with pytest.raises(ConfigError, match=r"^evaluation\.tasks\[1\]: 'gsm8k' is not offered .*offered: fidelity$"):
-        DEFAULT_REGISTRY.check_offered(cfg)
+    cfg = JobConfig.from_dict({"model": "m", "method": "fp", "evaluation": {"tasks": ["fidelity", "faircalib_arith"]}})
+    plain = StageRegistry(specs={"evaluate": StageSpec("evaluate", lambda ctx: StageResult())},
+                          planner=lambda c: ["evaluate"], eval_tasks={"fidelity": ()})  # no lm-eval offered
+    with pytest.raises(ConfigError, match=r"^evaluation\.tasks\[1\]: 'faircalib_arith' is not offered by this "
+                                          r"installation \(no lm-eval integration: .*\); offered: fidelity$"):
+        plain.check_offered(cfg)
+
+
+def test_lm_eval_task_names_are_checked_at_submit():
+    """The offline suite's names and lm-eval's registry pass; anything else is one line listing what is
+    offered; a suite member next to its group is rejected; the library checks the lm-eval settings."""
+    ok = {"model": "m", "method": "fp",
+          "evaluation": {"tasks": ["fidelity", "faircalib_gen", "faircalib_tasks_mc", "piqa"], "limit": 4}}
+    DEFAULT_REGISTRY.validate(JobConfig.from_dict(ok))
+    bad = {**ok, "evaluation": {"tasks": ["fidelity", "faircalib_sum", "piqa"]}}
+    with pytest.raises(ConfigError) as e:
+        DEFAULT_REGISTRY.validate(JobConfig.from_dict(bad))
+    msg = str(e.value)
+    assert msg.startswith("evaluation.tasks[1]: 'faircalib_sum' is not a known task; offered: fidelity, "
+                          "faircalib_suite, faircalib_gen, faircalib_mc, faircalib_arith, ")
+    assert "faircalib_kjv_ppl" in msg and "any task or group in lm-eval's registry" in msg and "\n" not in msg
+    with pytest.raises(ConfigError, match=r"^evaluation\.tasks\[0\]: 'faircalib_kv' is already part of group "
+                                          r"'faircalib_suite'; list one of them$"):
+        DEFAULT_REGISTRY.validate(JobConfig.from_dict(
+            {**ok, "evaluation": {"tasks": ["faircalib_kv", "faircalib_suite"]}}))
+    with pytest.raises(ConfigError, match=r"^evaluation: decode steps=0 must be in 1\.\."):
+        DEFAULT_REGISTRY.validate(JobConfig.from_dict(
+            {**ok, "evaluation": {"tasks": ["faircalib_arith"], "decoding": {"steps": 0}}}))
+    # fidelity alone never touches lm-eval
+    DEFAULT_REGISTRY.validate(JobConfig.from_dict({"model": "m", "method": "fp"}))

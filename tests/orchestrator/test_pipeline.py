@@ -1,7 +1,8 @@
 """Full jobs on the real library: FAIR-Calib (probe -> calibrate -> evaluate -> upload) and FlatQuant on a
 tiny LLaDA with the shared Ray, SQLite and a SigV4 SeaweedFS bucket. The service's prior equals the
 library's single-pass Stage I prior bit for bit (sharded over 2 probe actors); the fetched checkpoint is
-verified and `load_quantized` runs it, reproducing the job's reported fidelity numbers; a scheduler
+verified and `load_quantized` runs it, reproducing the job's reported fidelity numbers and its lm-eval
+task scores (FP and W4A4, run by the eval actors) exactly; a scheduler
 killed mid-calibration resumes at the next block with a bit-identical checkpoint. (Prior-cache reuse
 across jobs: test_priors.py.)"""
 from __future__ import annotations
@@ -27,7 +28,8 @@ def _run(*args):
 def _job(tmp_path, model, bucket, **over):
     d = {"model": str(model), "method": "faircalib", "bits": "w4a4", "storage": f"s3://{bucket}/jobs",
          "probe": PROBE, "calibration": {"data": "builtin:kjv:train", "n": 4, "seq_len": 32, "epochs": 1},
-         "evaluation": {"n": 2, "seq_len": 24},
+         "evaluation": {"n": 2, "seq_len": 24, "tasks": ["fidelity", "faircalib_tasks_mc"], "limit": 2, "mc_num": 2,
+                        "check_greedy": False},
          "resources": {"probe_workers": 2, "probe_shard_size": 16, "gpus_per_worker": 0, "calibration_gpus": 0}}
     d.update(over)
     p = tmp_path / f"{d['method']}-{d['bits']}.yaml"
@@ -72,6 +74,24 @@ def test_faircalib_job_end_to_end(ray_session, s3_env, tiny_model_dir, tmp_path,
     assert fid["quantized"]["kl_to_ref"] == pytest.approx(direct.kl_to_ref, rel=1e-4)
     assert fid["quantized"]["nll"] == pytest.approx(direct.nll, rel=1e-5)
     assert fid["quantized"]["kl_to_ref"] > 0 and 0 < fid["quantized"]["top1_agree"] <= 1
+    # the lm-eval task through the eval actors == run_lm_eval on the same models in this process
+    from faircalib.eval.harness import run_lm_eval
+
+    mc = row.results["metrics"]["faircalib_tasks_mc"]
+    kw = {"limit": 2, "mc_num": 2, "check_greedy": False, "progress": False}
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the eval actor (cpus_per_worker 1)
+    for variant, model in (("fp", m.model), ("quantized", q.model)):
+        lib = run_lm_eval(model, m.tokenizer, ["faircalib_tasks_mc"], **kw)["tasks"]["faircalib_tasks_mc"]
+        got = {k: v for k, v in mc[variant].items() if k not in ("wall_s", "n_samples")}
+        assert got == pytest.approx(lib["metrics"]), variant
+        assert mc[variant]["n_samples"] == 2 and mc[variant]["wall_s"] > 0
+    torch.set_num_threads(threads)
+    results = json.loads((tmp_path / "out/evaluate/results.json").read_text())
+    assert results["metrics"] == row.results["metrics"]
+    assert results["lm_eval"]["faircalib_tasks_mc"]["quantized"]["model"]["quantized"]["method"] == "faircalib"
+    assert "| faircalib_tasks_mc | acc |" in (tmp_path / "out/evaluate/report.md").read_text()
+    assert not (tmp_path / "out/evaluate/_checkpoint").exists()  # the fetched checkpoint is not re-uploaded
     record = json.loads((ckpt / "quant_config.json").read_text())
     assert (record["method"], record["w_bits"], record["a_bits"]) == ("faircalib", 4, 4)
     assert record["prior_hash"] is not None
@@ -103,7 +123,8 @@ def test_scheduler_killed_mid_calibration_resumes_at_next_block(ray_session, s3_
     from faircalib.quant import CalibConfig, QuantConfig, quantize
 
     calib = {"data": "builtin:kjv:train", "n": 8, "seq_len": 48, "epochs": 12, "batch_size": 4, "seed": 2}
-    p = _job(tmp_path, tiny_model_dir, s3_env, method="flatquant", calibration=calib)
+    p = _job(tmp_path, tiny_model_dir, s3_env, method="flatquant", calibration=calib,
+             evaluation={"n": 2, "seq_len": 24})
     store = JobStore(sqlite_url)
     job = _run("submit", p, "--db", sqlite_url).strip()
     exe = Path(sys.executable).with_name("faircalib")

@@ -131,6 +131,16 @@ def test_concurrent_claims_take_each_job_once(db_url):
     assert store.counts() == {"running": 24}
 
 
+def test_claim_can_be_restricted_to_given_jobs(sqlite_url):
+    store = JobStore(sqlite_url)
+    older, mine = store.create_job(CFG), store.create_job(CFG)
+    assert store.claim("s1", job_ids=[]) is None
+    assert store.claim("s1", job_ids=[mine]).id == mine  # the older queued job is not taken
+    assert store.claim("s1", job_ids=[mine]) is None
+    assert store.get_job(older).state is JobState.QUEUED
+    assert store.claim("s1").id == older
+
+
 def test_attempt_fences_stale_writers(db_url):
     store = JobStore(db_url)
     job = store.create_job(CFG)
