@@ -161,3 +161,20 @@ def test_lm_eval_task_names_are_checked_at_submit():
             {**ok, "evaluation": {"tasks": ["faircalib_arith"], "decoding": {"steps": 0}}}))
     # fidelity alone never touches lm-eval
     DEFAULT_REGISTRY.validate(JobConfig.from_dict({"model": "m", "method": "fp"}))
+
+
+def test_example_job_files_and_the_quickstart_job_are_valid():
+    """infra/jobs/*.yaml and the built-in quickstart job pass every submit-time check (zoo names aside)."""
+    from pathlib import Path
+
+    from faircalib.orchestrator.config import load_sweep_file
+    from faircalib.orchestrator.quickstart import quickstart_spec
+
+    jobs = Path(__file__).resolve().parents[2] / "infra" / "jobs"
+    for f in sorted(jobs.glob("*.yaml")):
+        for cfg in (load_sweep_file(f).jobs if f.name.startswith("sweep") else [load_job_file(f)]):
+            DEFAULT_REGISTRY.validate(cfg)
+    qs = JobConfig.from_dict(quickstart_spec())
+    DEFAULT_REGISTRY.validate(qs)
+    assert (qs.model, qs.method, qs.bits, qs.storage) == ("zoo:tiny-llada", "faircalib", "w4a4", "s3://faircalib/jobs")
+    assert qs.evaluation.lm_eval_tasks == ("faircalib_arith", "faircalib_tasks_mc")
