@@ -21,6 +21,7 @@ import copy
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -234,6 +235,7 @@ def main() -> None:
         },
     }
     print(json.dumps(report, indent=2))
+    shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":
