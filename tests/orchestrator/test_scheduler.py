@@ -113,6 +113,9 @@ def test_cancel_a_running_job(sqlite_url, tmp_path):
     assert [s.state for s in store.stages(job)] == ["succeeded", "failed", "pending"]
 
 
+N_JOBS = 20  # enough for both schedulers to race on claims throughout (each job is 3 stages, ~0.1-0.5 s)
+
+
 def _spawn(args: list[str]) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, str(HELPER), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
@@ -149,7 +152,7 @@ def test_killed_scheduler_is_reconciled_and_the_job_resumes(sqlite_url, tmp_path
 def test_two_scheduler_processes_run_each_job_exactly_once(backend, tmp_path, request):
     url = request.getfixturevalue("pg_url") if backend == "postgres" else f"sqlite:///{tmp_path / 'jobs.db'}"
     store = JobStore(url)
-    jobs = [store.create_job(_cfg(tmp_path, i)) for i in range(30)]
+    jobs = [store.create_job(_cfg(tmp_path, i)) for i in range(N_JOBS)]
     counts, go = tmp_path / "counts", tmp_path / "go"
     readies = [tmp_path / f"ready{i}" for i in range(2)]
     procs = [_spawn([url, str(counts), "--ready", str(r), "--go", str(go)]) for r in readies]
@@ -171,6 +174,6 @@ def test_two_scheduler_processes_run_each_job_exactly_once(backend, tmp_path, re
     ran = [j for o in outs for j in o["ran"]]
     assert sorted(ran) == sorted(jobs)
     assert all(o["ran"] for o in outs), "both schedulers should have taken some jobs"
-    assert store.counts() == {"succeeded": 30}
+    assert store.counts() == {"succeeded": N_JOBS}
     pids = {j: {pid for jj, _, pid in ex if jj == j} for j in jobs}
     assert all(len(p) == 1 for p in pids.values())  # a job's stages all ran in the process that claimed it

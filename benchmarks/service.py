@@ -1,0 +1,262 @@
+"""The job service's costs, measured side by side in one run (issue 6):
+
+1. Stage I scaling: the service's probe path (faircalib.workers.probe on `run_sharded` probe actors,
+   merged with PositionPrior.merge) on the same prompts with 1 and with 2 probe workers, interleaved
+   (1, 2, 2, 1, ...) so load drift on a shared machine hits both alike; wall time per run including
+   actor start-up and model load (what a job pays), the 1-minute load average around each run, the
+   median speedup, and a check that both merged priors are identical.
+2. Service overhead: one FAIR-Calib job through the service (SQLite store + local Ray actors + a local
+   SeaweedFS S3 server with SigV4 credentials; probe -> calibrate -> evaluate -> upload) next to the same job as plain library
+   calls in this process (probe_prior -> quantize -> save_quantized -> load_quantized -> fidelity +
+   lm-eval on FP and W4A4), same model, same settings, 1 torch thread everywhere; the library run goes
+   before and after the service run and its mean is the reference. overhead = (service - library) /
+   service, without and with the one-time Ray start; per-stage walls; per stage the time from actor
+   creation to the actor's first progress report (process start, torch/faircalib imports, model load,
+   checkpoint fetch; for probe also its first 16-prompt batch), which is where the overhead goes;
+   whether the two W4A4 checkpoints are bit-identical (same prior, data and thread count: they should).
+
+    python benchmarks/service.py --json                       # zoo:tiny-llada if installed
+    python benchmarks/service.py --json --model /path/to/dir  # any model directory with a tokenizer
+
+Without the zoo model it uses an UNTRAINED stand-in with the zoo recipe's architecture and tokenizer
+(same compute; the JSON says so). Prints one JSON object (--out also writes it).
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+PROBE = {"prompts": "builtin:tasks:probe", "steps": 16, "window": 16, "seed": 0}
+JOB = {
+    "method": "faircalib", "bits": "w4a4",
+    "probe": {"prompts": "builtin:tasks:probe", "n": 32, "steps": 16, "window": 16, "seed": 0},
+    "calibration": {"data": "builtin:kjv:train", "n": 16, "seq_len": 128, "epochs": 2, "batch_size": 4, "seed": 0},
+    "evaluation": {"tasks": ["fidelity", "faircalib_tasks_mc"], "data": "builtin:kjv:heldout", "n": 8, "seq_len": 128,
+                   "limit": 10, "mc_num": 8, "check_greedy": False},
+    "resources": {"probe_workers": 1, "probe_shard_size": 16, "gpus_per_worker": 0, "calibration_gpus": 0,
+                  "cpus_per_worker": 1, "eval_workers": 1},
+}
+
+
+def load1() -> float:
+    return round(os.getloadavg()[0], 2)
+
+
+def resolve_model(model: str | None, work: Path) -> tuple[str, str]:
+    from faircalib.models import zoo_names
+
+    if model:
+        return model, "given"
+    if "tiny-llada" in zoo_names():
+        return "zoo:tiny-llada", "zoo model"
+    from faircalib.orchestrator.testing import standin_zoo_model
+
+    return str(standin_zoo_model(work / "standin-tiny-llada")), "UNTRAINED random stand-in for zoo:tiny-llada " \
+        "(zoo recipe architecture + tokenizer, random weights: same compute, meaningless scores)"
+
+
+# ------------------------------------------------------------------ 1. Stage I with 1 vs 2 probe workers
+def probe_run(model: str, model_hash: str, n: int, workers: int) -> tuple[float, object]:
+    from faircalib.orchestrator.stages import PROBE_BATCH
+    from faircalib.probe import PositionPrior
+    from faircalib.workers.pool import ShardTask, run_sharded
+    from faircalib.workers.probe import run_probe_ranges, setup_probe
+
+    cfg = {"prompts": PROBE["prompts"], "n_samples": n, "steps": PROBE["steps"], "window": PROBE["window"],
+           "seed": PROBE["seed"], "batch_size": PROBE_BATCH}
+    ranges = [(a, min(a + PROBE_BATCH, n)) for a in range(0, n, PROBE_BATCH)]
+    task = ShardTask(setup=setup_probe, run=run_probe_ranges, name="probe",
+                     setup_kwargs={"model": model, "probe_config": cfg, "model_hash": model_hash, "threads": 1})
+    t0 = time.perf_counter()
+    parts = run_sharded(ranges, task, shard_size=1, n_workers=workers)
+    prior = PositionPrior.merge([p for shard in parts for p in shard])
+    return time.perf_counter() - t0, prior
+
+
+def stage1_scaling(model: str, n: int, repeats: int) -> dict:
+    import torch
+
+    from faircalib.models import weights_hash
+
+    model_hash = weights_hash(model)
+    order = []
+    for r in range(repeats):
+        order += [1, 2] if r % 2 == 0 else [2, 1]
+    runs, priors = [], {}
+    for workers in order:
+        before = load1()
+        wall, prior = probe_run(model, model_hash, n, workers)
+        runs.append({"workers": workers, "wall_s": round(wall, 2), "load1_before": before, "load1_after": load1()})
+        priors.setdefault(workers, prior)
+        print(f"[stage1] {workers} worker(s): {wall:.1f}s (load {before} -> {load1()})", file=sys.stderr)
+    med = {w: statistics.median(r["wall_s"] for r in runs if r["workers"] == w) for w in (1, 2)}
+    same = torch.equal(priors[1].per_sample, priors[2].per_sample) and torch.equal(priors[1].sample_ids,
+                                                                                   priors[2].sample_ids)
+    return {"settings": {**PROBE, "n": n, "shards": -(-n // 16), "shard_rows": 16, "threads_per_worker": 1},
+            "order": order, "runs": runs, "median_wall_s": {"1": round(med[1], 2), "2": round(med[2], 2)},
+            "speedup_2_vs_1": round(med[1] / med[2], 3), "priors_identical": bool(same)}
+
+
+# ------------------------------------------------------------------ 2. the same job: library vs service
+def library_job(model: str, out: Path) -> dict:
+    """The job as plain library calls in this process (1 thread), timed per step."""
+    import torch
+
+    from faircalib.checkpoint import load_quantized, save_quantized
+    from faircalib.data import sample_token_sequences
+    from faircalib.eval import compare_to_reference
+    from faircalib.eval.harness import default_decoding, run_lm_eval
+    from faircalib.models import load_dllm
+    from faircalib.orchestrator.config import JobConfig
+    from faircalib.orchestrator.stages import probe_config_dict
+    from faircalib.probe import ProbeConfig, probe_prior
+    from faircalib.quant import CalibConfig, QuantConfig, quantize
+
+    cfg = JobConfig.from_dict({"model": model, **JOB, "storage": "file:///unused"})
+    c, ev = cfg.calibration, cfg.evaluation
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    steps: dict[str, float] = {}
+    t_all = t = time.perf_counter()
+    try:
+        m = load_dllm(model)
+        prior = probe_prior(m.model, m.tokenizer, None, ProbeConfig.from_dict(probe_config_dict(cfg)))
+        steps["probe"] = time.perf_counter() - t
+        t = time.perf_counter()
+        ids = sample_token_sequences(m.tokenizer, c.data, c.n, c.seq_len, seed=c.seed)  # (N, S)
+        quantize(m.model, QuantConfig(method="faircalib", w_bits=4, a_bits=4, seed=c.seed), ids,
+                 position_weights=prior.aligned(c.seq_len, floor=cfg.probe.floor),
+                 calib_cfg=CalibConfig(epochs=c.epochs, batch_size=c.batch_size, lr=c.lr))
+        save_quantized(m.model, out, tokenizer=m.tokenizer)
+        steps["calibrate"] = time.perf_counter() - t
+        t = time.perf_counter()
+        fp, q = load_dllm(model), load_quantized(out)
+        eids = sample_token_sequences(fp.tokenizer, ev.data, ev.n, ev.seq_len, seed=ev.seed)
+        compare_to_reference(fp.model, eids, seed=ev.seed)
+        compare_to_reference(q.model, eids, ref=fp.model, seed=ev.seed)
+        dec = default_decoding(model, fp.path)
+        for mdl in (fp.model, q.model):
+            run_lm_eval(mdl, fp.tokenizer, list(ev.lm_eval_tasks), limit=ev.limit, mc_num=ev.mc_num,
+                        check_greedy=ev.check_greedy, decoding=dec, seed=ev.seed, progress=False)
+        steps["evaluate"] = time.perf_counter() - t
+    finally:
+        torch.set_num_threads(threads)
+    return {"wall_s": round(time.perf_counter() - t_all, 2), "steps_s": {k: round(v, 2) for k, v in steps.items()}}
+
+
+def service_job(model: str, db_url: str, bucket: str) -> dict:
+    """The job through the service: SQLite store, the shared local Ray, the local S3 server."""
+    from faircalib.orchestrator.config import JobConfig
+    from faircalib.orchestrator.scheduler import Scheduler, SchedulerOptions
+    from faircalib.orchestrator.store import JobStore
+
+    store = JobStore(db_url)
+    cfg = JobConfig.from_dict({"model": model, **JOB, "storage": f"s3://{bucket}/jobs"})
+    t0 = time.perf_counter()
+    job = store.create_job(cfg)
+    Scheduler(store, options=SchedulerOptions(poll_s=0.1)).run(once=True, job_ids=[job])
+    wall = time.perf_counter() - t0
+    row = store.get_job(job)
+    if row.state.value != "succeeded":
+        raise SystemExit(f"service job {job} {row.state.value}: {row.reason}")
+    stages = {s.name: s.output for s in store.stages(job)}
+    events = store.events(job)
+    to_first = {}
+    for st in ("probe", "calibrate", "evaluate"):  # actor created -> its first progress report
+        pool = next((e.ts for e in events if e.stage == st and e.kind == "pool"), None)
+        prog = next((e.ts for e in events if e.stage == st and e.kind == "progress"), None)
+        if pool and prog:
+            to_first[st] = round((prog - pool).total_seconds(), 2)
+    return {"job": job, "wall_s": round(wall, 2), "stages_s": {k: v.get("stage_wall_s") for k, v in stages.items()},
+            "actor_to_first_progress_s": to_first,
+            "calibration_compute_s": round(stages["calibrate"].get("calibration_wall_s") or 0.0, 2),
+            "storage_uri": f"{row.storage_uri}/{job}"}
+
+
+def overhead(model: str, work: Path, db_url: str, bucket: str, ray_init_s: float) -> dict:
+    from faircalib.orchestrator.storage import fetch_tree, open_storage
+
+    runs = []
+    lib_a = library_job(model, work / "lib-a")
+    print(f"[overhead] library {lib_a['wall_s']}s", file=sys.stderr)
+    before = load1()
+    svc = service_job(model, db_url, bucket)
+    print(f"[overhead] service {svc['wall_s']}s", file=sys.stderr)
+    runs.append({"service_load1_before": before, "service_load1_after": load1()})
+    lib_b = library_job(model, work / "lib-b")
+    print(f"[overhead] library {lib_b['wall_s']}s", file=sys.stderr)
+    lib = (lib_a["wall_s"] + lib_b["wall_s"]) / 2
+    fetch_tree(open_storage(svc["storage_uri"]).child("calibrate", "checkpoint"), work / "svc-ckpt")
+    identical = all(hashlib.sha256((work / "svc-ckpt" / f).read_bytes()).digest()
+                    == hashlib.sha256((work / "lib-a" / f).read_bytes()).digest()
+                    for f in ("quantized_linears.safetensors", "transforms.safetensors", "fp.safetensors"))
+    over = svc["wall_s"] - lib
+    return {"job": {**JOB, "model": model}, "library": {"runs": [lib_a, lib_b], "mean_wall_s": round(lib, 2)},
+            "service": svc, "load1": runs[0], "overhead_s": round(over, 2),
+            "overhead_fraction": round(over / svc["wall_s"], 3),
+            "overhead_fraction_with_ray_start": round((over + ray_init_s) / (svc["wall_s"] + ray_init_s), 3),
+            "service_over_library": round(svc["wall_s"] / lib, 3), "ray_init_s": round(ray_init_s, 2),
+            "checkpoints_bit_identical": bool(identical)}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--json", action="store_true", help="Print the JSON result (always printed; kept for the "
+                    "benchmarks' common interface).")
+    ap.add_argument("--model", default=None, help="Model source (default: zoo:tiny-llada, else a stand-in).")
+    ap.add_argument("--probe-n", type=int, default=64, help="Stage I prompts for the scaling runs (16 per shard).")
+    ap.add_argument("--repeats", type=int, default=2, help="Scaling runs per worker count (interleaved).")
+    ap.add_argument("--skip-overhead", action="store_true")
+    ap.add_argument("--out", default=None, help="Also write the JSON here.")
+    a = ap.parse_args(argv)
+
+    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    import torch
+
+    torch.set_flush_denormal(True)
+    work = Path(tempfile.mkdtemp(prefix="fc-bench-service-"))
+    os.environ["FAIRCALIB_HOME"] = str(work / "home")
+    from faircalib.orchestrator.seaweed import SeaweedServer
+    from faircalib.orchestrator.storage import S3Storage, StorageOptions
+    from faircalib.workers.pool import ensure_ray
+
+    t_start = time.perf_counter()
+    model, kind = resolve_model(a.model, work)
+    result: dict = {"machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": sys.version.split()[0],
+                                "torch": torch.__version__, "load1_start": load1(),
+                                "note": "2 cores shared with other users: timings include their load; runs are "
+                                        "interleaved and the 1-minute load average is recorded around each"},
+                    "model": {"source": model, "kind": kind}}
+    creds = {"AWS_ACCESS_KEY_ID": "fc-bench", "AWS_SECRET_ACCESS_KEY": "fc-bench-secret-0123"}  # a throwaway server
+    with SeaweedServer(work / "seaweed", env=creds) as s3:
+        os.environ.update(creds, FAIRCALIB_S3_ENDPOINT=s3.endpoint)  # before Ray starts: its workers inherit them
+        bucket = "bench"
+        S3Storage(bucket, "", StorageOptions(), endpoint=s3.endpoint).ensure_bucket()
+        t0 = time.perf_counter()
+        ensure_ray(None, num_cpus=os.cpu_count())
+        ray_init_s = time.perf_counter() - t0
+        result["ray_init_s"] = round(ray_init_s, 2)
+        result["stage1_scaling"] = stage1_scaling(model, a.probe_n, a.repeats)
+        if not a.skip_overhead:
+            result["overhead"] = overhead(model, work, f"sqlite:///{work / 'jobs.db'}", bucket, ray_init_s)
+    result["machine"]["load1_end"] = load1()
+    result["total_s"] = round(time.perf_counter() - t_start, 1)
+    text = json.dumps(result, indent=1)
+    print(text)
+    if a.out:
+        Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(a.out).write_text(text + "\n")
+    return result
+
+
+if __name__ == "__main__":
+    main()
