@@ -59,16 +59,18 @@ def resolve_model(model: str | None, work: Path) -> tuple[str, str]:
         return "zoo:tiny-llada", "zoo model"
     from faircalib.orchestrator.testing import standin_zoo_model
 
-    return str(standin_zoo_model(work / "standin-tiny-llada")), "UNTRAINED random stand-in for zoo:tiny-llada " \
-        "(zoo recipe architecture + tokenizer, random weights: same compute, meaningless scores)"
+    kind = ("UNTRAINED random stand-in for zoo:tiny-llada (zoo recipe architecture + tokenizer, random "
+            "weights: same compute, meaningless scores)")
+    return str(standin_zoo_model(work / "standin-tiny-llada")), kind
 
 
 # ------------------------------------------------------------------ 1. Stage I with 1 vs 2 probe workers
 def probe_run(model: str, model_hash: str, n: int, workers: int) -> tuple[float, object]:
     from faircalib.orchestrator.stages import PROBE_BATCH
-    from faircalib.probe import PositionPrior
     from faircalib.workers.pool import ShardTask, run_sharded
     from faircalib.workers.probe import run_probe_ranges, setup_probe
+
+    from faircalib.probe import PositionPrior
 
     cfg = {"prompts": PROBE["prompts"], "n_samples": n, "steps": PROBE["steps"], "window": PROBE["window"],
            "seed": PROBE["seed"], "batch_size": PROBE_BATCH}
@@ -109,14 +111,14 @@ def stage1_scaling(model: str, n: int, repeats: int) -> dict:
 def library_job(model: str, out: Path) -> dict:
     """The job as plain library calls in this process (1 thread), timed per step."""
     import torch
+    from faircalib.orchestrator.config import JobConfig
+    from faircalib.orchestrator.stages import probe_config_dict
 
     from faircalib.checkpoint import load_quantized, save_quantized
     from faircalib.data import sample_token_sequences
     from faircalib.eval import compare_to_reference
     from faircalib.eval.harness import default_decoding, run_lm_eval
     from faircalib.models import load_dllm
-    from faircalib.orchestrator.config import JobConfig
-    from faircalib.orchestrator.stages import probe_config_dict
     from faircalib.probe import ProbeConfig, probe_prior
     from faircalib.quant import CalibConfig, QuantConfig, quantize
 
