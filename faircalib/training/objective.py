@@ -8,6 +8,7 @@ and the loss is the cross-entropy of the true token at masked positions weighted
     pre-training:  sum_{masked} CE / p  /  (B * T)                       (LLaDA pre-training)
     SFT:           sum_rows ( sum_{masked answer} CE / p ) / L_ans  / B    (LLaDA SFT; here every row's
                    answer window, EOS fill included, has length L_ans = gen_length)
+                   or, with weighting="none", the unweighted mean CE over masked answer tokens
 
 Only answer-window positions are eligible in SFT (the prompt stays clean). Boundary: takes a model
 with the DiffusionLM forward signature and token tensors; owns no data or optimiser.
@@ -67,8 +68,14 @@ def pretrain_loss(model, ids: torch.Tensor, mask_id: int, eps: float, gen: torch
     return LossOut(total / (B * T), int(masked.sum()), float(ce.mean()) if ce.numel() else float("nan"))
 
 
-def sft_loss(model, batch: SFTBatch, mask_id: int, eps: float, gen: torch.Generator) -> LossOut:
-    """LLaDA SFT loss: only the answer window (last gen_length positions) is masked and scored."""
+def sft_loss(model, batch: SFTBatch, mask_id: int, eps: float, gen: torch.Generator,
+             weighting: str = "inv_t") -> LossOut:
+    """SFT loss: only the answer window (last gen_length positions) is masked and scored.
+
+    weighting="inv_t": LLaDA's SFT loss (CE / p per masked token, / L_ans / B). weighting="none": the
+    plain mean CE over all masked answer tokens of the batch (same masks; rows then count in proportion
+    to how many tokens they mask, which shifts weight from nearly-revealed windows to the heavily masked
+    states decoding starts from -- it learned the tasks faster in the zoo pilots, see recipes.py)."""
     ids, att, ws = batch.input_ids, batch.attention_mask, batch.window_start
     B, T = ids.shape
     L = T - ws
@@ -78,5 +85,12 @@ def sft_loss(model, batch: SFTBatch, mask_id: int, eps: float, gen: torch.Genera
     masked = random_mask(eligible, p, gen)  # (B, T), False on the prompt
     dev = model.device
     logits = model(ids.masked_fill(masked, mask_id).to(dev), attention_mask=att.to(dev), window=(ws, T))  # (B, L, V)
+    if weighting == "none":
+        m = masked[:, ws:].to(dev)
+        ce = F.cross_entropy(logits[m], ids[:, ws:].to(dev)[m], reduction="none")  # (n_masked,)
+        loss = ce.mean() if ce.numel() else logits.sum() * 0.0
+        return LossOut(loss, int(masked.sum()), float(ce.detach().mean()) if ce.numel() else float("nan"))
+    if weighting != "inv_t":
+        raise ValueError(f"weighting={weighting!r}; allowed: inv_t, none")
     total, ce = _weighted_ce(logits, ids[:, ws:].to(dev), masked[:, ws:].to(dev), p.to(dev))
     return LossOut(total / (B * L), int(masked.sum()), float(ce.mean()) if ce.numel() else float("nan"))

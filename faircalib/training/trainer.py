@@ -51,6 +51,7 @@ class TrainConfig:
     betas: tuple[float, float] = (0.9, 0.98)
     grad_clip: float = 1.0
     eps: float = 1e-3  # smallest mask ratio
+    sft_weighting: str = "inv_t"  # "inv_t" (LLaDA SFT, CE/p) | "none" (mean CE over masked answer tokens)
     log_every: int = 50
     probe_every: int = 500  # cheap progress check on the *probe* split (0 = off)
     checkpoint_every: int = 1000  # steps between saves of the in-progress model (when a dir is given)
@@ -71,6 +72,8 @@ class TrainConfig:
             raise ConfigError(f"lr={self.lr}: must be in (0, 1)")
         if not 0 <= self.min_lr_ratio <= 1:
             raise ConfigError(f"min_lr_ratio={self.min_lr_ratio}: must be in [0, 1]")
+        if self.sft_weighting not in ("inv_t", "none"):
+            raise ConfigError(f"sft_weighting={self.sft_weighting!r}; allowed: inv_t, none")
         if not 0 < self.eps < 1:
             raise ConfigError(f"eps={self.eps}: must be in (0, 1)")
         bad = [f for f in self.family_weights if f not in FAMILIES]
@@ -172,7 +175,7 @@ def train(model, tokenizer, cfg: TrainConfig, log: Callable[[str], None] = print
             g["lr"] = lr
         batch = collate_sft(tasks.sample(cfg.sft_batch), tokenizer.pad_token_id)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16_autocast):
-            out = sft_loss(model, batch, mask_id, cfg.eps, gen)
+            out = sft_loss(model, batch, mask_id, cfg.eps, gen, cfg.sft_weighting)
         loss = out.loss
         step_tokens = int(batch.attention_mask.sum())
         stats = {"sft": float(out.loss.detach()), "sft_ce": out.ce_mean}

@@ -57,6 +57,21 @@ def test_sft_masks_only_the_answer_window_and_normalises_like_llada():
     assert abs(out.ce_mean - math.log(50)) < 1e-5
 
 
+def test_unweighted_sft_is_the_mean_ce_over_masked_answer_tokens():
+    B, P, L = 16, 5, 6
+    ids = torch.randint(3, 50, (B, P + L))
+    model = SpyModel()
+    model.w.data.fill_(0.0)
+    out = sft_loss(model, SFTBatch(ids, torch.ones_like(ids), P), 2, 1e-3, torch.Generator().manual_seed(0),
+                   weighting="none")
+    masked = model.calls[0][0] == 2
+    assert not masked[:, :P].any() and out.masked_tokens == int(masked.sum()) > 0
+    assert abs(float(out.loss.detach()) - math.log(50)) < 1e-5  # uniform logits: every masked CE is log V
+    # same masks as the LLaDA weighting (same generator stream)
+    sft_loss(model, SFTBatch(ids, torch.ones_like(ids), P), 2, 1e-3, torch.Generator().manual_seed(0))
+    assert torch.equal(model.calls[1][0], model.calls[0][0])
+
+
 def test_pretrain_loss_normalises_by_all_tokens_and_masks_at_rate_p():
     B, T = 64, 40
     ids = torch.randint(3, 50, (B, T))

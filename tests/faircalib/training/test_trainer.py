@@ -36,10 +36,10 @@ def test_same_seed_same_weights_other_seed_differs(small_tokenizer):
     assert not all(torch.equal(a[k], c[k]) for k in a)
 
 
-def test_bf16_autocast_training_also_learns(small_tokenizer):
+def test_bf16_autocast_and_unweighted_sft_also_learn(small_tokenizer):
     model = make_tiny("llada", small_tokenizer)
-    res = train(model, small_tokenizer, TrainConfig(steps=20, **{**FAST, "bf16_autocast": True}),
-                log=lambda s: None)
+    res = train(model, small_tokenizer, TrainConfig(steps=20, sft_weighting="none",
+                                                    **{**FAST, "bf16_autocast": True}), log=lambda s: None)
     assert res.history[-1]["sft_ce"] < res.history[0]["sft_ce"] - 0.5
     assert all(p.dtype == torch.float32 for p in model.parameters())  # master weights stay fp32
 
@@ -56,7 +56,8 @@ def test_schedule_warms_up_then_follows_the_cosine():
 @pytest.mark.parametrize("bad,match", [({"steps": 0, "minutes": 0}, "budget"), ({"steps": 1, "lr": 2.0}, "lr="),
                                        ({"steps": 1, "family_weights": {"math": 2.0}}, "family_weights"),
                                        ({"steps": 1, "text_source": "builtin:kjv:heldout"}, "train split"),
-                                       ({"steps": 1, "gen_length": 0}, "gen_length")])
+                                       ({"steps": 1, "gen_length": 0}, "gen_length"),
+                                       ({"steps": 1, "sft_weighting": "sqrt"}, "sft_weighting")])
 def test_config_is_validated(bad, match):
     with pytest.raises(ConfigError, match=match):
         TrainConfig(**bad)
