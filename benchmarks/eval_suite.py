@@ -3,6 +3,7 @@
     python benchmarks/eval_suite.py --models zoo:tiny-llada,zoo:tiny-dream --methods fp,rtn,flatquant \
         --out benchmarks/results/eval_suite.json
     python benchmarks/eval_suite.py --models random:llada --limit 3 --mc-num 4 --smoke     # no zoo needed
+    python benchmarks/eval_suite.py --models tiny-llada=/path/to/model_dir ...            # LABEL=PATH
 
 For every model: each quantizing method runs `faircalib.quant.quantize` (W4A4; FlatQuant calibrated on
 `builtin:mix:train`, the settings of benchmarks/quant_baselines.py) and `save_quantized` into a
@@ -163,10 +164,13 @@ def main() -> None:
     work = Path(a.workdir or tempfile.mkdtemp(prefix="faircalib_eval_suite_"))
     work.mkdir(parents=True, exist_ok=True)
     results: dict = {}
-    for model in a.models.split(","):
-        src = random_dir(model, work / model.replace(":", "_")) if model.startswith("random:") else model
+    models_info: dict = {}
+    for spec in a.models.split(","):
+        model, _, path = spec.partition("=")  # LABEL=PATH evaluates PATH under the name LABEL
+        src = random_dir(model, work / model.replace(":", "_")) if model.startswith("random:") else (path or model)
         results[model] = {}
         for method in a.methods.split(","):
+            print(f"[{model} {method}] starting", file=sys.stderr, flush=True)
             entry: dict = {}
             target = src
             if method != "fp":
@@ -176,11 +180,14 @@ def main() -> None:
             print(f"[{model} {method}] done in {entry['eval']['process_s']}s", file=sys.stderr)
             print(entry["eval"].pop("table"), file=sys.stderr)
             results[model]["fp" if method == "fp" else f"{method}-w4a4"] = entry
+        from faircalib.models import weights_hash
+
+        models_info[model] = {"source": src, "weights_sha256": weights_hash(src)}
     report = {"benchmark": "eval_suite", "tasks": a.tasks, "limit": a.limit, "mc_num": a.mc_num,
               "batch_size": a.batch_size, "threads": a.threads, "seed": a.seed,
               "machine": {"platform": platform.platform(), "cpu_count": __import__("os").cpu_count(),
                           "torch": torch.__version__, "note": "2 CPU cores shared with other jobs"},
-              "summary": summarize(results), "runs": results}
+              "models": models_info, "summary": summarize(results), "runs": results}
     text = json.dumps(report, indent=2, sort_keys=True)
     if a.out:
         Path(a.out).parent.mkdir(parents=True, exist_ok=True)

@@ -8,7 +8,8 @@ or lm-eval's own registry), timing each task, and shaping one JSON-able result.
 Result: {"tasks": {task: {"metrics", "n_samples", "wall_s", "output_type"?}}, "groups": {group: {"metrics",
 "tasks", "wall_s"}}, "settings", "decoding", "model", "versions", "wall_s"}. Each of the suite's leaf
 tasks runs in its own `simple_evaluate` call, so its wall time is its own (`wall_s`: the whole call,
-lm-eval's task building and bookkeeping included; `model_s`: the part spent answering requests); a
+lm-eval's task building and bookkeeping included; `model_s`: the part spent answering requests;
+`cpu_s`: CPU time of this process over the call, all threads - stable when the machine is shared); a
 standard lm-eval name runs as one call (groups such as mmlu keep lm-eval's aggregation; the time is
 the group's). Suite group scores are the unweighted mean of the leaves' main metric (exact_match / acc).
 
@@ -159,7 +160,7 @@ def run_lm_eval(model: Any, tokenizer: Any, tasks: str | Sequence[str], *, limit
     for unit in expand(names):
         if report is not None:
             report({"message": f"lm-eval {unit}"})
-        t0, m0 = time.perf_counter(), lm.model_seconds
+        t0, m0, c0 = time.perf_counter(), lm.model_seconds, time.process_time()
         try:
             res = simple_evaluate(model=lm, tasks=[unit], task_manager=tm, limit=limit,
                                   bootstrap_iters=bootstrap_iters, log_samples=log_samples, random_seed=seed,
@@ -170,7 +171,7 @@ def run_lm_eval(model: Any, tokenizer: Any, tasks: str | Sequence[str], *, limit
             raise DataError(f"lm-eval task {unit!r} could not load its dataset ({type(e).__name__}: {e}); standard "
                             f"tasks need network access or a populated Hugging Face datasets cache "
                             f"(the offline suite is faircalib_suite)") from e
-        wall, model_s = time.perf_counter() - t0, lm.model_seconds - m0
+        wall, model_s, cpu_s = time.perf_counter() - t0, lm.model_seconds - m0, time.process_time() - c0
         n_samples = res.get("n-samples", {})
         group_names = set(res.get("group_subtasks") or {}) | set(res.get("groups") or {})
         leaves = [t for t in res["results"] if t not in group_names]
@@ -178,7 +179,7 @@ def run_lm_eval(model: Any, tokenizer: Any, tasks: str | Sequence[str], *, limit
             entry = {"metrics": _clean_metrics(res["results"][t]),
                      "n_samples": (n_samples.get(t) or {}).get("effective")}
             if len(leaves) == 1:
-                entry["wall_s"], entry["model_s"] = round(wall, 3), round(model_s, 3)
+                entry["wall_s"], entry["model_s"], entry["cpu_s"] = round(wall, 3), round(model_s, 3), round(cpu_s, 3)
             out["tasks"][t] = entry
             if log_samples:
                 out["samples"][t] = res.get("samples", {}).get(t)
