@@ -201,7 +201,7 @@ def status_cmd(job: str | None, as_json: bool, state: str | None, limit: int, db
 
 def _print_event(con, e) -> None:
     stage = f"[{e.stage}] " if e.stage else ""
-    con.print(f"{_fmt_ts(e.ts)} {e.kind:<10} {stage}{e.message}", markup=False)
+    con.print(f"{_fmt_ts(e.ts)} {e.kind:<10} {stage}{e.message}", markup=False, soft_wrap=True)
 
 
 def _follow(store, job_id: str, *, poll_s: float = 0.5, after_id: int = 0, alive=None, con=None) -> str:
@@ -227,7 +227,7 @@ def _follow(store, job_id: str, *, poll_s: float = 0.5, after_id: int = 0, alive
 
     job = store.get_job(job_id)
     con.print(f"job {job_id}: [bold]{job.state.value}[/]" + (f" after {_duration(job)}" if job.finished_at else "")
-              + (f": {escape(job.reason)}" if job.reason else ""))
+              + (f": {escape(job.reason)}" if job.reason else ""), soft_wrap=True)
     return job.state.value
 
 

@@ -44,11 +44,11 @@ def quickstart_cmd(model: str, keep_storage: bool, show_job: bool, ray_address: 
     _validate_job(config)
     store = _store(db_url)
     con.print(f"[bold]faircalib quickstart[/]: {config.method} {config.bits.upper()} on {config.model}", highlight=False)
-    con.print(f"  job store  {store.url_masked}", markup=False)
+    con.print(f"  job store  {store.url_masked}", markup=False, soft_wrap=True)
     storage = ensure_local_storage()
     how = {"started": "started now", "faircalib storage up": "already running"}.get(storage.source,
                                                                                      f"from ${storage.source}")
-    con.print(f"  S3         {storage.endpoint or 'AWS'} ({how}); artifacts under {config.storage}", markup=False)
+    con.print(f"  S3         {storage.endpoint or 'AWS'} ({how}); artifacts under {config.storage}", markup=False, soft_wrap=True)
     sched_error: list[BaseException] = []
     job_id = None
     try:
@@ -58,10 +58,10 @@ def quickstart_cmd(model: str, keep_storage: bool, show_job: bool, ray_address: 
         ensure_ray(ray_address)
         cpus = ray.cluster_resources().get("CPU", 0)
         gpus = ray.cluster_resources().get("GPU", 0)
-        con.print(f"  Ray        {ray_address or 'local'}: {cpus:g} CPU, {gpus:g} GPU", markup=False)
+        con.print(f"  Ray        {ray_address or 'local'}: {cpus:g} CPU, {gpus:g} GPU", markup=False, soft_wrap=True)
         job_id = store.create_job(config, config_text=text)
         con.print(f"  job        {job_id} ({config.name}); stages: probe -> calibrate -> evaluate -> upload",
-                  markup=False)
+                  markup=False, soft_wrap=True)
 
         from faircalib.orchestrator.scheduler import Scheduler, SchedulerOptions
 
@@ -79,7 +79,7 @@ def quickstart_cmd(model: str, keep_storage: bool, show_job: bool, ray_address: 
             state = _follow(store, job_id, alive=thread.is_alive, con=con)
         except KeyboardInterrupt:
             con.print("interrupted: cancelling the job (its finished stages are kept; `faircalib retry "
-                      f"{job_id}` resumes it)", markup=False)
+                      f"{job_id}` resumes it)", markup=False, soft_wrap=True)
             store.request_cancel(job_id)
             thread.join(60)
             raise
@@ -92,7 +92,7 @@ def quickstart_cmd(model: str, keep_storage: bool, show_job: bool, ray_address: 
         uri = f"{row.storage_uri}/{row.id}"
         if state == "succeeded":
             con.print(f"artifacts  {uri}/  (checkpoint: calibrate/checkpoint/, report: evaluate/report.md, "
-                      "manifest: _manifest.json)", markup=False)
+                      "manifest: _manifest.json)", markup=False, soft_wrap=True)
     finally:
         stopped = storage.release(keep_storage)
     if job_id is None:
@@ -101,13 +101,13 @@ def quickstart_cmd(model: str, keep_storage: bool, show_job: bool, ray_address: 
     if state == "succeeded":
         if stopped:
             con.print(f"The local S3 server was stopped (its data stays under $FAIRCALIB_HOME/seaweedfs). "
-                      f"To download and verify the artifacts:\n  faircalib storage up && {fetch}", markup=False)
+                      f"To download and verify the artifacts:\n  faircalib storage up && {fetch}", markup=False, soft_wrap=True)
         else:
-            con.print(f"To download and verify the artifacts:\n  {fetch}", markup=False)
+            con.print(f"To download and verify the artifacts:\n  {fetch}", markup=False, soft_wrap=True)
         con.print(f"done in {time.monotonic() - t0:.0f}s; more: faircalib status {job_id} | faircalib logs {job_id} "
-                  f"| faircalib results {job_id} --json", markup=False)
+                  f"| faircalib results {job_id} --json", markup=False, soft_wrap=True)
     else:
-        con.print(f"the job {state}; see `faircalib logs {job_id} --file`", markup=False)
+        con.print(f"the job {state}; see `faircalib logs {job_id} --file`", markup=False, soft_wrap=True)
         sys.exit(1)
 
 

@@ -1,10 +1,10 @@
-"""Full jobs on the real library: FAIR-Calib (probe -> calibrate -> evaluate -> upload) and FlatQuant on a
-tiny LLaDA with the shared Ray, SQLite and a SigV4 SeaweedFS bucket. The service's prior equals the
-library's single-pass Stage I prior bit for bit (sharded over 2 probe actors); the fetched checkpoint is
-verified and `load_quantized` runs it, reproducing the job's reported fidelity numbers and its lm-eval
-task scores (FP and W4A4, run by the eval actors) exactly; a scheduler
-killed mid-calibration resumes at the next block with a bit-identical checkpoint. (Prior-cache reuse
-across jobs: test_priors.py.)"""
+"""Full jobs on the real library with the shared Ray and SQLite: `faircalib quickstart` (FAIR-Calib, probe
+-> calibrate -> evaluate -> upload, on the embedded local SeaweedFS it starts) on a tiny LLaDA: the
+service's prior equals the library's single-pass Stage I prior bit for bit (sharded over 2 probe actors);
+the fetched checkpoint is verified and `load_quantized` runs it, reproducing the job's fidelity numbers
+and its lm-eval task scores (FP and W4A4, run by the eval actor) exactly. FlatQuant on a SigV4 SeaweedFS
+bucket: a scheduler killed mid-calibration resumes at the next block with a bit-identical checkpoint.
+(Prior-cache reuse across jobs: test_priors.py.)"""
 from __future__ import annotations
 
 import json
@@ -37,27 +37,80 @@ def _job(tmp_path, model, bucket, **over):
     return p
 
 
-def test_faircalib_job_end_to_end(ray_session, s3_env, tiny_model_dir, tmp_path, sqlite_url):
+def _quickstart_at_test_size(monkeypatch) -> None:
+    """`faircalib quickstart`'s built-in FAIR-Calib W4A4 job with test-size settings (2 probe shards of 16
+    prompts on 2 probe actors, 4 x 32 calibration tokens, tiny evaluations)."""
+    from faircalib.orchestrator import quickstart
+
+    real = quickstart.quickstart_spec
+
+    def small(model):
+        spec = real(model)
+        spec["probe"].update(PROBE)
+        spec["calibration"].update(n=4, seq_len=32, epochs=1)
+        spec["evaluation"].update(tasks=["fidelity", "faircalib_tasks_mc"], n=2, seq_len=24, limit=2, mc_num=2,
+                                  check_greedy=False)
+        spec["resources"].update(gpus_per_worker=0, calibration_gpus=0)
+        return spec
+
+    monkeypatch.setattr(quickstart, "quickstart_spec", small)
+
+
+def test_quickstart_runs_a_full_faircalib_job_end_to_end(ray_session, tiny_model_dir, tmp_path, sqlite_url,
+                                                         monkeypatch):
+    """`faircalib quickstart` with no S3 configuration: starts the local SeaweedFS, runs only its own job
+    (an older queued job is left alone) probe -> calibrate -> evaluate -> upload on SQLite + local Ray,
+    prints the FP vs W4A4 table and the fetch command, stops the server it started. After `storage up`
+    (same data): `fetch` verifies every object; the prior equals the library's single pass bit for bit;
+    the checkpoint loads and reproduces the job's fidelity numbers and lm-eval scores exactly."""
+    from faircalib.orchestrator.seaweed import free_port_pair, local_state
+    from faircalib.orchestrator.storage import fetch_tree, open_storage
+
     from faircalib.checkpoint import load_quantized
     from faircalib.data import sample_token_sequences
     from faircalib.eval import compare_to_reference
+    from faircalib.eval.harness import run_lm_eval
     from faircalib.models import load_dllm
     from faircalib.probe import PositionPrior, PriorSettings, ProbeConfig, probe_prior
 
-    job = _run("submit", _job(tmp_path, tiny_model_dir, s3_env), "--run", "--db", sqlite_url).splitlines()[0]
+    _quickstart_at_test_size(monkeypatch)
+    other = tmp_path / "other.yaml"
+    other.write_text(yaml.safe_dump({"model": str(tiny_model_dir), "method": "fp", "storage": f"file://{tmp_path}/a"}))
+    other = _run("submit", other, "--db", sqlite_url).strip()
+    shown = yaml.safe_load(_run("quickstart", "--model", tiny_model_dir, "--show-job"))
+    assert (shown["method"], shown["model"], shown["probe"]["n"]) == ("faircalib", str(tiny_model_dir), 32)
+    assert local_state() is None
+    out = _run("quickstart", "--model", tiny_model_dir, "--db", sqlite_url)
+    assert "(started now); artifacts under s3://faircalib/jobs" in out
     store = JobStore(sqlite_url)
-    row = store.get_job(job)
+    [row] = [r for r in store.list_jobs() if r.id != other]
+    job = row.id
     assert row.state.value == "succeeded", row.reason
+    assert store.get_job(other).state.value == "queued"
+    assert f"job {job}: succeeded" in out and "faircalib W4A4 vs FP" in out and "faircalib_tasks_mc" in out
+    assert f"artifacts  s3://faircalib/jobs/{job}/" in out
+    assert f"faircalib storage up && faircalib fetch {job} ./{job}" in out
+    assert local_state() is None  # the server it started is stopped again
     stages = {s.name: s.output for s in store.stages(job)}
     assert list(stages) == ["probe", "calibrate", "evaluate", "upload"]
     assert stages["probe"]["cached"] is False and stages["probe"]["shards"] == 2
     assert row.prior_key == stages["probe"]["prior_key"]
+    fid, mc = row.results["metrics"]["fidelity"], row.results["metrics"]["faircalib_tasks_mc"]
+    assert f"{fid['fp']['nll']:.4f}" in out and f"{fid['quantized']['kl_to_ref']:.4f}" in out
 
-    # Stage I through the service == the library's single pass, exactly
-    _run("fetch", job, tmp_path / "out", "--db", sqlite_url)
-    from faircalib.orchestrator.storage import fetch_tree, open_storage
+    up = _run("storage", "up", "--port", free_port_pair())
+    try:
+        assert "anonymous" in up
+        pid = json.loads(_run("storage", "status", "--json"))["local_server"]["pid"]
+        assert f"(pid {pid}," in _run("storage", "up")  # idempotent: the same server
+        assert "all sha256 verified" in _run("fetch", job, tmp_path / "out", "--db", sqlite_url)
+        fetch_tree(open_storage(stages["probe"]["uri"]), tmp_path / "prior")
+        logs = _run("logs", job, "--db", sqlite_url)
+        assert "preflight" in logs and "probe: 2/2 shards done" in logs and "running -> succeeded" in logs
+    finally:
+        assert _run("storage", "down").strip() == "stopped"
 
-    fetch_tree(open_storage(stages["probe"]["uri"]), tmp_path / "prior")
+    # Stage I through the service (2 probe actors) == the library's single pass, exactly
     service_prior = PositionPrior.load(tmp_path / "prior")
     m = load_dllm(tiny_model_dir)
     ref = probe_prior(m.model, m.tokenizer, None, ProbeConfig(
@@ -70,14 +123,12 @@ def test_faircalib_job_end_to_end(ray_session, s3_env, tiny_model_dir, tmp_path,
     q = load_quantized(ckpt)
     ids = sample_token_sequences(m.tokenizer, "builtin:kjv:heldout", 2, 24, seed=0)
     direct = compare_to_reference(q.model, ids, ref=m.model, seed=0)
-    fid = row.results["metrics"]["fidelity"]
     assert fid["quantized"]["kl_to_ref"] == pytest.approx(direct.kl_to_ref, rel=1e-4)
     assert fid["quantized"]["nll"] == pytest.approx(direct.nll, rel=1e-5)
+    assert fid["fp"]["nll"] == pytest.approx(compare_to_reference(m.model, ids, seed=0).nll, rel=1e-5)
     assert fid["quantized"]["kl_to_ref"] > 0 and 0 < fid["quantized"]["top1_agree"] <= 1
-    # the lm-eval task through the eval actors == run_lm_eval on the same models in this process
-    from faircalib.eval.harness import run_lm_eval
 
-    mc = row.results["metrics"]["faircalib_tasks_mc"]
+    # the lm-eval task through the eval actor == run_lm_eval on the same models in this process
     kw = {"limit": 2, "mc_num": 2, "check_greedy": False, "progress": False}
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as the eval actor (cpus_per_worker 1)
@@ -92,13 +143,14 @@ def test_faircalib_job_end_to_end(ray_session, s3_env, tiny_model_dir, tmp_path,
     assert results["lm_eval"]["faircalib_tasks_mc"]["quantized"]["model"]["quantized"]["method"] == "faircalib"
     assert "| faircalib_tasks_mc | acc |" in (tmp_path / "out/evaluate/report.md").read_text()
     assert not (tmp_path / "out/evaluate/_checkpoint").exists()  # the fetched checkpoint is not re-uploaded
+    assert json.loads((tmp_path / "out/job.json").read_text())["config"]["labels"] == {"example": "quickstart"}
     record = json.loads((ckpt / "quant_config.json").read_text())
     assert (record["method"], record["w_bits"], record["a_bits"]) == ("faircalib", 4, 4)
     assert record["prior_hash"] is not None
     names = {a["name"] for a in store.artifacts(job)}
     assert {"calibrate/checkpoint/quant_config.json", "calibrate/checkpoint/manifest.json",
-            "calibrate/state/block_0001.json", "evaluate/results.json", "_manifest.json"} <= names
-
+            "calibrate/state/block_0001.json", "evaluate/results.json", "evaluate/report.md",
+            "_manifest.json"} <= names
 
 
 def test_scheduler_killed_mid_calibration_resumes_at_next_block(ray_session, s3_env, tiny_model_dir, tmp_path,
