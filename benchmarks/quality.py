@@ -66,10 +66,10 @@ SCALARS = ("em_mean", "nll", "kl_to_fp", "top1_agree", "mean_flips", "flip_rate"
 
 PROFILES = {
     # SPEC defaults scaled for this CPU (see the module docstring); every value lands in the JSON
-    "default": {"n_eval": 100, "n_diag": 100, "n_nll": 32, "nll_seq_len": 64, "probe_n": 128, "probe_batch": 32, "calib_n": 64,
-                    "calib_seq_len": 64, "epochs": 15, "rank_n": 128},
-    "smoke": {"n_eval": 10, "n_diag": 6, "n_nll": 4, "nll_seq_len": 16, "probe_n": 8, "probe_batch": 4, "calib_n": 4,
-                  "calib_seq_len": 16, "epochs": 1, "rank_n": 8},
+    "default": {"n_eval": 64, "n_diag": 64, "n_nll": 32, "nll_seq_len": 64, "probe_n": 128, "probe_batch": 32,
+                "calib_n": 64, "calib_seq_len": 64, "epochs": 15, "rank_n": 128},
+    "smoke": {"n_eval": 10, "n_diag": 6, "n_nll": 4, "nll_seq_len": 16, "probe_n": 8, "probe_batch": 4,
+              "calib_n": 4, "calib_seq_len": 16, "epochs": 1, "rank_n": 8},
 }
 
 

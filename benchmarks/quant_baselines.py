@@ -184,6 +184,7 @@ def main() -> None:
                      "checkpoint_bytes": dir_bytes(ck), "checkpoint_ratio_vs_fp_on_disk": fp_disk / dir_bytes(ck),
                      "size_model_bf16": {k: size[k] for k in ("fp_bytes", "quant_bytes", "ratio")},
                      "block_losses": [b["final_loss"] for b in info.get("blocks", [])],
+                     "block_init_losses": [b["init_loss"] for b in info.get("blocks", [])],
                      "fallbacks": model.faircalib_quant.get("fallbacks", [])})
         log(json.dumps({k: rows[-1][k] for k in ("method", "setting", "nll", "kl_to_fp", "top1_agree",
                                                  "calib_time_s")}))
