@@ -86,15 +86,32 @@ def build_tokenizer(vocab_size: int):
 
 def train_zoo_model(name: str, out: str | Path, seed: int | None = None, minutes: float | None = None,
                     steps: int | None = None, threads: int | None = None, command: str = "",
-                    log: Callable[[str], None] = print, **train_overrides) -> tuple[Path, TrainResult]:
-    """Train recipe `name` from scratch into directory `out` (official layout + tokenizer + training.json).
+                    log: Callable[[str], None] = print, init_from: str | Path | None = None,
+                    **train_overrides) -> tuple[Path, TrainResult]:
+    """Train recipe `name` into directory `out` (official layout + tokenizer + training.json).
 
     steps > 0 fixes the run length (bit-reproducible); otherwise training runs for `minutes` (or the
     recipe's) of wall time, and the step count reached is recorded.
+    init_from: continue from a model trained by this function (same recipe) instead of a fresh init: its
+    weights and tokenizer, a fresh optimiser and LR schedule (warm restart), and by default the seed
+    recipe seed + number of earlier stages so data order and masks do not repeat. The record lists every
+    stage and the command chain that reproduces the result.
     """
     recipe = get_recipe(name)
     tcfg = recipe.train
     changes: dict = dict(train_overrides)
+    prev: dict | None = None
+    if init_from is not None:
+        init_from = Path(init_from)
+        if not (init_from / TRAINING_FILE).is_file():
+            raise ConfigError(f"--init-from {init_from}: no {TRAINING_FILE} there; continue only from a directory "
+                              f"written by `faircalib zoo train`")
+        prev = json.loads((init_from / TRAINING_FILE).read_text())
+        if prev.get("name") != recipe.name:
+            raise ConfigError(f"--init-from {init_from}: it was trained with recipe {prev.get('name')!r}, not "
+                              f"{recipe.name!r}; pass the matching NAME")
+        if seed is None:
+            seed = tcfg.seed + len(prev.get("stages") or [prev])
     if seed is not None:
         changes["seed"] = seed
     if minutes is not None:
@@ -108,9 +125,23 @@ def train_zoo_model(name: str, out: str | Path, seed: int | None = None, minutes
     out.mkdir(parents=True, exist_ok=True)
 
     t0 = time.perf_counter()
-    tokenizer = build_tokenizer(recipe.vocab_size)
-    mcfg = recipe.model_config(tokenizer)
-    model = build_model(mcfg).init_weights(tcfg.seed)
+    if prev is not None:
+        from faircalib.models import load_dllm
+
+        loaded = load_dllm(init_from)
+        tokenizer, model = loaded.tokenizer, loaded.model.float()
+        mcfg = recipe.model_config(tokenizer)
+        if model.num_parameters() != prev["parameters"] or loaded.config.arch != mcfg.arch:
+            raise ConfigError(f"--init-from {init_from}: weights do not match its {TRAINING_FILE}; retrain")
+        log(f"continuing from {init_from} ({prev['steps']} steps so far), seed {tcfg.seed}")
+        n_prev = len(prev.get("stages") or [prev])
+        for f in sorted(init_from.glob("training_log*.jsonl")):  # keep the earlier stages' logs
+            name = f.name if f.name != "training_log.jsonl" else f"training_log.stage{n_prev}.jsonl"
+            (out / name).write_text(f.read_text())
+    else:
+        tokenizer = build_tokenizer(recipe.vocab_size)
+        mcfg = recipe.model_config(tokenizer)
+        model = build_model(mcfg).init_weights(tcfg.seed)
     log(f"{recipe.name}: {mcfg.arch} d_model={mcfg.d_model} layers={mcfg.n_layers} heads={mcfg.n_heads}/"
         f"{mcfg.n_kv_heads} d_ff={mcfg.d_ff} vocab={mcfg.vocab_size} params={model.num_parameters():,}")
 
@@ -142,5 +173,14 @@ def train_zoo_model(name: str, out: str | Path, seed: int | None = None, minutes
                                          f"--seed {tcfg.seed} --threads {tcfg.threads}",
         "decoding": recipe.decoding,
     }
+    stage = {k: record[k] for k in ("steps", "tokens_seen", "train_wall_s", "seed", "reproduce")}
+    if prev is not None:
+        stages = [*(prev.get("stages") or [{k: prev[k] for k in stage}]), stage]
+        stage["reproduce"] += " --init-from DIR_OF_PREVIOUS_STAGE"
+        record.update(steps=sum(s["steps"] for s in stages), tokens_seen=sum(s["tokens_seen"] for s in stages),
+                      train_wall_s=round(sum(s["train_wall_s"] for s in stages), 1),
+                      reproduce=" && ".join(s["reproduce"] for s in stages), stages=stages,
+                      warm_restart="each stage after the first starts from the previous weights with a fresh "
+                                   "AdamW state and LR schedule (warm-up + cosine)")
     (out / TRAINING_FILE).write_text(json.dumps(record, indent=2) + "\n")
     return out, result

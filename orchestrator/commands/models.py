@@ -57,11 +57,15 @@ def zoo_list(as_json: bool) -> None:
 @click.option("--threads", type=int, default=None, help="torch threads (default 1; the machine is shared).")
 @click.option("--out", type=click.Path(file_okay=False), default=None,
               help="Output directory (default: the zoo directory faircalib/zoo/NAME).")
+@click.option("--init-from", type=click.Path(exists=True, file_okay=False), default=None,
+              help="Continue training a model written by `zoo train` (same NAME): its weights, a fresh "
+                   "optimiser and LR schedule; the card records every stage.")
 @click.option("--card/--no-card", default=True, show_default=True,
               help="Evaluate on held-out data and write model_card.json after training.")
 def zoo_train(name: str, minutes: float | None, steps: int | None, seed: int | None, threads: int | None,
-              out: str | None, card: bool) -> None:
-    """Train zoo model NAME (tiny-llada, tiny-dream) from scratch with the masked-diffusion objective."""
+              out: str | None, init_from: str | None, card: bool) -> None:
+    """Train zoo model NAME (tiny-llada, tiny-dream) with the masked-diffusion objective (from scratch, or
+    continuing a previous run with --init-from)."""
     import sys
 
     from faircalib.models.zoo import ZOO_DIR
@@ -71,9 +75,9 @@ def zoo_train(name: str, minutes: float | None, steps: int | None, seed: int | N
     recipe = get_recipe(name)
     dest = out or str(ZOO_DIR / recipe.name)
     command = "faircalib " + " ".join(sys.argv[1:]) if sys.argv else ""
-    log = lambda msg: click.echo(msg)  # noqa: E731
+    log = lambda msg: click.echo(msg)
     path, _ = train_zoo_model(recipe.name, dest, seed=seed, minutes=minutes, steps=steps, threads=threads,
-                              command=command, log=log)
+                              command=command, log=log, init_from=init_from)
     if card:
         write_model_card(path, threads=threads or 1, log=log)
     click.echo(str(path))
