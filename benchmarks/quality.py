@@ -19,8 +19,8 @@ Data (disjoint by construction): Stage I probes `builtin:tasks:probe` prompts; S
 `builtin:mix:train` text; evaluation uses the `heldout` task split and `builtin:mix:heldout` text. A
 second probe corpus (KJV train text snippets) gives the cross-corpus rank consistency of the prior.
 Defaults come from SPEC.md, scaled down for the CPU where noted in `settings` (all recorded in the JSON):
-T and L = the model's default decoding steps / gen_length, 128 probe prompts, 64 x 64 calibration
-tokens (the zoo models' training text length), 15 epochs. Seeds vary the probe commit sets, the
+T and L = the model's default decoding steps / gen_length, 512 probe prompts (SPEC), 500 held-out task
+examples (100 per family), 64 x 64 calibration tokens (the zoo models' training text length), 15 epochs. Seeds vary the probe commit sets, the
 calibration sample and the quantizer seed; the evaluation data are fixed.
 The report directory gets PNG plots and an index.html showing them with the table.
 """
@@ -66,7 +66,7 @@ SCALARS = ("em_mean", "nll", "kl_to_fp", "top1_agree", "mean_flips", "flip_rate"
 
 PROFILES = {
     # SPEC defaults scaled for this CPU (see the module docstring); every value lands in the JSON
-    "default": {"n_eval": 64, "n_diag": 64, "n_nll": 32, "nll_seq_len": 64, "probe_n": 128, "probe_batch": 32,
+    "default": {"n_eval": 500, "n_diag": 64, "n_nll": 64, "nll_seq_len": 64, "probe_n": 512, "probe_batch": 32,
                 "calib_n": 64, "calib_seq_len": 64, "epochs": 15, "rank_n": 128},
     "smoke": {"n_eval": 10, "n_diag": 6, "n_nll": 4, "nll_seq_len": 16, "probe_n": 8, "probe_batch": 4,
               "calib_n": 4, "calib_seq_len": 16, "epochs": 1, "rank_n": 8},
