@@ -7,8 +7,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-import pytest  # noqa: E402
-import torch  # noqa: E402
+import pytest
+import torch
 
 if not torch.cuda.is_available():  # Triton kernels (tests/kernels) run in the interpreter on CPU
     os.environ.setdefault("TRITON_INTERPRET", "1")
@@ -29,3 +29,29 @@ def byte_tokenizer():
     tok.train_from_iterator(["In the beginning God created the heaven and the earth. 12+34=46"] * 5, trainer)
     return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<eos>", pad_token="<pad>",
                                    mask_token="<mask>")
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """One local Ray for the whole test session (orchestrator and worker tests share it)."""
+    from faircalib.orchestrator.testing import start_test_ray, stop_test_ray
+
+    start_test_ray(num_cpus=2)
+    yield
+    import ray
+
+    ray.shutdown()
+    stop_test_ray()
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory, byte_tokenizer):
+    """A tiny random LLaDA in the official layout with a byte-level tokenizer (real files, loadable)."""
+    from faircalib.models import save_model_dir, tiny_model
+
+    path = tmp_path_factory.mktemp("models") / "tiny-llada"
+    tok = byte_tokenizer
+    model = tiny_model("llada", seed=0, vocab_size=len(tok), mask_token_id=tok.mask_token_id,
+                       pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
+    save_model_dir(model, path, tokenizer=tok)
+    return path

@@ -81,31 +81,6 @@ def s3_env(seaweed, monkeypatch):
     return bucket
 
 
-@pytest.fixture(scope="session")
-def ray_session():
-    from faircalib.orchestrator.testing import start_test_ray, stop_test_ray
-
-    start_test_ray(num_cpus=2)
-    yield
-    import ray
-
-    ray.shutdown()
-    stop_test_ray()
-
-
-@pytest.fixture(scope="session")
-def tiny_model_dir(tmp_path_factory, byte_tokenizer):
-    """A tiny random LLaDA in the official layout with a byte-level tokenizer (real files, loadable)."""
-    from faircalib.models import save_model_dir, tiny_model
-
-    path = tmp_path_factory.mktemp("models") / "tiny-llada"
-    tok = byte_tokenizer
-    model = tiny_model("llada", seed=0, vocab_size=len(tok), mask_token_id=tok.mask_token_id,
-                       pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
-    save_model_dir(model, path, tokenizer=tok)
-    return path
-
-
 @pytest.fixture
 def job_dict():
     """job_dict(model, storage, **overrides): a small valid job (method fp: evaluate + upload are the

@@ -1,4 +1,4 @@
-"""Fixtures for the quantization tests: tiny random models with LLM-like outlier channels."""
+"""Fixtures shared by the quant, calibrate and checkpoint tests: tiny random models with LLM-like outlier channels."""
 from __future__ import annotations
 
 import pytest
