@@ -1,5 +1,5 @@
 """The embedded-default job behind `faircalib quickstart`: FAIR-Calib W4A4 on a tiny zoo model, sized for a
-CPU (a few minutes on 2 cores), plus the pieces the command strings together:
+CPU (about a minute on 2 cores), plus the pieces the command strings together:
 
     storage = ensure_local_storage()          # the running local SeaweedFS, else start one (and say so)
     config, text = quickstart_job("zoo:tiny-llada")

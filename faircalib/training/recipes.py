@@ -101,6 +101,7 @@ def train_zoo_model(name: str, out: str | Path, seed: int | None = None, minutes
     tcfg = recipe.train
     changes: dict = dict(train_overrides)
     prev: dict | None = None
+    n_prev = 0  # stages before this one
     if init_from is not None:
         init_from = Path(init_from)
         if not (init_from / TRAINING_FILE).is_file():
@@ -110,8 +111,9 @@ def train_zoo_model(name: str, out: str | Path, seed: int | None = None, minutes
         if prev.get("name") != recipe.name:
             raise ConfigError(f"--init-from {init_from}: it was trained with recipe {prev.get('name')!r}, not "
                               f"{recipe.name!r}; pass the matching NAME")
+        n_prev = len(prev.get("stages") or [prev])
         if seed is None:
-            seed = tcfg.seed + len(prev.get("stages") or [prev])
+            seed = tcfg.seed + n_prev
     if seed is not None:
         changes["seed"] = seed
     if minutes is not None:
@@ -134,7 +136,6 @@ def train_zoo_model(name: str, out: str | Path, seed: int | None = None, minutes
         if model.num_parameters() != prev["parameters"] or loaded.config.arch != mcfg.arch:
             raise ConfigError(f"--init-from {init_from}: weights do not match its {TRAINING_FILE}; retrain")
         log(f"continuing from {init_from} ({prev['steps']} steps so far), seed {tcfg.seed}")
-        n_prev = len(prev.get("stages") or [prev])
         for f in sorted(init_from.glob("training_log*.jsonl")):  # keep the earlier stages' logs
             name = f.name if f.name != "training_log.jsonl" else f"training_log.stage{n_prev}.jsonl"
             (out / name).write_text(f.read_text())
