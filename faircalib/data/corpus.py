@@ -4,6 +4,7 @@
                          document per chapter; without SPLIT all chapters, with SPLIT (train/probe/
                          heldout) the chapters whose hash falls in that split. Offline.
   builtin:tasks[:SPLIT]  procedural task examples rendered as "prompt answer" text (default split train)
+  builtin:longtasks[:SPLIT]  the long-answer families (chain, psum, shift, trace; long_tasks.py), same way
   builtin:mix[:SPLIT]    kjv and tasks of one split (default train) interleaved (the zoo pre-training mix)
   PATH.txt               a local text file, documents separated by blank lines
   PATH.jsonl             a local JSON-lines file, field "text" (prompts: "prompt" or "question")
@@ -19,10 +20,10 @@ from functools import lru_cache
 import importlib.util
 from pathlib import Path
 
-from faircalib.data.tasks import SPLITS, format_prompt, sample_tasks, split_of
+from faircalib.data.tasks import SPLITS, families_of, format_prompt, sample_tasks, split_of
 from faircalib.errors import DataError
 
-BUILTIN_TEXT = ("builtin:kjv", "builtin:tasks", "builtin:mix")
+BUILTIN_TEXT = ("builtin:kjv", "builtin:tasks", "builtin:longtasks", "builtin:mix")
 _TEXT_FIELDS = ("text", "content", "document")
 _PROMPT_FIELDS = ("prompt", "question", "input", "text")
 COT_SUFFIX = "\nLet's think step by step."
@@ -64,8 +65,9 @@ def kjv_split(split: str) -> list[str]:
     return [ch for i, ch in enumerate(kjv_chapters()) if split_of("kjv", str(i)) == split]
 
 
-def _task_texts(split: str, n: int, seed: int) -> list[str]:
-    return [f"{ex.prompt} {ex.answer}" for ex in sample_tasks(n, split, seed)]
+def _task_texts(split: str, n: int, seed: int, families: tuple[str, ...] | None = None) -> list[str]:
+    fams = {} if families is None else {"families": families}
+    return [f"{ex.prompt} {ex.answer}" for ex in sample_tasks(n, split, seed, **fams)]
 
 
 def _hf_rows(spec: str) -> Iterator[dict]:
@@ -91,7 +93,7 @@ def _local_path(spec: str) -> Path:
     path = Path(spec).expanduser()
     if not path.is_file():
         raise DataError(f"data source {spec!r} is not a file and not one of builtin:kjv, builtin:tasks, "
-                        f"builtin:mix, hf:NAME; fix the path or the name")
+                        f"builtin:longtasks, builtin:mix, hf:NAME; fix the path or the name")
     return path
 
 
@@ -120,9 +122,10 @@ def iter_documents(source: str, seed: int = 0, task_examples: int = 20000) -> It
         yield from kjv_chapters()
     elif source.startswith("builtin:kjv:"):
         yield from kjv_split(_parse_split(source))
-    elif source.startswith("builtin:tasks"):
+    elif families_of(source) is not None:
         split = _parse_split(source)
-        yield from _task_texts(split, task_examples if split == "train" else task_examples // 8, seed)
+        yield from _task_texts(split, task_examples if split == "train" else task_examples // 8, seed,
+                               families_of(source))
     elif source.startswith("builtin:mix"):
         split = _parse_split(source)
         chapters = kjv_split(split)
@@ -151,9 +154,9 @@ def iter_documents(source: str, seed: int = 0, task_examples: int = 20000) -> It
 def iter_prompts(source: str, seed: int = 0, n_hint: int = 1000, cot: bool = True) -> Iterator[str]:
     """Prompts for Stage I probing. builtin:tasks uses the *probe* split by default (disjoint from
     heldout evaluation data); hf:gsm8k-style sources get the zero-shot CoT suffix when `cot`."""
-    if source.startswith("builtin:tasks"):
+    if families_of(source) is not None:
         split = _parse_split(source, default="probe")
-        for ex in sample_tasks(n_hint, split, seed):
+        for ex in sample_tasks(n_hint, split, seed, families_of(source)):
             yield ex.prompt
     elif source.startswith("hf:"):
         for row in _hf_rows(source):

@@ -7,6 +7,7 @@ import random
 import torch
 
 from faircalib.data.corpus import iter_documents, iter_prompts
+from faircalib.data.tasks import families_of
 from faircalib.errors import DataError
 
 
@@ -41,7 +42,7 @@ def sample_token_sequences(tokenizer, source: str, n: int, seq_len: int, seed: i
 
 def sample_prompts(source: str, n: int, seed: int = 0) -> list[str]:
     """`n` prompts from `source`, deterministic in `seed`."""
-    if source.startswith("builtin:tasks"):
+    if families_of(source) is not None:
         prompts = list(iter_prompts(source, seed=seed, n_hint=n))
         return prompts[:n]
     pool = list(iter_prompts(source, seed=seed))

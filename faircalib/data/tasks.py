@@ -8,6 +8,9 @@ Families (all short, so a few-million-parameter dLLM can learn them on a CPU):
   reverse  reverse 3-6 letters                                        -> "d a c b"
   kv       key-value recall from 3-5 pairs                            -> "7"
 
+Long-answer families (chain, psum, shift, trace; answers of 39-47 tokens) are in long_tasks.py and are
+sampled the same way; `FAMILY_SETS` names the two sets (sources builtin:tasks / builtin:longtasks).
+
 Splits are decided by a hash of (family, question), not by the RNG, so `train`, `probe` and `heldout`
 examples are disjoint whatever seed or count anyone asks for: 80% train, 10% probe (Stage I / Stage II
 data), 10% heldout (evaluation only).
@@ -19,9 +22,10 @@ import random
 import re
 from dataclasses import dataclass
 
+from faircalib.data.long_tasks import LONG_FAMILIES, LONG_GENERATORS
 from faircalib.errors import ConfigError
 
-FAMILIES = ("arith", "word", "sort", "reverse", "kv")
+FAMILIES = ("arith", "word", "sort", "reverse", "kv")  # the short families (builtin:tasks)
 SPLITS = ("train", "probe", "heldout")
 _SPLIT_BUCKETS = {"train": range(0, 80), "probe": range(80, 90), "heldout": range(90, 100)}
 
@@ -97,13 +101,23 @@ def _kv(rng: random.Random) -> tuple[str, str]:
     return f"{pairs} ; {keys[q]}?", str(vals[q])
 
 
-_GENERATORS = {"arith": _arith, "word": _word, "sort": _sort, "reverse": _reverse, "kv": _kv}
+_GENERATORS = {"arith": _arith, "word": _word, "sort": _sort, "reverse": _reverse, "kv": _kv, **LONG_GENERATORS}
+ALL_FAMILIES = tuple(_GENERATORS)
+# task-set name (the source builtin:NAME[:SPLIT]) -> its families
+FAMILY_SETS: dict[str, tuple[str, ...]] = {"tasks": FAMILIES, "longtasks": LONG_FAMILIES}
+
+
+def families_of(source: str) -> tuple[str, ...] | None:
+    """The families of a task source `builtin:tasks[:SPLIT]` / `builtin:longtasks[:SPLIT]`; None otherwise."""
+    if not source.startswith("builtin:"):
+        return None
+    return FAMILY_SETS.get(source.split(":")[1])
 
 
 def _check(families, split):
     bad = [f for f in families if f not in _GENERATORS]
     if bad:
-        raise ConfigError(f"unknown task family {bad[0]!r}; allowed: {', '.join(FAMILIES)}")
+        raise ConfigError(f"unknown task family {bad[0]!r}; allowed: {', '.join(ALL_FAMILIES)}")
     if split not in SPLITS:
         raise ConfigError(f"unknown split {split!r}; allowed: {', '.join(SPLITS)}")
 

@@ -34,8 +34,8 @@ def heldout_nll(model, tokenizer, n: int = 64, seq_len: int = 64, seed: int = 0)
 
 
 def heldout_exact_match(model, tokenizer, decoding: dict, n_per_family: int = 100, seed: int = 0,
-                        batch_size: int = 50) -> dict:
-    examples = sample_tasks(n_per_family * len(FAMILIES), "heldout", seed)
+                        batch_size: int = 50, families: tuple[str, ...] = FAMILIES) -> dict:
+    examples = sample_tasks(n_per_family * len(families), "heldout", seed, families)
     res = evaluate_exact_match(model, tokenizer, examples, decoding, batch_size=batch_size, seed=seed)
     return {"split": "heldout", "seed": seed, "n": res["n"], "n_per_family": res["n_per_family"],
             "per_family": {f: round(a, 4) for f, a in res["per_family"].items()},
@@ -60,7 +60,8 @@ def write_model_card(directory: str | Path, n_per_family: int = 100, threads: in
     t0 = time.perf_counter()
     card["heldout_masked_nll"] = heldout_nll(model, tok)
     log(f"heldout masked-token NLL {card['heldout_masked_nll']['nll']}")
-    card["heldout_exact_match"] = heldout_exact_match(model, tok, card["decoding"], n_per_family)
+    families = tuple(card.get("train_config", {}).get("families") or FAMILIES)
+    card["heldout_exact_match"] = heldout_exact_match(model, tok, card["decoding"], n_per_family, families=families)
     em = card["heldout_exact_match"]
     log("heldout exact match " + " ".join(f"{f}={a:.1%}" for f, a in em["per_family"].items())
         + f" mean={em['mean']:.1%}")

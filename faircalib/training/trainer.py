@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from faircalib.data import FAMILIES, sample_tasks
+from faircalib.data import ALL_FAMILIES, FAMILIES, sample_tasks
 from faircalib.errors import ConfigError
 from faircalib.training.batches import TaskSampler, TextSampler, check_train_source, collate_sft, encode_task
 from faircalib.training.objective import pretrain_loss, sft_loss
@@ -43,6 +43,7 @@ class TrainConfig:
     text_source: str = "builtin:kjv:train"
     text_tokens: int = 2_000_000  # size of the tokenized text stream windows are drawn from
     pool_per_family: int = 40000
+    families: tuple[str, ...] = FAMILIES  # SFT task families (faircalib.data: FAMILIES or LONG_FAMILIES)
     family_weights: dict = field(default_factory=dict)  # family -> relative sampling weight (default 1)
     lr: float = 2e-3
     min_lr_ratio: float = 0.05
@@ -76,14 +77,19 @@ class TrainConfig:
             raise ConfigError(f"sft_weighting={self.sft_weighting!r}; allowed: inv_t, none")
         if not 0 < self.eps < 1:
             raise ConfigError(f"eps={self.eps}: must be in (0, 1)")
-        bad = [f for f in self.family_weights if f not in FAMILIES]
+        object.__setattr__(self, "families", tuple(self.families))
+        bad = [f for f in self.families if f not in ALL_FAMILIES]
+        if bad or not self.families:
+            raise ConfigError(f"families: unknown family {(bad or [''])[0]!r}; allowed: {', '.join(ALL_FAMILIES)}")
+        bad = [f for f in self.family_weights if f not in self.families]
         if bad:
-            raise ConfigError(f"family_weights: unknown family {bad[0]!r}; allowed: {', '.join(FAMILIES)}")
+            raise ConfigError(f"family_weights: unknown family {bad[0]!r}; allowed: {', '.join(self.families)}")
         check_train_source(self.text_source)
 
     def to_dict(self) -> dict:
         d = asdict(self)
         d["betas"] = list(self.betas)
+        d["families"] = list(self.families)
         return d
 
 
@@ -113,13 +119,14 @@ def _param_groups(model, weight_decay: float) -> list[dict]:
 
 
 @torch.no_grad()
-def one_shot_probe_accuracy(model, tokenizer, gen_length: int, n: int = 200, seed: int = 0) -> dict:
+def one_shot_probe_accuracy(model, tokenizer, gen_length: int, n: int = 200, seed: int = 0,
+                            families: tuple[str, ...] = FAMILIES) -> dict:
     """Progress proxy on the probe split: mask the whole answer window, take the argmax of every
     position in ONE forward pass; fraction of examples whose whole window (answer + EOS fill) is right.
     A lower bound on iterative decoding, used only to watch training (the cards use real decoding)."""
     was_training = model.training
     model.eval()
-    items = [encode_task(tokenizer, ex, gen_length) for ex in sample_tasks(n, "probe", seed)]
+    items = [encode_task(tokenizer, ex, gen_length) for ex in sample_tasks(n, "probe", seed, families)]
     per_fam: dict[str, list[int]] = {}
     for i in range(0, len(items), 50):
         chunk = items[i:i + 50]
@@ -143,7 +150,7 @@ def train(model, tokenizer, cfg: TrainConfig, log: Callable[[str], None] = print
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
     mask_id = model.mask_token_id
-    tasks = TaskSampler(tokenizer, cfg.gen_length, cfg.seed, cfg.pool_per_family,
+    tasks = TaskSampler(tokenizer, cfg.gen_length, cfg.seed, cfg.pool_per_family, families=cfg.families,
                         family_weights=cfg.family_weights or None)
     text = TextSampler(tokenizer, cfg.text_source, cfg.seed, cfg.text_tokens) if cfg.text_batch else None
     opt = torch.optim.AdamW(_param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=cfg.betas)
@@ -202,7 +209,7 @@ def train(model, tokenizer, cfg: TrainConfig, log: Callable[[str], None] = print
             rec = {"step": step, "lr": round(lr, 6), "tok_s": round(tok_log / (now - t_log)),
                    "elapsed_s": round(now - t0, 1), "tokens": tokens, **{k: round(v, 4) for k, v in ema.items()}}
             if cfg.probe_every and (step % cfg.probe_every == 0 or last):
-                rec["probe"] = one_shot_probe_accuracy(model, tokenizer, cfg.gen_length)
+                rec["probe"] = one_shot_probe_accuracy(model, tokenizer, cfg.gen_length, families=cfg.families)
             history.append(rec)
             log(json.dumps(rec))
             t_log, tok_log = now, 0
