@@ -49,3 +49,56 @@ def sample_prompts(source: str, n: int, seed: int = 0) -> list[str]:
     if len(pool) < n:
         raise DataError(f"prompt source {source!r} has {len(pool)} prompts but {n} were requested; lower n")
     return random.Random(seed).sample(pool, n)
+
+
+def answer_window_ids(tokenizer, answer: str, window: int, where: str = "answer") -> list[int]:
+    """The answer written as " ANSWER" (the continuation after "A:") followed by EOS up to `window` tokens:
+    the exact window a dLLM fills at inference (and is trained on). At least one EOS must fit."""
+    eos = tokenizer.eos_token_id
+    if eos is None:
+        raise DataError("the tokenizer has no eos token; answer windows are EOS-padded (train one with "
+                        "faircalib.training.tokenizer)")
+    ids = tokenizer(" " + answer, add_special_tokens=False)["input_ids"]
+    if len(ids) + 1 > window:
+        raise DataError(f"window={window} is too short for {where} {answer!r} ({len(ids)} tokens + EOS); "
+                        f"raise the window (gen_length)")
+    return ids + [eos] * (window - len(ids))
+
+
+def sample_task_sequences(tokenizer, source: str, n: int, seq_len: int, window: int,
+                          seed: int = 0) -> torch.Tensor:
+    """(n, seq_len) calibration sequences of a task source (builtin:tasks[:SPLIT] / builtin:longtasks[:SPLIT],
+    default split probe) whose LAST `window` positions are one example's answer window (answer + EOS fill),
+    preceded by that example's prompt and, further left, earlier examples as "prompt answer" text lines.
+
+    So the Stage I prior, which SPEC.md §4 places on the last L positions of a calibration sequence, lands
+    on real answer positions, and the rest of the sequence is fully observed in-distribution text.
+    Deterministic in `seed`; every example comes from the source's split (never heldout unless asked)."""
+    from faircalib.data.tasks import sample_tasks
+
+    fams = families_of(source)
+    if fams is None:
+        raise DataError(f"task-aligned calibration needs a task source (builtin:tasks[:SPLIT] or "
+                        f"builtin:longtasks[:SPLIT]); got {source!r}")
+    if n < 1 or seq_len <= window:
+        raise DataError(f"task calibration needs n >= 1 and seq_len > window (got n={n}, seq_len={seq_len}, "
+                        f"window={window})")
+    parts = source.split(":")
+    split = parts[2] if len(parts) > 2 else "probe"
+    # enough examples for n rows: each row needs about seq_len / (example length) of them
+    pool = sample_tasks(n * max(2, seq_len // window + 2), split, seed, fams)
+    rng = random.Random(f"task-seq|{seed}")
+    nl = tokenizer("\n", add_special_tokens=False)["input_ids"]
+    rows = []
+    cursor = 0
+    for _ in range(n):
+        last = pool[cursor % len(pool)]
+        cursor += 1
+        tail = tokenizer(last.prompt, add_special_tokens=False)["input_ids"] + \
+            answer_window_ids(tokenizer, last.answer, window, f"the {last.family} answer")
+        ids = list(tail)
+        while len(ids) < seq_len:  # earlier examples, newest nearest the tail
+            ex = pool[rng.randrange(len(pool))]
+            ids = tokenizer(f"{ex.prompt} {ex.answer}", add_special_tokens=False)["input_ids"] + nl + ids
+        rows.append(ids[len(ids) - seq_len:])
+    return torch.tensor(rows, dtype=torch.long)  # (n, seq_len)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
-from faircalib.data import FAMILIES, TaskExample, sample_tasks, tokenize_stream
+from faircalib.data import FAMILIES, TaskExample, answer_window_ids, sample_tasks, tokenize_stream
 from faircalib.errors import ConfigError, DataError
 
 
@@ -36,11 +36,11 @@ def encode_task(tokenizer, ex: TaskExample, gen_length: int) -> EncodedTask:
         raise DataError("the tokenizer has no eos token; SFT windows are EOS-padded (train one with "
                         "faircalib.training.tokenizer)")
     prompt = tokenizer(ex.prompt, add_special_tokens=False)["input_ids"]
-    answer = tokenizer(" " + ex.answer, add_special_tokens=False)["input_ids"]
-    if len(answer) + 1 > gen_length:
-        raise ConfigError(f"gen_length={gen_length} is too short for the {ex.family} answer {ex.answer!r} "
-                          f"({len(answer)} tokens + EOS); raise gen_length")
-    window = answer + [eos] * (gen_length - len(answer))
+    try:
+        window = answer_window_ids(tokenizer, ex.answer, gen_length, f"the {ex.family} answer")
+    except DataError as e:  # the window is a training setting: name it as one
+        raise ConfigError(str(e).replace("window=", "gen_length=")) from e
+    answer = window[:window.index(eos)]
     return EncodedTask(ex.family, tuple(prompt), tuple(window), len(answer))
 
 
