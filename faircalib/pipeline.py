@@ -29,7 +29,7 @@ from faircalib.probe import DEFAULT_FLOOR, PositionPrior, PriorSettings, ProbeCo
 from faircalib.quant.config import SETTINGS, CalibConfig, QuantConfig
 
 METHODS = ("fp", "rtn", "quarot", "flatquant", "qdrop", "faircalib")
-BITS = ("w4a4", "w3a4", "w8a8", "w4a8", "w4a16", "w8a16")
+BITS = ("w4a4", "w3a4", "w8a8", "w4a8", "w4a16", "w8a16", "w4a3", "w3a3")
 
 # the paper's ablation rows (Table 3 and Table 4(b)): name -> (method, prior settings or None)
 ABLATIONS: dict[str, tuple[str, PriorSettings | None]] = {

@@ -18,7 +18,7 @@ TRANSFORM_METHODS = ("flatquant", "faircalib")  # FlatQuant-style Kronecker tran
 DATA_METHODS = LEARNED_METHODS + ("quarot",)  # need calibration data (quarot: GPTQ Hessians)
 NAN_POLICIES = ("error", "rtn")
 SETTINGS = {"w4a4": (4, 4), "w3a4": (3, 4), "w8a8": (8, 8), "w4a16": (4, 16), "w8a16": (8, 16),
-            "w4a8": (4, 8)}
+            "w4a8": (4, 8), "w4a3": (4, 3), "w3a3": (3, 3)}  # w4a3 / w3a3: stress settings (fidelity benchmark)
 FP_BITS = 16  # a bit width of 16 means "not quantized" (A16 = activations stay floating point)
 
 

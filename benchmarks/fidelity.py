@@ -1,0 +1,456 @@
+"""FAIR-Calib where it can matter: a powered, paired, resumable fidelity benchmark on a long-answer model.
+
+    python benchmarks/fidelity.py --model zoo:long-llada --report benchmarks/results/fidelity_long-llada
+    python benchmarks/fidelity.py --model zoo:long-llada --profile smoke --json /tmp/f.json --report /tmp/f
+
+One run per model:
+1. Bit setting: RTN's exact-match (EM) loss vs FP at w4a4, w4a3, w3a4, w3a3 on a *selection* set drawn from
+   the probe split (never the held-out set); the mildest setting (in that order) where RTN loses >= 15
+   points is chosen (if none does, the one where it loses most, and the JSON says so).
+2. Rows, each (method, seed): fp, rtn, quarot, flatquant and faircalib (>= 5 seeds), and the ablations
+   (>= 3 seeds): window_uniform (weight 1 on the last L positions, floor elsewhere, no prior shape),
+   prior_floor1 (the prior with floor 1), frontier_only, reliability_only, schedule_uniform, schedule_late,
+   and beyond the paper masked_flatquant / masked_faircalib (Stage II on masked windows,
+   faircalib/calibrate/masked.py; uniform or prior weights). A seed fixes the Stage I commit sets, the
+   calibration sample and the quantizer seed, identically for every method, so rows pair by seed.
+3. Every row is evaluated on the same >= 1000 held-out examples of the model's long families: EM and
+   never_agree per example (the model's own greedy default-policy trajectory), teacher-forced flips and
+   KL(FP||Q) per example and per window position on the first n_diag examples (the FP teacher's
+   trajectory; faircalib/diagnostics/positional.py).
+4. Paired differences with a 95% crossed bootstrap CI over examples x seeds (faircalib/eval/stats.py) and
+   a verdict per ordering: holds / reversed / not resolved, read from the CI only.
+
+Data: probing uses the model's task source probe split, Stage II uses task-aligned sequences of the probe
+split (faircalib.data.sample_task_sequences: each sequence ends on an answer window, so the prior's last-L
+placement lands on answer positions), evaluation the heldout split: disjoint by hash. Defaults are the
+method doc's (SPEC: prior a_min 1, a_max 4, gamma 2, beta 1, prob reliability, floor 0.1; FlatQuant
+optimiser, 15 epochs) with the CPU-scale sizes of PROFILES; every value lands in `settings`.
+Pre-registered: PROFILES["default"], the rows and the pairs below were committed before the first
+FlatQuant-vs-FAIR-Calib run on the long models; do not change them after seeing a comparison.
+
+Resumable and parallel: `--workers 2` runs two single-threaded worker processes that claim rows through
+lock files; each finished row is merged into the JSON at once (under a file lock), and a rerun skips the
+rows already in the JSON. Evaluation decodes under bf16 autocast on CPU (AVX512-BF16; the teacher too),
+calibration in float32; `settings.eval_dtype` records it.
+"""
+from __future__ import annotations
+
+import argparse
+import fcntl
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+from contextlib import contextmanager, nullcontext
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+import faircalib
+from faircalib.calibrate.masked import mask_window
+from faircalib.data import exact_match, families_of, sample_task_sequences, sample_tasks
+from faircalib.diagnostics.positional import never_agree_per_sequence, positional_errors
+from faircalib.diffusion import DecodeConfig, decode_text, generate, resolve_config
+from faircalib.diffusion.trajectory import Trajectory
+from faircalib.eval.stats import mean_std, paired_bootstrap
+from faircalib.pipeline import MethodConfig, run_method
+from faircalib.probe import PositionPrior, PriorSettings, ProbeConfig, probe_priors
+from faircalib.quant import CalibConfig
+
+EVAL_SEED = 20261201  # the held-out examples never change with seeds
+SELECT_SEED = 7
+BIT_CANDIDATES = ("w4a4", "w4a3", "w3a4", "w3a3")
+RTN_LOSS_POINTS = 15.0
+METRICS = {"em": 1, "flips": -1, "never_agree": -1, "kl": -1}  # direction: +1 higher is better
+
+PROFILES = {
+    # CPU scale for two single-threaded workers on this 2-core machine (~2.5 h per model): see the docstring
+    "default": {"n_eval": 1000, "n_diag": 250, "n_select": 250, "probe_n": 256, "probe_batch": 32,
+                "calib_n": 64, "calib_seq_len": 256, "epochs": 15, "main_seeds": 5, "ablation_seeds": 3,
+                "eval_batch": 50, "bf16_eval": True, "n_boot": 4000},
+    "smoke": {"n_eval": 12, "n_diag": 6, "n_select": 8, "probe_n": 8, "probe_batch": 4, "calib_n": 4,
+              "calib_seq_len": 64, "epochs": 1, "main_seeds": 2, "ablation_seeds": 1, "eval_batch": 6,
+              "bf16_eval": False, "n_boot": 200},
+}
+
+# row name -> how it is built (method registry names; ablation rows are variants of them)
+PRIOR_VARIANTS = {"faircalib": PriorSettings(), "frontier_only": PriorSettings(beta=0.0),
+                  "reliability_only": PriorSettings(schedule="none"),
+                  "schedule_uniform": PriorSettings(schedule="uniform"),
+                  "schedule_late": PriorSettings(schedule="late")}
+MAIN_ROWS = ("flatquant", "faircalib")
+BASELINE_ROWS = ("fp", "rtn", "quarot")
+ABLATION_ROWS = ("window_uniform", "prior_floor1", "frontier_only", "reliability_only", "schedule_uniform",
+                 "schedule_late", "masked_flatquant", "masked_faircalib")
+# (a, b): delta = a - b, the claim "a is better than b"
+PAIRS = [("faircalib", "flatquant"), ("flatquant", "rtn"), ("quarot", "rtn"), ("flatquant", "quarot"),
+         ("faircalib", "rtn")] + [(r, "flatquant") for r in ABLATION_ROWS] + [
+         ("faircalib", "window_uniform"), ("faircalib", "schedule_late"), ("faircalib", "schedule_uniform"),
+         ("faircalib", "frontier_only"), ("faircalib", "reliability_only"), ("schedule_uniform", "schedule_late"),
+         ("masked_faircalib", "faircalib"), ("masked_faircalib", "masked_flatquant")]
+
+
+def log(msg: str) -> None:
+    print(f"[fidelity {os.getpid()} {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+# ------------------------------------------------------------------------------------------- setup
+def load_model(source: str):
+    """-> (model, tokenizer, decoding dict, task source of the model's families)."""
+    if source.startswith("tiny:"):  # tests / smoke: a random tiny model with the long tasks' tokenizer
+        from faircalib.models import load_dllm, tiny_model
+
+        tok = load_dllm("zoo:tiny-llada").tokenizer
+        arch = source.split(":", 1)[1]
+        model = tiny_model(arch, seed=0, vocab_size=len(tok), mask_token_id=tok.mask_token_id,
+                           pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
+        return model.eval(), tok, {"gen_length": 48, "steps": 48}, "builtin:longtasks"
+    from faircalib.models import load_dllm
+
+    loaded = load_dllm(source)
+    card = json.loads((Path(loaded.path) / "model_card.json").read_text())
+    fams = tuple(card["train_config"].get("families") or ())
+    task_source = "builtin:longtasks" if set(fams) == set(families_of("builtin:longtasks")) else "builtin:tasks"
+    return loaded.model.eval(), loaded.tokenizer, dict(card["decoding"]), task_source
+
+
+class Context:
+    """Everything a worker needs, rebuilt deterministically in every process (cheap except the FP teacher
+    decode, which is cached in the work directory)."""
+
+    def __init__(self, model_src: str, prof: dict, work: Path):
+        self.model_src, self.prof, self.work = model_src, prof, work
+        self.model, self.tok, self.decoding, self.task_source = load_model(model_src)
+        self.L = int(self.decoding["gen_length"])
+        self.dcfg = resolve_config(self.model, DecodeConfig.from_dict(
+            {k: v for k, v in self.decoding.items() if k != "seed"}))
+        fams = families_of(self.task_source)
+        self.eval_tasks = sample_tasks(prof["n_eval"], "heldout", EVAL_SEED, fams)
+        self.select_tasks = sample_tasks(prof["n_select"], "probe", SELECT_SEED, fams)
+        self.amp = torch.autocast("cpu", dtype=torch.bfloat16) if prof["bf16_eval"] else nullcontext()
+        self._teacher = None
+
+    def prompts(self, tasks) -> list[torch.Tensor]:
+        return [torch.tensor(self.tok(t.prompt, add_special_tokens=False)["input_ids"], dtype=torch.long)
+                for t in tasks]
+
+    def decode(self, model, tasks, record=("top1",)) -> Trajectory:
+        prompts, bs, parts = self.prompts(tasks), self.prof["eval_batch"], []
+        with torch.no_grad(), self.amp:
+            for i in range(0, len(prompts), bs):
+                parts.append(generate(model, prompts[i:i + bs], config=self.dcfg, record=record))
+        return concat_trajectories(parts)
+
+    def teacher(self) -> Trajectory:
+        """The FP teacher's greedy default-policy trajectory on the held-out prompts (cached on disk)."""
+        if self._teacher is None:
+            path = self.work / "teacher.traj"
+            with locked(self.work / "teacher.lock"):
+                if not path.exists():
+                    log(f"FP teacher decode of {len(self.eval_tasks)} held-out prompts")
+                    self.decode(self.model, self.eval_tasks).save(path)
+            self._teacher = Trajectory.load(path)
+        return self._teacher
+
+    def calib_ids(self, seed: int) -> torch.Tensor:
+        return sample_task_sequences(self.tok, f"{self.task_source}:probe", self.prof["calib_n"],
+                                     self.prof["calib_seq_len"], self.L, seed=seed)
+
+    def probe_cfg(self, seed: int, settings: PriorSettings = PriorSettings()) -> ProbeConfig:
+        return ProbeConfig(prompts=f"{self.task_source}:probe", n_samples=self.prof["probe_n"], steps=self.L,
+                           window=self.L, batch_size=self.prof["probe_batch"], seed=seed, prior=settings)
+
+    def priors(self, seed: int) -> dict[str, PositionPrior]:
+        """Every prior variant of one seed from ONE probe pass (cached on disk per seed)."""
+        d = self.work / f"priors_s{seed}"
+        with locked(self.work / f"priors_s{seed}.lock"):
+            if not (d / "done").exists():
+                log(f"Stage I probe, seed {seed} ({self.prof['probe_n']} prompts, T = L = {self.L})")
+                pri = probe_priors(self.model, self.tok, None, self.probe_cfg(seed), PRIOR_VARIANTS)
+                for name, p in pri.items():
+                    p.save(d / name)
+                (d / "done").write_text("ok")
+        return {name: PositionPrior.load(d / name) for name in PRIOR_VARIANTS}
+
+
+def concat_trajectories(parts: list[Trajectory]) -> Trajectory:
+    """Concatenate per-batch trajectories (prompts re-padded on the left to the widest batch)."""
+    P = max(p.prompt_len for p in parts)
+
+    def pad_left(x: torch.Tensor, value: int) -> torch.Tensor:
+        return torch.nn.functional.pad(x, (P - x.shape[1], 0), value=value)
+
+    first = parts[0]
+    return Trajectory(torch.cat([pad_left(p.prompt_ids, p.pad_token_id) for p in parts]),
+                      torch.cat([pad_left(p.prompt_mask, 0) for p in parts]),
+                      torch.cat([p.tokens for p in parts]), torch.cat([p.commit_step for p in parts]),
+                      first.config, first.mask_token_id, first.pad_token_id,
+                      {k: torch.cat([p.records[k] for p in parts], dim=1) for k in first.records})
+
+
+@contextmanager
+def locked(path: Path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+# ------------------------------------------------------------------------------------------- bits
+def select_bits(ctx: Context) -> dict:
+    """RTN's EM loss per candidate on the probe-split selection set -> {"losses", "chosen", "reason"}."""
+    fp_em = em_of(ctx, ctx.decode(ctx.model, ctx.select_tasks, record=None), ctx.select_tasks)
+    losses = {}
+    for bits in BIT_CANDIDATES:
+        q, _ = run_method(ctx.model, ctx.tok, MethodConfig(method="rtn", bits=bits))
+        em = em_of(ctx, ctx.decode(q, ctx.select_tasks, record=None), ctx.select_tasks)
+        losses[bits] = {"fp_em": float(fp_em.mean()), "rtn_em": float(em.mean()),
+                        "loss_points": 100 * float(fp_em.mean() - em.mean())}
+        log(f"bits {bits}: FP EM {fp_em.mean():.3f}, RTN EM {em.mean():.3f}")
+    ok = [b for b in BIT_CANDIDATES if losses[b]["loss_points"] >= RTN_LOSS_POINTS]
+    if ok:
+        chosen, reason = ok[0], f"mildest setting where RTN loses >= {RTN_LOSS_POINTS:g} EM points"
+    else:
+        chosen = max(BIT_CANDIDATES, key=lambda b: losses[b]["loss_points"])
+        reason = f"no setting made RTN lose {RTN_LOSS_POINTS:g} points; chose the largest loss"
+    return {"set": f"{ctx.task_source}:probe", "n": len(ctx.select_tasks), "seed": SELECT_SEED,
+            "losses": losses, "chosen": chosen, "reason": reason}
+
+
+def em_of(ctx: Context, traj: Trajectory, tasks) -> torch.Tensor:
+    preds = decode_text(ctx.tok, traj)
+    return torch.tensor([float(exact_match(p, t.answer)) for p, t in zip(preds, tasks)], dtype=torch.float64)
+
+
+# ------------------------------------------------------------------------------------------- rows
+def plan(prof: dict) -> list[str]:
+    """Row keys "name@seed" in run order: the pre-registered main pair first (interleaved by seed), then the
+    baselines, then the ablations seed by seed (so a budget cut removes ablation seeds first)."""
+    rows = [f"{m}@{s}" for s in range(prof["main_seeds"]) for m in MAIN_ROWS]
+    rows += ["fp@0", "rtn@0", "quarot@0"]
+    rows += [f"{a}@{s}" for s in range(prof["ablation_seeds"]) for a in ABLATION_ROWS]
+    return rows
+
+
+def quantize_row(ctx: Context, name: str, seed: int, bits: str):
+    """-> (quantized model, info) for one row (the method registry's names; ablations as variants)."""
+    calib = CalibConfig(epochs=ctx.prof["epochs"])
+    base = dict(bits=bits, calib=calib, seed=seed, calib_seed=seed)
+    if name in ("fp", "rtn"):
+        return run_method(ctx.model, ctx.tok, MethodConfig(method=name, bits=bits))
+    ids = ctx.calib_ids(seed)
+    if name.startswith("masked_"):
+        ids = mask_window(ids, int(ctx.model.mask_token_id), ctx.L, seed=seed).ids
+        name = name.removeprefix("masked_")
+    if name in ("quarot", "flatquant"):
+        return run_method(ctx.model, ctx.tok, MethodConfig(method=name, **base), calib_ids=ids)
+    priors = ctx.priors(seed)
+    variant = {"prior_floor1": "faircalib", "window_uniform": "faircalib"}.get(name, name)
+    prior = priors[variant]
+    floor = 1.0 if name == "prior_floor1" else MethodConfig().floor
+    if name == "window_uniform":  # ablation (a): the same alignment with a flat curve
+        prior = PositionPrior(torch.ones(1, ctx.L, dtype=torch.float64), torch.zeros(1, dtype=torch.long),
+                              prior.settings, {**prior.meta, "ablation": "window_uniform (flat curve)"})
+    cfg = MethodConfig(method="faircalib", probe=ctx.probe_cfg(seed, prior.settings), floor=floor, **base)
+    q, info = run_method(ctx.model, ctx.tok, cfg, prior=prior, calib_ids=ids)
+    info["prior_curve"] = prior.curve.tolist()
+    return q, info
+
+
+def run_row(ctx: Context, key: str, bits: str) -> dict:
+    name, seed = key.split("@")[0], int(key.split("@")[1])
+    t0 = time.perf_counter()
+    torch.manual_seed(seed)
+    q, info = quantize_row(ctx, name, seed, bits)
+    t_q = time.perf_counter() - t0
+    teacher = ctx.teacher()
+    traj = teacher if name == "fp" else ctx.decode(q, ctx.eval_tasks)
+    em = em_of(ctx, traj, ctx.eval_tasks)
+    never = never_agree_per_sequence(traj.records["top1"], traj.commit_step, traj.tokens)
+    nd = ctx.prof["n_diag"]
+    with ctx.amp:
+        pos = positional_errors(q, ctx.model, teacher.select(slice(0, nd)))
+    fams: dict[str, list[float]] = {}
+    for t, e in zip(ctx.eval_tasks, em.tolist()):
+        fams.setdefault(t.family, []).append(e)
+    row = {"key": key, "name": name, "seed": seed, "bits": bits if name != "fp" else "fp",
+           "em": [int(x) for x in em.tolist()], "never_agree": [round(x, 5) for x in never.tolist()],
+           "flips": pos["flips"].tolist(), "kl": [round(x, 7) for x in pos["kl"].tolist()],
+           "flip_by_pos": [round(x, 6) for x in pos["flip_by_pos"].tolist()],
+           "kl_by_pos": [round(x, 7) for x in pos["kl_by_pos"].tolist()],
+           "em_per_family": {f: sum(v) / len(v) for f, v in sorted(fams.items())},
+           "quantize_time_s": round(t_q, 1), "row_time_s": round(time.perf_counter() - t0, 1),
+           "block_losses": info.get("block_losses"), "prior_curve": info.get("prior_curve"),
+           "calib_data": info.get("calib_data")}
+    log(f"{key}: EM {em.mean():.3f}, flips/seq {pos['flips'].double().mean():.2f}, KL {pos['kl'].mean():.4f} "
+        f"({row['row_time_s']:.0f} s)")
+    return row
+
+
+# ------------------------------------------------------------------------------------------- summary
+def _matrix(rows: list[dict], name: str, metric: str) -> tuple[list[int], torch.Tensor] | None:
+    rs = sorted((r for r in rows if r["name"] == name), key=lambda r: r["seed"])
+    if not rs:
+        return None
+    return [r["seed"] for r in rs], torch.tensor([[float("nan") if v is None else v for v in r[metric]]
+                                                  for r in rs], dtype=torch.float64)
+
+
+def summarize(result: dict, n_boot: int) -> None:
+    """Fill result["methods"] and result["paired"] from result["rows"] (in place)."""
+    rows = list(result["rows"].values())
+    names = sorted({r["name"] for r in rows})
+    methods = {}
+    for n in names:
+        rs = [r for r in rows if r["name"] == n]
+        methods[n] = {m: mean_std([sum(r[m]) / len(r[m]) for r in rs]) for m in METRICS}
+        methods[n]["em_per_family"] = {f: sum(r["em_per_family"][f] for r in rs) / len(rs)
+                                       for f in rs[0]["em_per_family"]}
+        methods[n]["seeds"] = sorted(r["seed"] for r in rs)
+        methods[n]["flip_by_pos"] = [sum(v) / len(rs) for v in zip(*(r["flip_by_pos"] for r in rs))]
+        methods[n]["kl_by_pos"] = [sum(v) / len(rs) for v in zip(*(r["kl_by_pos"] for r in rs))]
+    paired = {}
+    for a, b in PAIRS:
+        if a not in methods or b not in methods:
+            continue
+        entry = {}
+        for metric, direction in METRICS.items():
+            sa, ma = _matrix(rows, a, metric)
+            sb, mb = _matrix(rows, b, metric)
+            if len(sa) > 1 and len(sb) > 1:  # pair on the common seeds
+                common = sorted(set(sa) & set(sb))
+                ma = ma[[sa.index(s) for s in common]]
+                mb = mb[[sb.index(s) for s in common]]
+            ci = paired_bootstrap(mb, ma, direction=direction, n_boot=n_boot)  # delta = a - b
+            entry[metric] = ci.to_dict()
+        paired[f"{a}_vs_{b}"] = entry
+    # every method's difference from FP (for the delta-vs-FP plot; no claim attached)
+    for n in names:
+        if n == "fp" or "fp" not in methods:
+            continue
+        methods[n]["delta_vs_fp"] = {}
+        for metric, direction in METRICS.items():
+            _, mn = _matrix(rows, n, metric)
+            _, mf = _matrix(rows, "fp", metric)
+            ci = paired_bootstrap(mf, mn, direction=direction, n_boot=n_boot).to_dict()
+            ci.pop("verdict")
+            methods[n]["delta_vs_fp"][metric] = ci
+    result["methods"], result["paired"] = methods, paired
+
+
+def write_row(json_path: Path, row: dict, n_boot: int) -> None:
+    with locked(json_path.with_suffix(".lock")):
+        result = json.loads(json_path.read_text())
+        result["rows"][row["key"]] = row
+        summarize(result, n_boot)
+        tmp = json_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(result, indent=1))
+        os.replace(tmp, json_path)
+
+
+# ------------------------------------------------------------------------------------------- driver
+def worker(args) -> None:
+    torch.set_num_threads(1)
+    torch.set_flush_denormal(True)
+    prof = PROFILES[args.profile]
+    json_path, work = Path(args.json), Path(args.work)
+    ctx = Context(args.model, prof, work)
+    bits = json.loads(json_path.read_text())["settings"]["bits"]
+    claims = work / "claims"
+    claims.mkdir(parents=True, exist_ok=True)
+    for key in plan(prof):
+        if key in json.loads(json_path.read_text())["rows"]:
+            continue
+        try:
+            fd = os.open(claims / key, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            continue
+        os.write(fd, str(os.getpid()).encode())
+        os.close(fd)
+        write_row(json_path, run_row(ctx, key, bits), prof["n_boot"])
+
+
+def settings_of(args, prof: dict, ctx: Context, selection: dict) -> dict:
+    git = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                         cwd=Path(__file__).resolve().parent).stdout.strip()
+    return {"model": args.model, "bits": selection["chosen"], "bit_selection": selection, "profile": args.profile,
+            **prof, "window": ctx.L, "decoding": ctx.dcfg.to_dict(), "task_source": ctx.task_source,
+            "eval_set": f"{ctx.task_source}:heldout seed {EVAL_SEED}", "probe_set": f"{ctx.task_source}:probe",
+            "calibration": f"sample_task_sequences({ctx.task_source}:probe, n={prof['calib_n']}, "
+                           f"S={prof['calib_seq_len']}, window={ctx.L}), seed = row seed",
+            "prior_defaults": PriorSettings().__dict__, "floor": MethodConfig().floor,
+            "eval_dtype": "bfloat16 autocast (CPU)" if prof["bf16_eval"] else "float32",
+            "calibration_dtype": "float32", "pairs": [f"{a}_vs_{b}" for a, b in PAIRS],
+            "ci": "95% percentile crossed bootstrap over examples x seeds (faircalib/eval/stats.py)",
+            "code_version": faircalib.__version__, "git_commit": git,
+            "machine": f"{os.cpu_count()} CPUs, torch {torch.__version__}, {args.workers} worker process(es) x 1 thread"}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--model", required=True)
+    ap.add_argument("--json", default=None,
+                    help="output JSON (default benchmarks/results/fidelity_<model>_<bits>.json; resumed if it exists)")
+    ap.add_argument("--report", default=None, help="report directory (HTML + PNG)")
+    ap.add_argument("--profile", default="default", choices=sorted(PROFILES))
+    ap.add_argument("--bits", default="auto", help="auto (the RTN-loss rule) or a setting, e.g. w4a3")
+    ap.add_argument("--workers", type=int, default=2, help="single-threaded worker processes")
+    ap.add_argument("--work", default=None, help="scratch directory (teacher trajectory, priors, row claims)")
+    ap.add_argument("--report-only", action="store_true", help="rebuild the report from an existing --json")
+    ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.worker:
+        worker(args)
+        return {}
+    prof = PROFILES[args.profile]
+    stem = args.model.removeprefix("zoo:").replace("/", "_").replace(":", "_")
+    results = Path(__file__).resolve().parent / "results"
+    json_path = Path(args.json) if args.json else None
+    if not args.report_only:
+        torch.set_num_threads(1)
+        torch.set_flush_denormal(True)
+        work = Path(args.work or f"/tmp/faircalib-fidelity-{stem}-{args.profile}")
+        ctx = Context(args.model, prof, work)
+        if json_path is None:  # resume the model's result of this profile if there is one
+            found = [p for p in sorted(results.glob(f"fidelity_{stem}_*.json"))
+                     if json.loads(p.read_text())["settings"].get("profile") == args.profile]
+            json_path = found[0] if found else None
+        if json_path is not None and json_path.exists():
+            log(f"resuming {json_path} ({len(json.loads(json_path.read_text())['rows'])} rows done)")
+        else:
+            selection = select_bits(ctx) if args.bits == "auto" else {"chosen": args.bits, "reason": "given"}
+            json_path = json_path or results / f"fidelity_{stem}_{selection['chosen']}.json"
+            json_path.parent.mkdir(parents=True, exist_ok=True)
+            json_path.write_text(json.dumps({"settings": settings_of(args, prof, ctx, selection), "rows": {},
+                                             "methods": {}, "paired": {}}, indent=1))
+        ctx.teacher()  # once, before the workers start
+        for stale in list((work / "claims").glob("*")) if (work / "claims").exists() else []:
+            stale.unlink()  # claims of an earlier, interrupted invocation
+        cmd = [sys.executable, __file__, "--worker", "--model", args.model, "--json", str(json_path),
+               "--profile", args.profile, "--work", str(work)]
+        procs = [subprocess.Popen(cmd) for _ in range(max(1, args.workers))]
+        rcs = [p.wait() for p in procs]
+        if any(rcs):
+            raise SystemExit(f"a worker failed (exit codes {rcs}); rerun the same command to resume")
+    elif json_path is None or not json_path.exists():
+        raise SystemExit("--report-only needs --json PATH of an existing result")
+    result = json.loads(json_path.read_text())
+    if args.report:
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from fidelity_report import build_report
+
+        build_report(result, Path(args.report))
+    out = {"json": str(json_path), "rows": len(result["rows"]), "bits": result["settings"]["bits"],
+           "faircalib_vs_flatquant": result["paired"].get("faircalib_vs_flatquant")}
+    print(json.dumps(out, indent=1))
+    return out
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,72 @@
+"""benchmarks/fidelity.py on a tiny random model (smoke profile): every pre-registered row, the JSON schema
+the issue asks for, the report, and resumption (a rerun recomputes only the missing rows, identically)."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
+
+
+def _load(name: str):
+    sys.path.insert(0, str(BENCH))
+    spec = importlib.util.spec_from_file_location(f"faircalib_bench_{name}", BENCH / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.mark.timeout(1500)
+def test_fidelity_smoke_schema_report_and_resume(tmp_path, capsys):
+    bench = _load("fidelity")
+    js, work, rep = tmp_path / "f.json", tmp_path / "work", tmp_path / "rep"
+    args = ["--model", "tiny:llada", "--profile", "smoke", "--json", str(js), "--work", str(work), "--bits", "w4a4"]
+    bench.main(args + ["--workers", "2", "--report", str(rep)])
+    result = json.loads(js.read_text())
+    prof = bench.PROFILES["smoke"]
+    assert sorted(result["rows"]) == sorted(bench.plan(prof))
+    assert result["settings"]["model"] == "tiny:llada" and result["settings"]["bits"] == "w4a4"
+    for name in ("fp", "rtn", "quarot", "flatquant", "faircalib", *bench.ABLATION_ROWS):
+        em = result["methods"][name]["em"]
+        assert set(em) == {"mean", "std", "n_seeds"} and 0.0 <= em["mean"] <= 1.0
+    assert result["methods"]["faircalib"]["em"]["n_seeds"] == prof["main_seeds"]
+    pair = result["paired"]["faircalib_vs_flatquant"]
+    for metric in ("em", "flips", "never_agree", "kl"):
+        assert pair[metric]["ci_low"] <= pair[metric]["delta"] <= pair[metric]["ci_high"]
+        assert pair[metric]["verdict"] in ("holds", "reversed", "not resolved")
+    fp_row = result["rows"]["fp@0"]
+    assert sum(fp_row["flips"]) == 0 and max(fp_row["kl"]) < 1e-6  # FP against itself
+    row = result["rows"]["faircalib@0"]
+    L = result["settings"]["window"]
+    assert len(row["flip_by_pos"]) == L and len(row["prior_curve"]) == L
+    assert len(row["em"]) == prof["n_eval"] and len(row["flips"]) == prof["n_diag"]
+    assert abs(sum(row["prior_curve"]) / L - 1.0) < 1e-6
+    html = (rep / "index.html").read_text()
+    assert "Verdict" in html and "Glossary" in html and "faircalib vs flatquant" in html
+    assert {p.name for p in rep.glob("*.png")} >= {"delta_vs_fp.png", "flip_by_pos.png", "kl_by_pos.png"}
+
+    # resume: drop two finished rows; a rerun computes exactly those, bit-identically, and keeps the rest
+    dropped = {k: result["rows"].pop(k) for k in ("faircalib@1", "masked_faircalib@0")}
+    js.write_text(json.dumps(result))
+    bench.main(args + ["--workers", "1"])
+    again = json.loads(js.read_text())
+    assert sorted(again["rows"]) == sorted(bench.plan(prof))
+    for k, r in dropped.items():
+        assert again["rows"][k]["em"] == r["em"] and again["rows"][k]["flips"] == r["flips"]
+        assert again["rows"][k]["kl"] == r["kl"]
+    assert again["rows"]["flatquant@0"] == result["rows"]["flatquant@0"]
+    capsys.readouterr()
+
+
+def test_verdict_paragraph_and_formatting():
+    rep = _load("fidelity_report")
+    assert rep.fmt(0.0004, "kl") == "4.00e-04" and rep.fmt(0.25, "em") == "25.0%" and rep.fmt(0.0) == "0"
+    result = {"settings": {"model": "m", "bits": "w4a3"}, "paired": {
+        "faircalib_vs_flatquant": {m: {"delta": 0.01, "ci_low": -0.02, "ci_high": 0.04, "n_seeds": 5,
+                                       "n_examples": 1000, "verdict": "not resolved"} for m in ("em", "flips", "never_agree", "kl")}}}
+    text = rep.verdict_paragraph(result)
+    assert "not distinguishable" in text and "5 seeds x 1000" in text
