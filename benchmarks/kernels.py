@@ -43,7 +43,7 @@ from faircalib.kernels import reference as ref
 
 from faircalib import kernels as fk
 from faircalib.models.config import DLLMConfig
-from faircalib.quant import packing
+from faircalib.kernels import packing
 
 GPU_COMMAND = "python benchmarks/kernels.py --json > kernels_gpu.json"
 
@@ -365,7 +365,8 @@ def _zoo_resident(device: torch.device) -> dict:
             res[name] = {"skipped": f"zoo:{name} is not in the zoo yet (being trained)"}
             continue
         from faircalib.models import load_dllm
-        from faircalib.quant import QuantConfig, quantize
+        from faircalib.calibrate import quantize
+        from faircalib.quant import QuantConfig
 
         fp = load_dllm(f"zoo:{name}", dtype=torch.bfloat16 if device.type == "cuda" else torch.float32).model
         row = {"fp_dtype": str(fp.dtype).removeprefix("torch."), "fp_tensor_bytes": _tensor_bytes(fp)}

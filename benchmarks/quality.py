@@ -53,7 +53,7 @@ from faircalib.diffusion import DecodeConfig, decode_text, generate, resolve_con
 from faircalib.eval.fidelity import compare_to_reference
 from faircalib.pipeline import ABLATIONS, MethodConfig, run_method
 from faircalib.probe import PriorSettings, ProbeConfig, probe_priors
-from faircalib.quant import CalibConfig
+from faircalib.calibrate import CalibConfig
 
 PROBE_SOURCE, CALIB_SOURCE, HELDOUT_TEXT = "builtin:tasks:probe", "builtin:mix:train", "builtin:mix:heldout"
 RANK_CORPUS = "builtin:kjv:train"
@@ -111,12 +111,8 @@ def load(source: str):
     from faircalib.models import decoding_defaults, load_dllm
 
     loaded = load_dllm(source)
-    if source.startswith("zoo:"):
-        decoding = decoding_defaults(source)
-    else:  # a model directory: its model card's decoding settings, else the zoo defaults' shape
-        card = Path(source) / "model_card.json"
-        decoding = json.loads(card.read_text()).get("decoding") if card.is_file() else None
-        decoding = decoding or {"gen_length": 16, "steps": 16}
+    # the model card's decoding settings (required for zoo models), else the zoo defaults' shape
+    decoding = decoding_defaults(source, required=source.startswith("zoo:")) or {"gen_length": 16, "steps": 16}
     return loaded.model.eval(), loaded.tokenizer, source, decoding
 
 

@@ -35,7 +35,8 @@ from faircalib.data import sample_token_sequences
 from faircalib.eval.fidelity import compare_to_reference
 from faircalib.models import build_model, load_dllm, parse_config, save_model_dir
 from faircalib.models.config import DLLMConfig
-from faircalib.quant import CalibConfig, QuantConfig, quantize
+from faircalib.calibrate import CalibConfig, quantize
+from faircalib.quant import QuantConfig
 
 ROWS = [("fp", None), ("rtn", "w4a4"), ("quarot", "w4a4"), ("flatquant", "w4a4"), ("qdrop", "w4a4"),
         ("flatquant", "w8a8"), ("flatquant", "w3a4")]

@@ -120,7 +120,8 @@ def library_job(model: str, out: Path) -> dict:
     from faircalib.eval.harness import default_decoding, run_lm_eval
     from faircalib.models import load_dllm
     from faircalib.probe import ProbeConfig, probe_prior
-    from faircalib.quant import CalibConfig, QuantConfig, quantize
+    from faircalib.calibrate import CalibConfig, quantize
+    from faircalib.quant import QuantConfig
 
     cfg = JobConfig.from_dict({"model": model, **JOB, "storage": "file:///unused"})
     c, ev = cfg.calibration, cfg.evaluation
@@ -184,7 +185,7 @@ def service_job(model: str, db_url: str, bucket: str) -> dict:
 
 
 def overhead(model: str, work: Path, db_url: str, bucket: str, ray_init_s: float) -> dict:
-    from faircalib.orchestrator.storage import fetch_tree, open_storage
+    from faircalib.service.storage import fetch_tree, open_storage
 
     runs = []
     lib_a = library_job(model, work / "lib-a")
@@ -227,8 +228,8 @@ def main(argv: list[str] | None = None) -> dict:
     torch.set_flush_denormal(True)
     work = Path(tempfile.mkdtemp(prefix="fc-bench-service-"))
     os.environ["FAIRCALIB_HOME"] = str(work / "home")
-    from faircalib.orchestrator.seaweed import SeaweedServer
-    from faircalib.orchestrator.storage import S3Storage, StorageOptions
+    from faircalib.service.seaweed import SeaweedServer
+    from faircalib.service.storage import S3Storage, StorageOptions
     from faircalib.workers.pool import ensure_ray
 
     t_start = time.perf_counter()

@@ -12,7 +12,23 @@ class ModelLoadError(FaircalibError):
 
 
 class ConfigError(FaircalibError):
-    """A configuration value is invalid (names the field and the allowed values)."""
+    """A configuration value is invalid (names the field and the allowed values).
+
+    `field` is the dotted path of the offending field when known (the message then starts with
+    "FIELD: "); `within(prefix)` re-roots it under an enclosing section (e.g. "probe" -> "probe.steps"),
+    so an error raised deep inside a library config reads the same as the job file's field path."""
+
+    def __init__(self, message: str, *, field: str | None = None):
+        super().__init__(message)
+        self.field = field
+
+    def within(self, prefix: str) -> ConfigError:
+        if not prefix:
+            return self
+        text = str(self)
+        if self.field and text.startswith(self.field):
+            return ConfigError(f"{prefix}.{text}", field=f"{prefix}.{self.field}")
+        return ConfigError(f"{prefix}: {text}", field=prefix)
 
 
 class DataError(FaircalibError):

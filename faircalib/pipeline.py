@@ -1,35 +1,39 @@
-"""One method run: a frozen `MethodConfig` (method, bits, probe settings + ablation switch, calibration
-data) and `run_method(model, tokenizer, cfg)` -> (quantized copy, info).
+"""One method run: a frozen `MethodConfig` (method, bits, quantizer seed, Stage I `ProbeConfig`, Stage II
+`CalibConfig`) and `run_method(model, tokenizer, cfg)` -> (quantized copy, info).
 
-    cfg = MethodConfig(method="faircalib", bits="w4a4")                 # SPEC.md defaults
+    cfg = MethodConfig(method="faircalib", bits="w4a4")                 # docs/method.md defaults
     qmodel, info = run_method(model, tokenizer, cfg)                     # probes, then calibrates
     cfg = MethodConfig.ablation_row("frontier_only")                     # beta = 0
 
-Methods: fp (unchanged copy), rtn, quarot, flatquant (uniform position weights), qdrop, faircalib (the
-same Stage II engine as flatquant with `prior.aligned(S, floor)` as position weights). QDrop with the
-prior (paper App. E.2) is `method="qdrop", qdrop_weighted=True`.
+Methods (faircalib.quant.methods): fp (unchanged copy), rtn, quarot, flatquant (uniform position
+weights), qdrop, faircalib (the same Stage II engine as flatquant with `prior.aligned(S, floor)` as
+position weights). QDrop with the prior (paper App. E.2) is `method="qdrop", qdrop_weighted=True`.
 
-Boundary: wiring only. Stage I = faircalib.probe, Stage II = faircalib.quant.quantize (the one quantizer).
+The job service's job file holds exactly these fields (`method`, `bits`, `seed`, `qdrop_weighted`,
+`probe:`, `calibration:`) next to its own (model, evaluation, resources, storage).
+
+Boundary: wiring only. Stage I = faircalib.probe, Stage II = faircalib.calibrate.quantize (the one quantizer).
 """
 from __future__ import annotations
 
 import copy
-import hashlib
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
 import faircalib
+from faircalib.calibrate.config import CalibConfig
+from faircalib.configs import Config, check_bool, check_int, set_field
 from faircalib.errors import ConfigError
-from faircalib.probe import DEFAULT_FLOOR, PositionPrior, PriorSettings, ProbeConfig, probe_prior
-from faircalib.quant.config import SETTINGS, CalibConfig, QuantConfig
-
-METHODS = ("fp", "rtn", "quarot", "flatquant", "qdrop", "faircalib")
-BITS = ("w4a4", "w3a4", "w8a8", "w4a8", "w4a16", "w8a16", "w4a3", "w3a3")
+from faircalib.models.hashing import tensor_hash
+from faircalib.probe import PositionPrior, PriorSettings, ProbeConfig, probe_prior
+from faircalib.quant.bits import parse_setting
+from faircalib.quant.config import QuantConfig
+from faircalib.quant.methods import MethodSpec, method_spec
 
 # the paper's ablation rows (Table 3 and Table 4(b)): name -> (method, prior settings or None)
 ABLATIONS: dict[str, tuple[str, PriorSettings | None]] = {
@@ -46,50 +50,54 @@ ProgressFn = Callable[[dict[str, Any]], None]
 
 
 @dataclass(frozen=True)
-class MethodConfig:
-    """Everything one method run depends on. Defaults: SPEC.md (calibration 128 x 1024 tokens of real
-    text, FlatQuant optimiser, prior floor 0.1, Stage I per ProbeConfig). Calibration text defaults to
-    `builtin:mix:train` (the offline stand-in for WikiText-2; disjoint from every held-out split)."""
+class MethodConfig(Config):
+    """Everything one method run depends on. Defaults: docs/method.md (Stage I per ProbeConfig,
+    Stage II per CalibConfig: 128 x 1024 tokens of `builtin:mix:train`, FlatQuant optimiser, floor 0.1).
+
+    seed: the quantizer's seed (QuaRot signs, QDrop drops, block training order); the calibration
+    sample has its own, `calibration.data_seed`, and Stage I its own, `probe.seed`."""
 
     method: str = "faircalib"
     bits: str = "w4a4"
-    probe: ProbeConfig = field(default_factory=ProbeConfig)
-    floor: float = DEFAULT_FLOOR
+    seed: int = 0
     qdrop_weighted: bool = False
-    calib_source: str = "builtin:mix:train"
-    calib_n: int = 128
-    calib_seq_len: int = 1024
-    calib_seed: int = 0
-    calib: CalibConfig = field(default_factory=CalibConfig)
-    seed: int = 0  # QuantConfig seed (QuaRot signs, QDrop drops, block training order)
+    probe: ProbeConfig = field(default_factory=ProbeConfig)
+    calibration: CalibConfig = field(default_factory=CalibConfig)
 
     def __post_init__(self) -> None:
         if isinstance(self.probe, Mapping):
-            object.__setattr__(self, "probe", ProbeConfig.from_dict(self.probe))
-        if isinstance(self.calib, Mapping):
-            object.__setattr__(self, "calib", CalibConfig.from_dict(self.calib))
-        if self.method not in METHODS:
-            raise ConfigError(f"method={self.method!r} is not supported; allowed: {', '.join(METHODS)}")
-        if self.bits.lower() not in SETTINGS:
-            raise ConfigError(f"bits={self.bits!r} is not supported; allowed: {', '.join(SETTINGS)}")
-        object.__setattr__(self, "bits", self.bits.lower())
-        if not 0.0 <= self.floor:
-            raise ConfigError(f"floor={self.floor} must be >= 0")
-        if self.qdrop_weighted and self.method != "qdrop":
-            raise ConfigError("qdrop_weighted=True applies to method='qdrop' only (faircalib is weighted already)")
-        for name in ("calib_n", "calib_seq_len"):
-            v = getattr(self, name)
-            if not isinstance(v, int) or v < (2 if name == "calib_seq_len" else 1):
-                raise ConfigError(f"{name}={v!r} must be a positive integer (calib_seq_len >= 2)")
+            set_field(self, "probe", ProbeConfig.from_dict(self.probe, "probe"))
+        if isinstance(self.calibration, Mapping):
+            set_field(self, "calibration", CalibConfig.from_dict(self.calibration, "calibration"))
+        spec = method_spec(self.method)
+        bits, _ = parse_setting("bits", self.bits)
+        set_field(self, "bits", bits)
+        if bits not in spec.bits:
+            raise ConfigError(f"bits: {bits!r} is not offered for method {self.method!r}; allowed: "
+                              f"{', '.join(spec.bits)}", field="bits")
+        check_int("seed", self.seed, 0)
+        check_bool("qdrop_weighted", self.qdrop_weighted)
+        if self.qdrop_weighted and spec.prior != "optional":
+            raise ConfigError(f"qdrop_weighted: applies to method 'qdrop' only, not {self.method!r} "
+                              "(faircalib is weighted already)", field="qdrop_weighted")
+        if not isinstance(self.probe, ProbeConfig):
+            raise ConfigError(f"probe: expected probe settings (a mapping), got {self.probe!r}", field="probe")
+        if not isinstance(self.calibration, CalibConfig):
+            raise ConfigError(f"calibration: expected calibration settings (a mapping), got {self.calibration!r}",
+                              field="calibration")
 
     # ------------------------------------------------------------------ derived
     @property
+    def spec(self) -> MethodSpec:
+        return method_spec(self.method)
+
+    @property
     def uses_prior(self) -> bool:
-        return self.method == "faircalib" or (self.method == "qdrop" and self.qdrop_weighted)
+        return self.spec.uses_prior(self.qdrop_weighted)
 
     @property
     def needs_calibration_data(self) -> bool:
-        return self.method not in ("fp", "rtn")
+        return self.spec.needs_data
 
     def quant_config(self) -> QuantConfig:
         return QuantConfig.from_bits(self.bits, method=self.method, seed=self.seed)
@@ -98,41 +106,19 @@ class MethodConfig:
     def ablation_row(cls, name: str, **kw: Any) -> MethodConfig:
         """The config of one ablation row (`ABLATIONS`), other fields from `kw` (e.g. probe=..., bits=...)."""
         if name not in ABLATIONS:
-            raise ConfigError(f"ablation={name!r} is unknown; allowed: {', '.join(ABLATIONS)}")
+            raise ConfigError(f"ablation: {name!r} is unknown; allowed: {', '.join(ABLATIONS)}", field="ablation")
         method, settings = ABLATIONS[name]
         cfg = cls(method=method, **kw)
         if settings is not None:
-            cfg = replace(cfg, probe=cfg.probe.replace(prior=settings))
+            cfg = cfg.replace(probe=cfg.probe.replace(prior=settings))
         return cfg
 
-    def replace(self, **kw: Any) -> MethodConfig:
-        return replace(self, **kw)
 
-    def to_dict(self) -> dict[str, Any]:
-        d = {f.name: getattr(self, f.name) for f in fields(self)}
-        d["probe"] = self.probe.to_dict()
-        d["calib"] = self.calib.to_dict()
-        return d
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> MethodConfig:
-        names = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise ConfigError(f"method config has unknown field(s) {unknown}; allowed: {', '.join(sorted(names))}")
-        return cls(**d)
-
-
-def calibration_ids(tokenizer, cfg: MethodConfig) -> torch.Tensor:
-    """(calib_n, calib_seq_len) token ids of fully observed text (SPEC.md §3)."""
+def calibration_ids(tokenizer, calib: CalibConfig) -> torch.Tensor:
+    """(n, seq_len) token ids of fully observed text (docs/method.md §3)."""
     from faircalib.data import sample_token_sequences
 
-    return sample_token_sequences(tokenizer, cfg.calib_source, cfg.calib_n, cfg.calib_seq_len, cfg.calib_seed)
-
-
-def _ids_hash(ids: torch.Tensor) -> str:
-    t = ids.detach().long().cpu().contiguous()
-    return hashlib.sha256(f"{tuple(t.shape)}".encode() + t.numpy().tobytes()).hexdigest()
+    return sample_token_sequences(tokenizer, calib.data, calib.n, calib.seq_len, calib.data_seed)
 
 
 def run_method(model, tokenizer, cfg: MethodConfig, prior: PositionPrior | None = None, *,
@@ -143,15 +129,15 @@ def run_method(model, tokenizer, cfg: MethodConfig, prior: PositionPrior | None 
 
     prior: the Stage I prior for faircalib / weighted qdrop; None = probe `model` now with cfg.probe.
       A given prior must have been probed with cfg.probe.prior (ConfigError otherwise).
-    calib_ids: (N, S) calibration ids to use instead of drawing cfg.calib_n x cfg.calib_seq_len from
-      cfg.calib_source (lets a benchmark give every method the same data).
+    calib_ids: (N, S) calibration ids to use instead of drawing cfg.calibration.n x seq_len from
+      cfg.calibration.data (lets a benchmark give every method the same data).
     info: method config, quantization info (faircalib.quant), prior key/curve, data hash, wall times.
     """
     t0 = time.perf_counter()
     emit = progress or (lambda event: None)
     info: dict[str, Any] = {"method_config": cfg.to_dict(), "code_version": faircalib.__version__}
     target = model if inplace else copy.deepcopy(model)
-    if cfg.method == "fp":
+    if not cfg.spec.quantizes:  # fp: the unquantized reference
         info["wall_time_s"] = time.perf_counter() - t0
         return target.eval(), info
 
@@ -167,25 +153,25 @@ def run_method(model, tokenizer, cfg: MethodConfig, prior: PositionPrior | None 
             raise ConfigError(f"the given prior was probed with {prior.settings} but the method config asks for "
                               f"{cfg.probe.prior}; probe again or pass the matching prior")
         info["prior"] = {"cache_key": prior.cache_key(), "n_samples": prior.n_samples, "window": prior.window,
-                         "settings": prior.settings.__dict__.copy(), "curve": prior.curve.tolist(),
+                         "settings": prior.settings.to_dict(), "curve": prior.curve.tolist(),
                          "meta": dict(prior.meta)}
 
     if cfg.needs_calibration_data:
         given = calib_ids is not None
         if not given:
-            calib_ids = calibration_ids(tokenizer, cfg)
-        info["calib_data"] = {"shape": list(calib_ids.shape), "sha256": _ids_hash(calib_ids),
-                              "source": "given" if given else cfg.calib_source}
+            calib_ids = calibration_ids(tokenizer, cfg.calibration)
+        info["calib_data"] = {"shape": list(calib_ids.shape), "sha256": tensor_hash(calib_ids.long()),
+                              "source": "given" if given else cfg.calibration.data}
         if prior is not None:
-            position_weights = prior.aligned(calib_ids.shape[1], cfg.floor)  # (S,)
+            position_weights = prior.aligned(calib_ids.shape[1], cfg.calibration.floor)  # (S,)
     else:
         calib_ids = None
 
-    from faircalib.quant import quantize
+    from faircalib.calibrate import quantize
 
     tq = time.perf_counter()
     quantize(target, cfg.quant_config(), calib_ids=calib_ids, position_weights=position_weights,
-             calib_cfg=cfg.calib, state_dir=state_dir, progress=progress, device=device)
+             calib_cfg=cfg.calibration, state_dir=state_dir, progress=progress, device=device)
     info["quantize_time_s"] = time.perf_counter() - tq
     info["quant"] = {k: v for k, v in getattr(target, "faircalib_quant", {}).items() if k != "calibration"}
     calib = getattr(target, "faircalib_quant", {}).get("calibration")

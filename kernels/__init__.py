@@ -2,7 +2,7 @@
 
 Public API (each takes `backend="auto" | "triton" | "torch"`):
 
-- `pack_int4(q)` / `unpack_int4(packed)`: the `faircalib.quant.packing` int4 layout.
+- `pack_int4(q)` / `unpack_int4(packed)`: the `faircalib.kernels.packing` int4 layout.
 - `quantize_activation_int4(x, diag=None, p1=None, p2=None, clip=1.0)`: fused (x·diag)(P1 ⊗ P2) +
   per-token symmetric int4 quantization + packing -> (packed (..., K/2) uint8, scales (...) float32).
 - `w4a4_matmul(a_packed, a_scale, w_packed, w_scale, bias=None, out_dtype=torch.bfloat16)`: int4 x int4

@@ -1,4 +1,4 @@
-"""Triton int4 pack/unpack in the `faircalib.quant.packing` layout (two signed nibbles per uint8 along the
+"""Triton int4 pack/unpack in the `faircalib.kernels.packing` layout (two signed nibbles per uint8 along the
 last dim, low nibble = even index). Imported lazily by `faircalib.kernels` (importing this module imports
 triton; set TRITON_INTERPRET=1 before that to run on CPU). Reference: `kernels/reference.py`."""
 from __future__ import annotations

@@ -1,9 +1,9 @@
 """Plain-torch references for every kernel in `faircalib.kernels` (run on any device, used on CPU and
 as the ground truth the Triton kernels are tested against).
 
-Boundary: numerics only. The int4 layout is `faircalib.quant.packing` (imported, never redefined) and
-the per-token quantizer is `faircalib.quant.quantizer` (called, never re-derived), so the kernels, the
-checkpoint format and the calibration code all share one definition of "the" int4 activation codes.
+Boundary: numerics only. The int4 layout is `faircalib.kernels.packing` and the per-token quantizer
+`faircalib.kernels.quantizer` (imported, never redefined), so the kernels, the checkpoint format and the
+calibration code all share one definition of "the" int4 activation codes.
 
 Kronecker transform on a row-major reshaped token (FlatQuant): for x (K,) with K = n1 * n2,
 
@@ -15,15 +15,15 @@ from __future__ import annotations
 
 import torch
 
-from faircalib.quant.packing import pack_int4 as _pack_int4
-from faircalib.quant.packing import unpack_int4 as _unpack_int4
-from faircalib.quant.quantizer import quantize_codes, symmetric_scale
+from faircalib.kernels.packing import pack_int4 as _pack_int4
+from faircalib.kernels.packing import unpack_int4 as _unpack_int4
+from faircalib.kernels.quantizer import quantize_codes, symmetric_scale
 
 BITS = 4
 
 
 def pack_int4(q: torch.Tensor) -> torch.Tensor:
-    """(..., K) int codes in [-8, 7] -> (..., K/2) uint8 (faircalib.quant.packing layout)."""
+    """(..., K) int codes in [-8, 7] -> (..., K/2) uint8 (faircalib.kernels.packing layout)."""
     return _pack_int4(q)
 
 

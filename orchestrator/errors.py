@@ -1,5 +1,6 @@
-"""Typed errors of the job service (store, storage, state machine). Each is a FaircalibError with a
-one-line user message, so the CLI prints it as is and the scheduler stores it as a job's reason."""
+"""Typed errors of the job store and its state machine. Each is a FaircalibError with a one-line user
+message. The errors the orchestrator shares with the workers (storage, cancellation, worker failures)
+are faircalib.service.errors."""
 from __future__ import annotations
 
 from faircalib.errors import FaircalibError
@@ -19,11 +20,3 @@ class InvalidTransition(StoreError):
 
 class TransitionConflict(StoreError):
     """A compare-and-set transition lost: the job was no longer in the expected state/attempt."""
-
-
-class StorageError(FaircalibError):
-    """An artifact store (S3 or file://) cannot be reached, written, or read back intact."""
-
-
-class JobCancelled(FaircalibError):
-    """Raised inside a running job when `faircalib cancel` asked it to stop."""

@@ -1,8 +1,9 @@
 """The Stage I prior cache: one prior per key, shared by every job (and sweep member) with that key.
 
-The key hashes what the prior depends on (SPEC §4): the model's weights (faircalib.models.weights_hash)
-and every probe setting (prompt source, N, T, L, schedule, a_min/a_max/gamma, beta, reliability, floor,
-seed). The `priors` table maps key -> storage URI; `obtain_prior` implements the protocol:
+The key is the library's own `PositionPrior.cache_key()` (faircalib.probe.probe_cache_key computes it
+before probing): the model's weights (faircalib.models.weights_hash), the probe data and every probe
+setting (docs/method.md §4). Stage II settings such as the floor are not part of it. The `priors`
+table maps key -> storage URI; `obtain_prior` implements the protocol:
 
   ready  -> fetch it (checksums verified) and reuse it
   absent -> reserve it (insert 'building'), build it, upload it with its manifest, mark it ready
@@ -10,24 +11,25 @@ seed). The `priors` table maps key -> storage URI; `obtain_prior` implements the
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
-from faircalib.orchestrator.storage import fetch_tree, open_storage, upload_tree
+from faircalib.service.errors import JobCancelled
+from faircalib.service.storage import fetch_tree, open_storage, upload_tree
 
-KEY_FORMAT = 1
 
+def job_prior_key(config, model_hash: str | None = None) -> str | None:
+    """The prior cache key of a JobConfig (None when its method uses no prior)."""
+    from faircalib.models import inspect_model, weights_hash
+    from faircalib.probe import probe_cache_key
 
-def prior_key(model_hash: str, probe, library: dict | None = None) -> str:
-    """sha256 of the model hash, all probe settings (a ProbeSettings) and the library-side constants
-    the prior depends on (e.g. the probe batch size that fixes how commit sets are drawn)."""
-    payload = {"format": KEY_FORMAT, "model": model_hash, "probe": asdict(probe), "library": library or {}}
-    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+    if not config.uses_prior:
+        return None
+    policy = inspect_model(config.model)["default_policy"]
+    return probe_cache_key(config.run.probe, policy, model_hash or weights_hash(config.model))
 
 
 @dataclass(frozen=True)
@@ -43,8 +45,6 @@ def obtain_prior(ctx, key: str, build: Callable[[Path], dict], *, stale_s: float
                  poll_s: float = 1.0) -> PriorResult:
     """Return the prior `key`, from the cache or by calling build(local_dir) -> metadata once.
     ctx: the StageContext (store, job, storage root, emit, should_stop, stage_dir)."""
-    from faircalib.orchestrator.errors import JobCancelled
-
     store, job_id = ctx.store, ctx.job.id
     local = ctx.stage_dir("probe") / "prior"
     storage = ctx.root_storage.child("priors", key)

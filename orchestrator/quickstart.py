@@ -33,10 +33,9 @@ def quickstart_spec(model: str = QUICKSTART_MODEL) -> dict[str, Any]:
         "method": "faircalib",
         "bits": "w4a4",
         # Stage I: 32 held-out-disjoint task prompts, T = L = 16 (the zoo models' answer window)
-        "probe": {"prompts": "builtin:tasks:probe", "n": 32, "steps": 16, "window": 16, "seed": 0},
-        # Stage II: 16 x 128 tokens of KJV text, 2 epochs per block
-        "calibration": {"data": "builtin:kjv:train", "n": 16, "seq_len": 128, "epochs": 2, "batch_size": 4,
-                        "seed": 0},
+        "probe": {"prompts": "builtin:tasks:probe", "n_samples": 32, "steps": 16, "window": 16, "seed": 0},
+        # Stage II: 16 x 128 tokens of the library's calibration text, 2 epochs per block
+        "calibration": {"n": 16, "seq_len": 128, "epochs": 2, "batch_size": 4, "data_seed": 0},
         # fidelity (NLL / KL / top-1 vs FP on 8 x 128 held-out tokens) + two offline lm-eval tasks with 20
         # examples each (arithmetic exact match by diffusion decoding; 4-way multiple choice by masked
         # log-likelihood, exact when the answer has <= 4 tokens), on FP and on W4A4
@@ -56,11 +55,10 @@ def quickstart_job(model: str = QUICKSTART_MODEL) -> tuple[JobConfig, str]:
     FALLBACK_DECODING for the lm-eval generation task."""
     import yaml
 
-    from faircalib.eval.harness import default_decoding
-    from faircalib.models import resolve_source
+    from faircalib.models import decoding_defaults, resolve_source
 
     spec = quickstart_spec(model)
-    if not default_decoding(model, resolve_source(model)):
+    if not decoding_defaults(model, resolve_source(model)):
         spec["evaluation"]["decoding"] = dict(FALLBACK_DECODING)
     text = "# faircalib quickstart: the built-in job (copy it to a file to change it, then `faircalib submit`)\n"
     text += yaml.safe_dump(spec, sort_keys=False)
@@ -78,7 +76,7 @@ class LocalStorage:
     def release(self, keep: bool) -> bool:
         """Stop the server if we started it and keep is False; True when it was stopped."""
         if self.started and not keep:
-            from faircalib.orchestrator.seaweed import storage_down
+            from faircalib.service.seaweed import storage_down
 
             return storage_down()
         return False
@@ -87,8 +85,9 @@ class LocalStorage:
 def ensure_local_storage(port: int | None = None) -> LocalStorage:
     """An S3 endpoint configured in the environment is used as is; else the running local server;
     else start the local SeaweedFS server (port 8333, or a free one when 8333 is taken)."""
-    from faircalib.orchestrator.seaweed import DEFAULT_S3_PORT, _port_free, free_port_pair, storage_up
-    from faircalib.orchestrator.storage import resolve_endpoint
+    from faircalib.service.seaweed import DEFAULT_S3_PORT, _port_free, free_port_pair
+    from faircalib.service.storage import storage_up
+    from faircalib.service.storage import resolve_endpoint
 
     endpoint, source = resolve_endpoint()
     if endpoint is not None:

@@ -101,14 +101,14 @@ def results_markdown(summary: dict) -> str:
             cells += [fmt(r.values.get("quantized"), r.stderr.get("quantized")), fmt_delta(r.delta)]
         cells += ["" if r.n is None else str(r.n), fmt_wall(r.wall_s)]
         lines.append("| " + " | ".join(cells) + " |")
-    s = summary.get("settings") or {}
-    fid = s.get("fidelity") or {}
-    lines += ["", (f"fidelity: masked-token NLL / KL to FP / top-1 agreement on {fid.get('n')} x "
-                   f"{fid.get('seq_len')} tokens of `{fid.get('data')}` (seed {fid.get('seed')}).")]
-    if s.get("lm_eval"):
-        le = s["lm_eval"]
-        lines.append(f"lm-eval: limit {le.get('limit')}, mc_num {le.get('mc_num')}, greedy check "
-                     f"{le.get('check_greedy')}, seed {le.get('seed')}.")
+    s = summary.get("settings") or {}  # the job's EvalConfig as a dict
+    lines += [""]
+    if "fidelity" in (s.get("tasks") or ()):
+        lines.append(f"fidelity: masked-token NLL / KL to FP / top-1 agreement on {s.get('n')} x "
+                     f"{s.get('seq_len')} tokens of `{s.get('data')}` (seed {s.get('seed')}).")
+    if summary.get("lm_eval"):
+        lines.append(f"lm-eval: limit {s.get('limit')}, mc_num {s.get('mc_num')}, greedy check "
+                     f"{s.get('check_greedy')}, seed {s.get('seed')}.")
         for unit, per in (summary.get("lm_eval") or {}).items():
             res = per.get("fp") or {}
             lines.append(f"- `{unit}`: decoding {res.get('decoding')}, versions {res.get('versions')}")

@@ -7,8 +7,8 @@ Boundary: control flow, persistence of progress, and failure handling. Stage bod
   scheduler stopped or missed its lease go back to queued (their finished stages are kept).
 - Loop: `claim()` (SKIP LOCKED on PostgreSQL, atomic update on SQLite) -> run the job -> repeat.
   `run(once=True)` drains the queue and returns.
-- A job: validate its config and that its stages are offered, preflight (the model resolves, the
-  storage is writable), then each stage in order. Succeeded stages are skipped (their outputs reused),
+- A job: validate its config (the library's settings classes, task names), preflight (the model
+  resolves, the storage is writable), then each stage in order. Succeeded stages are skipped (their outputs reused),
   so a retry or a requeued job resumes at the next incomplete stage. Every write is fenced by the
   claim's `attempt`. A FaircalibError fails the job with its one-line message as the reason; any
   other exception fails it as an internal error with the traceback in the job log.
@@ -25,7 +25,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from faircalib.orchestrator.errors import JobCancelled, TransitionConflict
+from faircalib.orchestrator.errors import TransitionConflict
+from faircalib.service.errors import JobCancelled, StorageError
 from faircalib.orchestrator.stages import DEFAULT_REGISTRY, StageContext, StageRegistry
 from faircalib.orchestrator.store import JobRow, JobState, JobStore
 
@@ -137,7 +138,7 @@ class Scheduler:
 
     # ------------------------------------------------------------ one job
     def _workdir(self, job_id: str) -> Path:
-        from faircalib.orchestrator.paths import home
+        from faircalib.service.paths import home
 
         root = self.options.workdir_root or (home() / "work")
         path = Path(root) / job_id
@@ -171,7 +172,7 @@ class Scheduler:
             try:
                 config = job.config
                 self.registry.validate(config)
-                from faircalib.orchestrator.storage import open_storage
+                from faircalib.service.storage import open_storage
 
                 root = open_storage(config.storage)
                 ctx = StageContext(job=job, config=config, store=self.store, root_storage=root,
@@ -211,8 +212,7 @@ class Scheduler:
                 log.warning("job %s: %s", job.id, e)
                 return self.store.get_job(job.id).state
             except Exception as e:  # noqa: BLE001 - every failure ends the job with a reason
-                cancelled = isinstance(e, JobCancelled) or type(e).__name__ == "PoolCancelled"
-                if cancelled:
+                if isinstance(e, JobCancelled):  # the pool's PoolCancelled included
                     reason, new = f"cancelled: {e}", JobState.CANCELLED
                 elif isinstance(e, FaircalibError):
                     reason, new = str(e), JobState.FAILED
@@ -229,7 +229,7 @@ class Scheduler:
                 except TransitionConflict as conflict:
                     joblog.write(f"could not record the failure: {conflict}")
                     return self.store.get_job(job.id).state
-                if ctx is not None and type(e).__name__ != "StorageError":
+                if ctx is not None and not isinstance(e, StorageError):
                     self._upload_log_best_effort(ctx, joblog)
                 return new
 

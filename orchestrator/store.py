@@ -205,12 +205,17 @@ def _make_engine(url: str) -> Engine:
     return engine
 
 
+def default_db_url() -> str:
+    """FAIRCALIB_DB if set, else a SQLite file under $FAIRCALIB_HOME."""
+    from faircalib.service.paths import home
+
+    return os.environ.get("FAIRCALIB_DB") or f"sqlite:///{home() / 'jobs.db'}"
+
+
 class JobStore:
     """All reads and writes of the job database. Thread-safe (one engine, a connection per call)."""
 
     def __init__(self, url: str | None = None, *, migrate: bool = True):
-        from faircalib.orchestrator.paths import default_db_url
-
         self.url = url or default_db_url()
         self.url_masked = mask_url(self.url)
         self.engine = _make_engine(self.url)

@@ -13,7 +13,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from faircalib.orchestrator.seaweed import _port_free
+from faircalib.service.seaweed import _port_free
 
 
 def postgres_bin_dir() -> Path | None:
@@ -98,7 +98,7 @@ _S3_PORT: list[int] = []
 def session_s3_port() -> int:
     """The S3 port of the test session's SeaweedFS server (chosen once per process)."""
     if not _S3_PORT:
-        from faircalib.orchestrator.seaweed import free_port_pair
+        from faircalib.service.seaweed import free_port_pair
 
         _S3_PORT.append(free_port_pair())
     return _S3_PORT[0]

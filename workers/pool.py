@@ -30,17 +30,10 @@ from typing import Any
 import ray
 
 from faircalib.errors import FaircalibError
+from faircalib.service.errors import PoolCancelled, WorkerError
 
 log = logging.getLogger(__name__)
 Event = dict[str, Any]
-
-
-class WorkerError(FaircalibError):
-    """A shard failed after its retries (or with a deterministic error); names the shard and cause."""
-
-
-class PoolCancelled(FaircalibError):
-    """`should_stop()` returned True while shards were running."""
 
 
 @dataclass(frozen=True)

@@ -10,23 +10,18 @@ from collections.abc import Callable
 from typing import Any
 
 
-def _device() -> str:
-    import ray
-    import torch
-
-    return "cuda" if torch.cuda.is_available() and ray.get_gpu_ids() else "cpu"
-
-
 def setup_probe(model: str, probe_config: dict, model_hash: str, threads: int = 1) -> dict[str, Any]:
-    import torch
+    """probe_config: a faircalib.probe.ProbeConfig as `to_dict()`."""
+    from faircalib.workers.actor import prepare_actor
 
+    from faircalib.errors import DataError
     from faircalib.models import load_dllm
     from faircalib.probe import ProbeConfig
 
-    torch.set_num_threads(max(1, int(threads)))
-    torch.set_flush_denormal(True)
-    device = _device()
+    device = prepare_actor(threads)
     loaded = load_dllm(model, device=device)
+    if loaded.tokenizer is None:
+        raise DataError(f"model {loaded.source!r} ships no tokenizer; Stage I needs one to tokenize probe prompts")
     return {"m": loaded, "cfg": ProbeConfig.from_dict(probe_config), "model_hash": model_hash, "device": device}
 
 
@@ -34,12 +29,9 @@ def run_probe_ranges(state: dict, ranges: list[tuple[int, int]], report: Callabl
     """ranges: [(start, stop)] of global prompt indices, each start a multiple of the probe batch size."""
     import os
 
-    from faircalib.errors import DataError
     from faircalib.probe import probe_shard
 
     m, cfg = state["m"], state["cfg"]
-    if m.tokenizer is None:
-        raise DataError(f"model {m.source!r} ships no tokenizer; Stage I needs one to tokenize probe prompts")
     out = []
     for start, stop in ranges:
         def progress(e: dict, start=start) -> None:

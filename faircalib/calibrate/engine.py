@@ -1,13 +1,16 @@
 """Stage II: layer-wise teacher-forcing calibration with a position-weighted hidden-state loss
-(SPEC.md §3). One engine for every data-driven method (FlatQuant, FAIR-Calib, QDrop-style, QuaRot/GPTQ).
+(docs/method.md §3). One engine for every data-driven method (FlatQuant, FAIR-Calib, QDrop-style,
+QuaRot/GPTQ); what differs per method comes from its registry entry (faircalib.quant.methods): the
+`Stage2Hooks` (prepare the model, what the FP pass observes, a one-shot block solver) and the traits.
 
 For each block l in order:
   1. FP pass under no_grad on the block's input h_l (N, S, D) -> FP output h_{l+1}, collecting what
      the method needs (per-channel max|x| at each activation point for the SmoothQuant init; input
      Hessians for GPTQ);
-  2. install the method's quantized modules and train only this block's quantization parameters to
-     minimise  mean_n [ sum_i w_ni ||h_q(n, i) - h_fp(n, i)||^2 / sum_i w_ni ]  (||.||^2 averaged over
-     the hidden dim, i.e. the spec's formula / D), AdamW + cosine schedule (CalibConfig);
+  2. a learned method: install its fake-quant modules and train only this block's quantization
+     parameters to minimise  mean_n [ sum_i w_ni ||h_q(n, i) - h_fp(n, i)||^2 / sum_i w_ni ]
+     (||.||^2 averaged over the hidden dim, i.e. docs/method.md §3's formula / D), AdamW + cosine
+     schedule (CalibConfig); a one-shot method (QuaRot): its `solve_block` hook (GPTQ);
   3. save the block's learned parameters (state_dir), fold to deployment modules, and pass the **FP**
      output on as the next block's input (as FlatQuant does).
 Streaming: only the current block is moved to `device`; the others and all activations stay on CPU.
@@ -33,11 +36,13 @@ import torch
 from torch import nn
 
 import faircalib
-from faircalib.calibrate.state import BlockStateStore, model_fingerprint, tensor_hash
+from faircalib.calibrate.config import CalibConfig
+from faircalib.calibrate.state import BlockStateStore
 from faircalib.errors import CalibrationError, ConfigError
 from faircalib.models.adapter import DLLMAdapter
 from faircalib.models.base import DecoderBlock, DiffusionLM
-from faircalib.quant.config import CalibConfig, QuantConfig
+from faircalib.models.hashing import state_dict_hash, tensor_hash
+from faircalib.quant.config import QuantConfig
 from faircalib.quant.fake import (
     CLIP_KEY,
     ActPoint,
@@ -47,6 +52,7 @@ from faircalib.quant.fake import (
     restore_fp_block,
 )
 from faircalib.quant.fold import fold_block
+from faircalib.quant.methods import REGISTRY
 
 ProgressFn = Callable[[dict[str, Any]], None]
 
@@ -179,11 +185,10 @@ def _run_key(model: DiffusionLM, qcfg: QuantConfig, ccfg: CalibConfig, calib_ids
              weights: torch.Tensor) -> dict[str, Any]:
     ident = {
         "quant_config": qcfg.to_dict(),
-        # streaming and eval batching do not change results
-        "calib_config": {k: v for k, v in ccfg.to_dict().items() if k not in ("streaming", "eval_batch_size")},
+        "calib_config": ccfg.training_dict(),  # data, streaming and eval batching are keyed otherwise / inert
         "calib_ids_sha256": tensor_hash(calib_ids.long()),
         "weights_sha256": tensor_hash(weights),
-        "model_fingerprint": model_fingerprint(model),
+        "model_sha256": state_dict_hash(model),
     }
     key = hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()
     return dict(ident, key=key, version=faircalib.__version__)
@@ -253,9 +258,14 @@ def calibrate_layerwise(adapter_or_model: DLLMAdapter | DiffusionLM, calib_ids: 
     """
     qcfg = QuantConfig(method=qcfg) if isinstance(qcfg, str) else qcfg
     ccfg = calib_cfg or CalibConfig()
-    if qcfg.method == "quarot" and position_weights is not None:
-        raise ConfigError("position_weights apply to the learned methods (flatquant, faircalib, qdrop); QuaRot's "
-                          "GPTQ uses uniform token weights - pass position_weights=None")
+    spec = qcfg.spec
+    if spec.stage2 is None:
+        raise ConfigError(f"method: {qcfg.method!r} has no Stage II (use faircalib.calibrate.quantize)", field="method")
+    hooks = spec.stage2
+    if not spec.weighted_loss and position_weights is not None:
+        learned = ", ".join(n for n, s in REGISTRY.items() if s.weighted_loss)
+        raise ConfigError(f"method: position_weights apply to the learned methods ({learned}); {qcfg.method!r} "
+                          f"uses uniform token weights - pass position_weights=None", field="method")
     adapter = adapter_or_model if isinstance(adapter_or_model, DLLMAdapter) else DLLMAdapter(adapter_or_model)
     model = adapter.model
     weights = _check_inputs(calib_ids, position_weights)
@@ -274,10 +284,8 @@ def calibrate_layerwise(adapter_or_model: DLLMAdapter | DiffusionLM, calib_ids: 
 
     result = CalibrationResult(method=qcfg.method, setting=qcfg.setting, n_blocks=adapter.n_blocks, n_sequences=N,
                                seq_len=S, streaming=ccfg.streaming, prior_hash=prior_hash)
-    if qcfg.method == "quarot":
-        from faircalib.calibrate.quarot import prepare_quarot
-
-        result.extra["quarot"] = prepare_quarot(model, qcfg)
+    if hooks.prepare is not None:
+        result.extra[qcfg.method] = hooks.prepare(model, qcfg)
     emit({"event": "start", "method": qcfg.method, "setting": qcfg.setting, "n_blocks": adapter.n_blocks,
           "n_sequences": N, "seq_len": S, "streaming": ccfg.streaming})
 
@@ -305,24 +313,20 @@ def calibrate_layerwise(adapter_or_model: DLLMAdapter | DiffusionLM, calib_ids: 
         block.to(device)
         resumed = store is not None and store.done(index)
         stats: dict[str, Any] = {}
-        observe = None
-        if not resumed:
-            observe = _make_observer(qcfg, stats)
+        observe = hooks.observe(stats) if (hooks.observe is not None and not resumed) else None
         fp_out = _fp_pass(block, h, ctx, device, eb, qcfg.points, observe,
                           out=None if resident is None else torch.empty_like(h))
         if resident is not None:
             fp_out = resident[index + 1]
 
-        if qcfg.method == "quarot":
-            from faircalib.calibrate.quarot import load_quarot_block, quarot_block
-
+        if hooks.solve_block is not None:  # one-shot (QuaRot: GPTQ): no fake form, no training
             if resumed:
                 tensors, info = store.load(index)
-                load_quarot_block(block, qcfg, tensors)
+                hooks.load_block(block, qcfg, tensors)
                 report = BlockReport(**{k: v for k, v in info.items() if k in BlockReport.__dataclass_fields__})
                 report.resumed = True
             else:
-                tensors = quarot_block(block, qcfg, stats)
+                tensors = hooks.solve_block(block, qcfg, stats)
                 report.final_loss = _eval_loss(block, h, fp_out, weights, ctx, device, eb)
                 report.time_s = time.perf_counter() - t0
                 if store is not None:
@@ -347,32 +351,17 @@ def calibrate_layerwise(adapter_or_model: DLLMAdapter | DiffusionLM, calib_ids: 
     return result
 
 
-def _make_observer(qcfg: QuantConfig, stats: dict[str, Any]) -> Callable[[str, torch.Tensor], None] | None:
-    """What the FP pass records for the method: max|x| per channel (transform init) or Hessians (GPTQ)."""
-    if qcfg.uses_transforms:
-        def absmax(point: str, x: torch.Tensor) -> None:
-            m = x.detach().abs().reshape(-1, x.shape[-1]).amax(0).float().cpu()  # (K,)
-            stats[point] = m if point not in stats else torch.maximum(stats[point], m)
-        return absmax
-    if qcfg.method == "quarot":
-        from faircalib.calibrate.quarot import hessian_observer
-
-        return hessian_observer(stats)
-    return None
-
-
 def _learned_block(block: DecoderBlock, index: int, h_in: torch.Tensor, fp_out: torch.Tensor,
                    weights: torch.Tensor, ctx, device, qcfg: QuantConfig, ccfg: CalibConfig,
                    stats: dict[str, Any], store: BlockStateStore | None, report: BlockReport, resumed: bool,
                    emit: ProgressFn, t0: float) -> None:
-    """Install, train (or load), and checkpoint one block of a learned method (or RTN)."""
-    kind = qcfg.method if qcfg.learned else "rtn"
+    """Install, train (or load), and checkpoint one block of a learned method."""
     if resumed:
         tensors, info = store.load(index)
         for k in ("init_loss", "final_loss", "epoch_losses", "time_s", "fallback"):
             setattr(report, k, info.get(k, getattr(report, k)))
         report.resumed = True
-        install_fake_block(block, qcfg, None, kind="rtn" if report.fallback else kind)
+        install_fake_block(block, qcfg, None, rtn=bool(report.fallback))
         freeze_fp_parameters(block)
         params = learnable_parameters(block)
         if set(params) != set(tensors):
@@ -382,7 +371,7 @@ def _learned_block(block: DecoderBlock, index: int, h_in: torch.Tensor, fp_out: 
             for n, p in params.items():
                 p.copy_(tensors[n].to(p.device))
         return
-    install_fake_block(block, qcfg, stats, kind=kind)
+    install_fake_block(block, qcfg, stats)
     freeze_fp_parameters(block)
     eb = ccfg.eval_batch_size
     report.init_loss = _eval_loss(block, h_in, fp_out, weights, ctx, device, eb)
@@ -398,7 +387,7 @@ def _learned_block(block: DecoderBlock, index: int, h_in: torch.Tensor, fp_out: 
         report.fallback = f"rtn: {e}"
         emit({"event": "fallback", "block": index, "reason": report.fallback})
         restore_fp_block(block)
-        install_fake_block(block, qcfg, None, kind="rtn")
+        install_fake_block(block, qcfg, None, rtn=True)
     report.final_loss = _eval_loss(block, h_in, fp_out, weights, ctx, device, eb)
     report.time_s = time.perf_counter() - t0
     if store is not None:

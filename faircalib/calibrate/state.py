@@ -19,27 +19,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from faircalib.errors import CalibrationError
-
-
-def tensor_hash(t: torch.Tensor | None) -> str | None:
-    """sha256 of a tensor's dtype, shape and bytes (None -> None)."""
-    if t is None:
-        return None
-    t = t.detach().cpu().contiguous()
-    h = hashlib.sha256(f"{t.dtype}:{tuple(t.shape)}".encode())
-    h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    return h.hexdigest()
-
-
-@torch.no_grad()
-def model_fingerprint(model: torch.nn.Module) -> str:
-    """Cheap identity of a model's weights: config + per-tensor float64 sum and abs-sum."""
-    h = hashlib.sha256(json.dumps(getattr(model.config, "to_official", dict)(), sort_keys=True,
-                                  default=str).encode())
-    for name, t in sorted(model.state_dict().items()):
-        t64 = t.detach().double()
-        h.update(f"{name}:{tuple(t.shape)}:{float(t64.sum()):.17g}:{float(t64.abs().sum()):.17g}".encode())
-    return h.hexdigest()
+from faircalib.models.hashing import tensors_hash
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
@@ -74,7 +54,7 @@ class BlockStateStore:
         tpath, jpath = self._paths(index)
         info = json.loads(jpath.read_text())
         tensors = load_file(str(tpath)) if tpath.is_file() else {}
-        if tensor_hash_dict(tensors) != info.get("tensors_sha256"):
+        if tensors_hash(tensors) != info.get("tensors_sha256"):
             raise CalibrationError(f"state_dir {self.dir}: block {index} state is corrupt (checksum mismatch); "
                                    f"delete block_{index:04d}.* to recompute that block")
         return tensors, info
@@ -85,15 +65,7 @@ class BlockStateStore:
         tmp = tpath.with_name(tpath.name + ".tmp")
         save_file(tensors, str(tmp))
         os.replace(tmp, tpath)
-        info = dict(info, tensors_sha256=tensor_hash_dict(tensors))
+        info = dict(info, tensors_sha256=tensors_hash(tensors))
         _atomic_write(jpath, (json.dumps(info, indent=2) + "\n").encode())
         with open(self.dir / "loss_log.jsonl", "a") as f:
             f.write(json.dumps({k: v for k, v in info.items() if k != "tensors_sha256"}) + "\n")
-
-
-def tensor_hash_dict(tensors: dict[str, torch.Tensor]) -> str:
-    h = hashlib.sha256()
-    for k in sorted(tensors):
-        h.update(k.encode())
-        h.update((tensor_hash(tensors[k]) or "").encode())
-    return h.hexdigest()

@@ -34,8 +34,8 @@ from faircalib.models.base import DiffusionLM
 from faircalib.models.config import read_config
 from faircalib.models.io import build_model, load_tokenizer
 from faircalib.models.loader import LoadedDLLM
-from faircalib.quant.api import INFO_ATTR
-from faircalib.quant.runtime import QuantEmbedding, QuantLinear, build_module, module_spec
+from faircalib.models.replace import set_submodule
+from faircalib.quant.runtime import INFO_ATTR, QuantEmbedding, QuantLinear, build_module, module_spec
 
 FORMAT = "faircalib-quantized"
 FORMAT_VERSION = 1
@@ -88,7 +88,7 @@ def _tensor_file(model: nn.Module, name: str) -> str:
 
 def save_quantized(model: DiffusionLM, directory: str | Path, meta: dict[str, Any] | None = None,
                    tokenizer=None) -> Path:
-    """Write `model` (the result of `faircalib.quant.quantize`) as a checkpoint directory; returns it.
+    """Write `model` (the result of `faircalib.calibrate.quantize`) as a checkpoint directory; returns it.
 
     meta: extra JSON-able facts to record (e.g. {"source": "zoo:tiny-llada", "prior": {...}}).
     """
@@ -96,7 +96,7 @@ def save_quantized(model: DiffusionLM, directory: str | Path, meta: dict[str, An
     directory.mkdir(parents=True, exist_ok=True)
     info = getattr(model, INFO_ATTR, None)
     if info is None:
-        raise CheckpointError("save_quantized needs a model returned by faircalib.quant.quantize (no quantization "
+        raise CheckpointError("save_quantized needs a model returned by faircalib.calibrate.quantize (no quantization "
                               "record found on it)")
     _write_json(directory / MANIFEST, {"format": FORMAT, "format_version": FORMAT_VERSION, "complete": False})
     model.config.save(directory)
@@ -159,15 +159,6 @@ def verify_manifest(directory: str | Path) -> dict[str, Any]:
     return manifest
 
 
-def _set_module(model: nn.Module, path: str, module: nn.Module) -> None:
-    parent_path, _, attr = path.rpartition(".")
-    parent = model.get_submodule(parent_path) if parent_path else model
-    if isinstance(parent, nn.ModuleDict):
-        parent[attr] = module
-    else:
-        setattr(parent, attr, module)
-
-
 def load_quantized(directory: str | Path, device: str | torch.device = "cpu") -> LoadedDLLM:
     """Verify the manifest and rebuild the runnable quantized model (+ tokenizer) from `directory`."""
     directory = Path(directory)
@@ -178,7 +169,7 @@ def load_quantized(directory: str | Path, device: str | torch.device = "cpu") ->
     model = build_model(cfg, dtype=dtype)
     for path in sorted(record["layout"], key=lambda p: p.count(".")):
         try:
-            _set_module(model, path, build_module(record["layout"][path]))
+            set_submodule(model, path, build_module(record["layout"][path]))
         except (ValueError, AttributeError, KeyError) as e:
             raise CheckpointError(f"{directory}: cannot rebuild module {path} ({e}); the checkpoint was written by an "
                                   f"incompatible faircalib version") from None

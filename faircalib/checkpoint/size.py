@@ -12,8 +12,9 @@ from typing import Any
 
 from faircalib.models.base import ACT_POINTS
 from faircalib.models.config import DLLMConfig
-from faircalib.quant.config import FP_BITS, QuantConfig
-from faircalib.quant.packing import container_bits
+from faircalib.quant.bits import FP_BITS
+from faircalib.quant.config import QuantConfig
+from faircalib.kernels.packing import container_bits
 from faircalib.quant.transforms import balanced_factors
 
 BF16 = 2
@@ -64,7 +65,7 @@ def checkpoint_bytes(cfg: DLLMConfig, qcfg: QuantConfig) -> dict[str, Any]:
         if qcfg.uses_transforms:
             n1, n2 = balanced_factors(k)
             transforms += L * (k + n1 * n1 + n2 * n2) * F32
-        elif qcfg.method == "quarot" and point in ("o", "down"):
+        elif qcfg.spec.transform == "hadamard" and point in ("o", "down"):
             transforms += L * _rotation_bytes(k, qcfg.effective_rotation_seed)
     emb_b = (_quant_linear_bytes(V, d, qcfg.w_bits, False) - F32) if qcfg.quantize_embed else emb * BF16
     head_b = 0

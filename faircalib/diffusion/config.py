@@ -11,6 +11,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
+from faircalib.configs import Config, check_choice, check_int
 from faircalib.errors import ConfigError
 
 # -- policy names --------------------------------------------------------------------------------
@@ -36,11 +37,11 @@ def _allowed(values: Iterable[str]) -> str:
 
 
 @dataclass(frozen=True)
-class DecodeConfig:
+class DecodeConfig(Config):
     """One decoding run. `policy=None` / `schedule=None` / `block_length=None` are resolved against the
     model by `resolve_config` (model.default_policy; the policy's schedule family; block = gen_length).
 
-    Defaults follow SPEC.md §1 (steps = gen_length = 128, one block, greedy).
+    Defaults follow docs/method.md §1 (steps = gen_length = 128, one block, greedy).
     """
 
     policy: str | None = None
@@ -56,45 +57,39 @@ class DecodeConfig:
     schedule: str | None = None  # only meaningful for `random`: "llada" | "dream" (default: the model's)
 
     def __post_init__(self) -> None:
-        if self.policy is not None and self.policy not in POLICIES:
-            raise ConfigError(f"decode policy={self.policy!r} is unknown; allowed: {_allowed(POLICIES)}")
-        for name in ("steps", "gen_length", "seed"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool):
-                raise ConfigError(f"decode {name}={value!r} must be an integer")
-        if not 1 <= self.steps <= MAX_STEPS:
-            raise ConfigError(f"decode steps={self.steps} must be in 1..{MAX_STEPS}")
-        if self.gen_length < 1:
-            raise ConfigError(f"decode gen_length={self.gen_length} must be >= 1")
+        if self.policy is not None:
+            check_choice("policy", self.policy, POLICIES)
+        check_int("steps", self.steps, 1, MAX_STEPS)
+        check_int("gen_length", self.gen_length, 1)
+        check_int("seed", self.seed)
         if self.block_length is not None:
-            if not isinstance(self.block_length, int) or self.block_length < 1:
-                raise ConfigError(f"decode block_length={self.block_length!r} must be a positive integer or None")
+            check_int("block_length", self.block_length, 1, optional=True)
             if self.gen_length % self.block_length:
-                raise ConfigError(f"decode block_length={self.block_length} must divide gen_length={self.gen_length}")
+                _bad("block_length", f"{self.block_length} must divide gen_length={self.gen_length}")
             n_blocks = self.gen_length // self.block_length
             if self.steps % n_blocks:
-                raise ConfigError(f"decode steps={self.steps} must be divisible by the number of blocks "
-                                  f"(gen_length/block_length = {n_blocks})")
+                _bad("steps", f"{self.steps} must be divisible by the number of blocks (gen_length/block_length "
+                              f"= {n_blocks})")
         for name in ("temperature", "alg_temp"):
             value = getattr(self, name)
-            if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-                raise ConfigError(f"decode {name}={value!r} must be a finite number >= 0")
-        if not 0.0 < self.eps < 1.0:
-            raise ConfigError(f"decode eps={self.eps!r} must be in (0, 1)")
-        if self.schedule is not None and self.schedule not in SCHEDULES:
-            raise ConfigError(f"decode schedule={self.schedule!r} is unknown; allowed: {_allowed(SCHEDULES)}")
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+                _bad(name, f"{value!r} must be a finite number >= 0")
+        if isinstance(self.eps, bool) or not isinstance(self.eps, (int, float)) or not 0.0 < self.eps < 1.0:
+            _bad("eps", f"{self.eps!r} must be in (0, 1)")
+        if self.schedule is not None:
+            check_choice("schedule", self.schedule, SCHEDULES)
         if self.policy is not None:
             implied = schedule_of(self.policy)
             if implied is not None and self.schedule is not None and self.schedule != implied:
-                raise ConfigError(f"decode schedule={self.schedule!r} conflicts with policy={self.policy!r} "
-                                  f"(which uses the {implied!r} schedule); leave schedule unset")
+                _bad("schedule", f"{self.schedule!r} conflicts with policy={self.policy!r} (which uses the "
+                                 f"{implied!r} schedule); leave schedule unset")
             if self.alg_temp > 0 and self.policy not in DREAM_CONFIDENCE_POLICIES:
-                raise ConfigError(f"decode alg_temp={self.alg_temp} only applies to the Dream confidence policies "
-                                  f"({_allowed(DREAM_CONFIDENCE_POLICIES)}), not policy={self.policy!r}")
+                _bad("alg_temp", f"{self.alg_temp} only applies to the Dream confidence policies "
+                                 f"({_allowed(DREAM_CONFIDENCE_POLICIES)}), not policy={self.policy!r}")
         family = self.schedule or (schedule_of(self.policy) if self.policy else None)
         if family == "dream" and self.block_length not in (None, self.gen_length):
-            raise ConfigError(f"decode block_length={self.block_length} is not supported by the Dream schedule "
-                              f"(no semi-autoregressive blocks); leave it unset or equal to gen_length")
+            _bad("block_length", f"{self.block_length} is not supported by the Dream schedule (no "
+                                 f"semi-autoregressive blocks); leave it unset or equal to gen_length")
 
     # -- derived ------------------------------------------------------------------------------
     @property
@@ -109,16 +104,13 @@ class DecodeConfig:
     def steps_per_block(self) -> int:
         return self.steps // self.n_blocks
 
-    def to_dict(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
 
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> DecodeConfig:
-        names = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise ConfigError(f"decode config has unknown field(s) {unknown}; allowed: {_allowed(sorted(names))}")
-        return cls(**d)
+def _bad(field: str, problem: str) -> None:
+    raise ConfigError(f"{field}: {problem}", field=field)
+
+
+# the DecodeConfig fields a caller may set as decoding defaults/overrides (the seed is per call)
+DECODE_FIELDS = tuple(f.name for f in fields(DecodeConfig) if f.name != "seed")
 
 
 def model_default_policy(model: Any) -> str:

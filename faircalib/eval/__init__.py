@@ -8,10 +8,11 @@ from typing import Any
 from faircalib.eval.fidelity import FidelityResult, compare_to_reference, mask_batch, masked_token_nll
 from faircalib.eval.loglik import greedy_matches, masked_loglikelihood, masked_nll, rolling_pairs
 
-_LAZY = {"run_lm_eval": "harness", "evaluate_source": "harness", "load_for_eval": "harness",
-         "format_table": "harness", "FaircalibLM": "lm", "LMEvalSettings": "lm"}
+_LAZY = {"run_lm_eval": "harness", "evaluate_source": "harness", "load_for_eval": "loading",
+         "format_table": "harness", "FaircalibLM": "lm", "LMEvalSettings": "settings", "EvalConfig": "settings",
+         "evaluate_models": "run"}
 
-__all__ = ["FaircalibLM", "FidelityResult", "LMEvalSettings", "compare_to_reference", "evaluate_source",
+__all__ = ["EvalConfig", "FaircalibLM", "FidelityResult", "LMEvalSettings", "evaluate_models", "compare_to_reference", "evaluate_source",
            "format_table", "greedy_matches", "load_for_eval", "mask_batch", "masked_loglikelihood", "masked_nll",
            "masked_token_nll", "rolling_pairs", "run_lm_eval"]
 

@@ -13,7 +13,8 @@ lm-eval's task building and bookkeeping included; `model_s`: the part spent answ
 standard lm-eval name runs as one call (groups such as mmlu keep lm-eval's aggregation; the time is
 the group's). Suite group scores are the unweighted mean of the leaves' main metric (exact_match / acc).
 
-Module boundary: orchestration of lm-eval; request answering lives in faircalib.eval.lm.
+Module boundary: orchestration of lm-eval; request answering lives in faircalib.eval.lm, loading in
+faircalib.eval.loading, the settings in faircalib.eval.settings.
 """
 from __future__ import annotations
 
@@ -28,64 +29,13 @@ from typing import Any
 import torch
 
 from faircalib.errors import ConfigError, DataError, ModelLoadError
+from faircalib.eval.lm import FaircalibLM
+from faircalib.eval.loading import load_for_eval
+from faircalib.eval.settings import LMEvalSettings
 from faircalib.eval.suite import GROUP_METRIC, GROUPS, LEAF_TASKS, OWN_NAMES, SUITE_GROUP, TASKS_DIR
+from faircalib.models.zoo import decoding_defaults
 
 log = logging.getLogger(__name__)
-QUANT_MARKERS = ("quant_config.json", "manifest.json")
-
-
-# ------------------------------------------------------------------------ loading
-def is_quantized_dir(path: str | Path) -> bool:
-    p = Path(path)
-    return p.is_dir() and any((p / m).is_file() for m in QUANT_MARKERS)
-
-
-def load_for_eval(source: str | Path, device: str = "cpu", dtype: str | torch.dtype | None = None):
-    """A model directory, `zoo:NAME` or a quantized checkpoint directory (has quant_config.json or
-    manifest.json) -> LoadedDLLM."""
-    s = str(source)
-    if not s.startswith("zoo:") and is_quantized_dir(s):
-        from faircalib.checkpoint import load_quantized
-
-        return load_quantized(s, device=device)
-    from faircalib.models import load_dllm
-
-    if isinstance(dtype, str):
-        if not isinstance(getattr(torch, dtype, None), torch.dtype):
-            raise ConfigError(f"dtype={dtype!r} is not a torch dtype (e.g. float32, bfloat16)")
-        dtype = getattr(torch, dtype)
-    return load_dllm(s, dtype=dtype, device=device)
-
-
-def _card_decoding(card: dict) -> dict:
-    return dict(card.get("decoding") or {})
-
-
-def default_decoding(source: str, path: str | Path | None = None) -> dict:
-    """Decoding defaults for SOURCE: a zoo model's card; a directory's model_card.json; a quantized
-    checkpoint's meta (`decoding`, or the zoo card of its `source`). {} when none is recorded."""
-    from faircalib.models import model_card
-
-    if source.startswith("zoo:"):
-        return _card_decoding(model_card(source))
-    p = Path(path or source)
-    card = p / "model_card.json"
-    if card.is_file():
-        return _card_decoding(json.loads(card.read_text()))
-    qc = p / "quant_config.json"
-    if qc.is_file():
-        meta = json.loads(qc.read_text()).get("meta") or {}
-        if meta.get("decoding"):
-            return dict(meta["decoding"])
-        src = str(meta.get("source") or "")
-        if src.startswith("zoo:"):
-            try:
-                return _card_decoding(model_card(src))
-            except ModelLoadError:
-                return {}
-        if src and Path(src).is_dir() and (Path(src) / "model_card.json").is_file():
-            return _card_decoding(json.loads((Path(src) / "model_card.json").read_text()))
-    return {}
 
 
 # ------------------------------------------------------------------------ tasks
@@ -145,8 +95,6 @@ def run_lm_eval(model: Any, tokenizer: Any, tasks: str | Sequence[str], *, limit
     """
     import lm_eval
     from lm_eval import simple_evaluate
-
-    from faircalib.eval.lm import FaircalibLM, LMEvalSettings
 
     names = parse_tasks(tasks)
     settings = LMEvalSettings(mc_num=mc_num, batch_size=batch_size, gen_batch_size=gen_batch_size, seed=seed,
@@ -256,7 +204,7 @@ def evaluate_source(source: str | Path, tasks: str | Sequence[str], *, device: s
     if loaded.tokenizer is None:
         raise ModelLoadError(f"{source}: no tokenizer in the model directory; lm-eval needs one")
     load_s = time.perf_counter() - t0
-    dec = {**default_decoding(str(source), loaded.path), **(decoding or {})}
+    dec = {**decoding_defaults(str(source), loaded.path), **(decoding or {})}
     res = run_lm_eval(loaded.model, loaded.tokenizer, names, decoding=dec, source=str(source), tasks_manager=tm,
                       **kwargs)
     res["load_s"] = round(load_s, 3)
@@ -292,12 +240,9 @@ def format_table(res: dict) -> str:
 
 __all__ = [
     "LEAF_TASKS",
-    "default_decoding",
     "evaluate_source",
     "expand",
     "format_table",
-    "is_quantized_dir",
-    "load_for_eval",
     "parse_tasks",
     "result_rows",
     "run_lm_eval",

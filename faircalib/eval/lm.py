@@ -4,7 +4,7 @@
     FaircalibLM(model=m, tokenizer=tok, mc_num=32)          # in memory (the job service's eval actors)
 
 pretrained: a model directory, `zoo:NAME` or a quantized checkpoint directory (anything
-`faircalib.eval.harness.load_for_eval` loads). Request types:
+`faircalib.eval.loading.load_for_eval` loads). Request types:
 
   loglikelihood          -T from faircalib.eval.loglik (Monte Carlo masked estimate with `mc_num` draws of
                          stratified mask counts over the continuation, context unmasked, CE / mask ratio;
@@ -23,15 +23,15 @@ pretrained: a model directory, `zoo:NAME` or a quantized checkpoint directory (a
                          `max_gen_toks` is ignored (the window length is gen_length). The text is cut at
                          the first EOS, then at the first occurrence of any `until` string.
 
-Module boundary: adapts lm-eval requests to faircalib.eval.loglik and faircalib.diffusion; loading and
-result shaping live in faircalib.eval.harness.
+Module boundary: adapts lm-eval requests to faircalib.eval.loglik and faircalib.diffusion; loading is
+faircalib.eval.loading, the settings faircalib.eval.settings, running and result shaping
+faircalib.eval.harness.
 """
 from __future__ import annotations
 
 import logging
 import time
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
@@ -40,8 +40,12 @@ from lm_eval.api.registry import register_model
 from tqdm import tqdm
 
 from faircalib.diffusion import DecodeConfig, decode_text, generate, resolve_config
+from faircalib.diffusion.config import DECODE_FIELDS
 from faircalib.errors import ConfigError
+from faircalib.eval.loading import load_for_eval
 from faircalib.eval.loglik import greedy_matches, masked_nll, rolling_pairs, rows_needed
+from faircalib.eval.settings import LMEvalSettings
+from faircalib.models.zoo import decoding_defaults
 
 log = logging.getLogger(__name__)
 
@@ -56,46 +60,6 @@ class _SuiteNoiseFilter(logging.Filter):
 
 
 logging.getLogger("lm_eval.api.task").addFilter(_SuiteNoiseFilter())
-DECODE_KEYS = ("policy", "steps", "gen_length", "block_length", "temperature", "alg_temp", "eps", "schedule")
-
-
-@dataclass(frozen=True)
-class LMEvalSettings:
-    """How FaircalibLM answers requests (see the module docstring)."""
-
-    mc_num: int = 128
-    batch_size: int = 32  # masked rows per forward pass (loglikelihood / rolling)
-    gen_batch_size: int = 16  # prompts decoded together (generate_until, is_greedy)
-    seed: int = 0
-    check_greedy: bool = True
-    exact_when_cheap: bool = True
-    max_length: int | None = None  # default: the model's max_seq_len
-    rolling_context: int | None = None  # default: max_length // 2
-    decoding: dict = field(default_factory=dict)  # DecodeConfig fields (unset -> model/card defaults)
-
-    def __post_init__(self) -> None:
-        for name in ("mc_num", "batch_size", "gen_batch_size"):
-            v = getattr(self, name)
-            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-                raise ConfigError(f"lm-eval {name}={v!r}: must be an integer >= 1")
-        if not isinstance(self.seed, int) or isinstance(self.seed, bool):
-            raise ConfigError(f"lm-eval seed={self.seed!r}: must be an integer")
-        for name in ("check_greedy", "exact_when_cheap"):
-            if not isinstance(getattr(self, name), bool):
-                raise ConfigError(f"lm-eval {name}={getattr(self, name)!r}: must be true or false")
-        if self.max_length is not None and (not isinstance(self.max_length, int) or self.max_length < 4):
-            raise ConfigError(f"lm-eval max_length={self.max_length!r}: must be an integer >= 4")
-        if self.rolling_context is not None and (not isinstance(self.rolling_context, int) or self.rolling_context < 0):
-            raise ConfigError(f"lm-eval rolling_context={self.rolling_context!r}: must be an integer >= 0")
-        unknown = sorted(set(self.decoding) - set(DECODE_KEYS))
-        if unknown:
-            raise ConfigError(f"lm-eval decoding has unknown field(s) {unknown}; allowed: {', '.join(DECODE_KEYS)}")
-        DecodeConfig.from_dict(dict(self.decoding))  # validates values (ConfigError naming the field)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
 def _as_int(name: str, v: Any) -> Any:
     if v is None or isinstance(v, int):
         return v
@@ -127,18 +91,16 @@ class FaircalibLM(LM):
             if pretrained is None:
                 raise ConfigError("faircalib lm-eval model needs pretrained=SOURCE (a model directory, zoo:NAME or "
                                   "a quantized checkpoint directory) or an in-memory model=")
-            from faircalib.eval.harness import default_decoding, load_for_eval
-
             loaded = load_for_eval(str(pretrained), device=device or "cpu", dtype=dtype)
             model, tokenizer = loaded.model, tokenizer or loaded.tokenizer
             self.source = str(pretrained)
-            card_decoding = default_decoding(str(pretrained), loaded.path)
+            card_decoding = decoding_defaults(str(pretrained), loaded.path)
         elif pretrained is not None:
             raise ConfigError("give either pretrained=SOURCE or model=, not both")
         if tokenizer is None:
             raise ConfigError("faircalib lm-eval model needs a tokenizer (the model directory ships none); pass "
                               "tokenizer=")
-        base = settings or LMEvalSettings()
+        base = (settings or LMEvalSettings()).lm_settings()
         over: dict[str, Any] = {}
         if isinstance(batch_size, str) and batch_size.startswith("auto"):
             batch_size = None  # no automatic batch-size search: rows are tiny, use the default
@@ -157,8 +119,8 @@ class FaircalibLM(LM):
             decoding["policy"] = policy
         if temperature is not None:
             decoding["temperature"] = float(temperature)
-        decoding = {k: v for k, v in decoding.items() if k in DECODE_KEYS}
-        self.settings = LMEvalSettings(**{**asdict(base), **over, "decoding": decoding})
+        decoding = {k: v for k, v in decoding.items() if k in DECODE_FIELDS}
+        self.settings = base.replace(**over, decoding=decoding)
         self.model, self.tokenizer = model.eval(), tokenizer
         self.progress = True  # tqdm bars (run_lm_eval(progress=False) turns them off)
         self.model_seconds = 0.0  # wall time spent answering requests (all request types)
@@ -272,7 +234,7 @@ class FaircalibLM(LM):
         if isinstance(until, str):
             until = [until]
         do_sample = kw.pop("do_sample", None)
-        over = {k: kw.pop(k) for k in list(kw) if k in DECODE_KEYS}
+        over = {k: kw.pop(k) for k in list(kw) if k in DECODE_FIELDS}
         for k in ("gen_length", "steps", "block_length"):
             if k in over:
                 over[k] = _as_int(k, over[k])

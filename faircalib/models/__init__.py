@@ -10,13 +10,14 @@ from faircalib.models.config import DLLMConfig, parse_config, read_config
 from faircalib.models.dream import DreamModel
 from faircalib.models.io import build_model, load_model_dir, load_tokenizer, save_model_dir
 from faircalib.models.llada import LLaDAModel
-from faircalib.models.loader import LoadedDLLM, inspect_model, load_dllm, resolve_source, weights_hash
+from faircalib.models.hashing import state_dict_hash, tensor_hash, weights_hash
+from faircalib.models.loader import LoadedDLLM, inspect_model, load_dllm, resolve_source
 from faircalib.models.zoo import decoding_defaults, model_card, zoo_names, zoo_path
 
 __all__ = [
     "ACT_POINTS", "LINEAR_ROLES", "decoding_defaults", "DLLMAdapter", "DLLMConfig", "DecoderBlock", "DiffusionLM", "DreamModel",
     "LLaDAModel", "LoadedDLLM", "build_model", "inspect_model", "load_dllm", "load_model_dir", "load_tokenizer",
-    "model_card", "parse_config", "read_config", "resolve_source", "save_model_dir", "weights_hash", "zoo_names",
+    "model_card", "parse_config", "read_config", "resolve_source", "save_model_dir", "state_dict_hash", "tensor_hash", "weights_hash", "zoo_names",
     "zoo_path",
 ]
 from faircalib.models.tiny import tiny_config, tiny_model  # noqa: E402

@@ -103,16 +103,3 @@ def inspect_model(source: str | Path) -> dict[str, Any]:
         "default_policy": cls.default_policy,
         "tokenizer": load_tokenizer(path) is not None,
     }
-
-
-def weights_hash(source: str | Path) -> str:
-    """sha256 over config.json and the weight files (in name order): the model's identity for caches."""
-    path = resolve_source(source)
-    h = hashlib.sha256()
-    h.update(json.dumps(json.loads((path / "config.json").read_text()), sort_keys=True).encode())
-    for f in weight_files(path):
-        h.update(f.name.encode())
-        with open(f, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 22), b""):
-                h.update(chunk)
-    return h.hexdigest()

@@ -16,13 +16,14 @@ from faircalib.probe.prior import (
 from faircalib.probe.rollout import (
                                    ProbeConfig,
                                    batch_seed,
+                                   probe_cache_key,
                                    probe_data_hash,
+                                   probe_meta,
                                    probe_prior,
                                    probe_priors,
                                    probe_shard,
-                                   state_dict_hash,
 )
 
 __all__ = ["DEFAULT_FLOOR", "RELIABILITY", "SCHEDULES", "PositionPrior", "PriorAccumulator", "PriorSettings",
-           "ProbeConfig", "batch_seed", "minmax_over_masked", "prior_cache_key", "probe_data_hash", "probe_prior",
-           "probe_priors", "probe_shard", "sharpness", "state_dict_hash"]
+           "ProbeConfig", "batch_seed", "minmax_over_masked", "prior_cache_key", "probe_cache_key", "probe_data_hash", "probe_meta", "probe_prior",
+           "probe_priors", "probe_shard", "sharpness"]

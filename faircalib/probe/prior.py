@@ -1,4 +1,4 @@
-"""The Stage I position prior (SPEC.md §4), as pure tensor code.
+"""The Stage I position prior (docs/method.md §4), as pure tensor code.
 
 For every probe sample and every window position i, over the steps of a random-commit teacher rollout:
 
@@ -24,19 +24,19 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from faircalib.configs import Config, check_choice, check_float, set_field
 from faircalib.errors import ConfigError
 
 SCHEDULES = ("early", "uniform", "late", "none")
 RELIABILITY = ("prob", "neg_entropy", "margin")
-RELIABILITY_ALIASES = {"probability": "prob", "token_probability": "prob", "negentropy": "neg_entropy"}
 PRIOR_FORMAT_VERSION = 1
-DEFAULT_FLOOR = 0.1
+DEFAULT_FLOOR = 0.1  # ours (docs/method.md §6): the weight of positions outside the answer window
 
 
 @dataclass(frozen=True)
-class PriorSettings:
-    """How per-step signals become weights. Defaults: SPEC.md §4 (a_min 1, a_max 4, gamma 2, beta 1,
-    token-probability reliability). The alignment floor is a Stage II setting (`PositionPrior.aligned`)."""
+class PriorSettings(Config):
+    """How per-step signals become weights. Defaults: docs/method.md §4 (a_min 1, a_max 4, gamma 2, beta 1,
+    token-probability reliability). The alignment floor is a Stage II setting (`CalibConfig.floor`)."""
 
     schedule: str = "early"
     a_min: float = 1.0
@@ -46,19 +46,15 @@ class PriorSettings:
     reliability: str = "prob"
 
     def __post_init__(self) -> None:
-        if self.reliability in RELIABILITY_ALIASES:  # the job config spells it "probability"
-            object.__setattr__(self, "reliability", RELIABILITY_ALIASES[self.reliability])
-        if self.schedule not in SCHEDULES:
-            raise ConfigError(f"prior schedule={self.schedule!r} is not allowed; use one of {', '.join(SCHEDULES)}")
-        if self.reliability not in RELIABILITY:
-            raise ConfigError(f"prior reliability={self.reliability!r} is not allowed; use one of "
-                              f"{', '.join(RELIABILITY)}")
-        if self.beta < 0 or self.gamma < 0:
-            raise ConfigError("prior beta and gamma must be >= 0")
+        check_choice("schedule", self.schedule, SCHEDULES)
+        for name in ("a_min", "a_max", "gamma", "beta"):
+            set_field(self, name, check_float(name, getattr(self, name), 0.0))
+        check_choice("reliability", self.reliability, RELIABILITY)
         if self.a_max < self.a_min:
-            raise ConfigError(f"prior a_max={self.a_max} must be >= a_min={self.a_min}")
+            raise ConfigError(f"a_max: expected a number >= a_min ({self.a_min}), got {self.a_max}", field="a_max")
         if self.schedule == "none" and self.beta == 0:
-            raise ConfigError("prior with schedule='none' and beta=0 has no signal; set beta > 0 or a schedule")
+            raise ConfigError("beta: schedule 'none' with beta 0 leaves no term in the prior; set beta > 0 or a "
+                              "schedule in early, uniform, late", field="beta")
 
     def alpha(self, step: int, total_steps: int) -> float:
         """Frontier-hit weight of decoding step `step` (0 = first) out of `total_steps`."""
@@ -222,6 +218,6 @@ def _merge_meta(meta: dict) -> dict:
 
 def prior_cache_key(settings: PriorSettings, meta: dict) -> str:
     """sha256 of everything the prior depends on: model weights, probe data, policy schedule, T, L,
-    alpha/beta/reliability settings, seed (SPEC.md §4)."""
+    alpha/beta/reliability settings, seed, probe batch size (docs/method.md §4). Not the Stage II floor."""
     payload = {"v": PRIOR_FORMAT_VERSION, "settings": asdict(settings), **_merge_meta(meta)}
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()

@@ -1,5 +1,5 @@
 """Stage I driver: run the FP teacher with the `random` commit policy over probe prompts and feed every
-step into `PriorAccumulator`s (SPEC.md §4), giving a `PositionPrior` per prior setting.
+step into `PriorAccumulator`s (docs/method.md §4), giving a `PositionPrior` per prior setting.
 
     cfg = ProbeConfig(n_samples=512, steps=256, window=256)
     prior = probe_prior(model, tokenizer, None, cfg)            # prompts drawn from cfg.prompts
@@ -25,24 +25,27 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
+from faircalib.configs import Config, check_int, check_str
 from faircalib.errors import ConfigError, DataError
-from faircalib.probe.prior import PositionPrior, PriorAccumulator, PriorSettings, sharpness
+from faircalib.models.hashing import state_dict_hash
+from faircalib.probe.prior import PositionPrior, PriorAccumulator, PriorSettings, prior_cache_key, sharpness
 
 ProgressFn = Callable[[dict[str, Any]], None]
 PROBE_POLICY = "random"
 
 
 @dataclass(frozen=True)
-class ProbeConfig:
-    """Stage I settings. Defaults: SPEC.md §4 / the paper (512 prompts, T = 256 steps, window L = 256,
+class ProbeConfig(Config):
+    """Stage I settings. Defaults: docs/method.md §4 / the paper (512 prompts, T = 256 steps, window L = 256,
     teacher argmax). `schedule` is the commit-count family of the random policy ("llada" even split per
     block, "dream" linspace); None = the model's own default policy's family, so probing visits the
-    states inference visits. `block_length` None = one block (= window)."""
+    states inference visits. `block_length` None = one block (= window). `batch_size` fixes how commit
+    sets are drawn (part of the prior's identity; shards start on multiples of it)."""
 
     prompts: str = "builtin:tasks:probe"
     n_samples: int = 512
@@ -57,16 +60,21 @@ class ProbeConfig:
 
     def __post_init__(self) -> None:
         if isinstance(self.prior, Mapping):
-            object.__setattr__(self, "prior", PriorSettings(**self.prior))
-        for name in ("n_samples", "batch_size"):
-            v = getattr(self, name)
-            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-                raise ConfigError(f"probe {name}={v!r} must be a positive integer")
-        if not isinstance(self.prompts, str) or not self.prompts:
-            raise ConfigError(f"probe prompts={self.prompts!r} must be a prompt source (builtin:tasks:probe, "
-                              f"a .txt/.jsonl path, hf:...)")
-        # validates steps / window / block_length / temperature / schedule together, naming the field
-        self.decode_config()
+            object.__setattr__(self, "prior", PriorSettings.from_dict(self.prior, "prior"))
+        check_str("prompts", self.prompts, "a prompt source (builtin:tasks[:SPLIT], PATH.txt|.jsonl, hf:REPO...)")
+        check_int("n_samples", self.n_samples, 1)
+        check_int("batch_size", self.batch_size, 1)
+        check_int("seed", self.seed, 0)
+        if not isinstance(self.prior, PriorSettings):
+            raise ConfigError(f"prior: expected prior settings (a mapping), got {self.prior!r}", field="prior")
+        try:  # steps / window / block_length / temperature / schedule, checked together by DecodeConfig
+            self.decode_config()
+        except ConfigError as e:
+            name = _DECODE_TO_PROBE.get(e.field or "", e.field)
+            text = str(e)
+            for ours, theirs in _DECODE_TO_PROBE.items():
+                text = text.replace(ours, theirs)
+            raise ConfigError(text, field=name) from None
 
     def decode_config(self):
         from faircalib.diffusion import DecodeConfig
@@ -75,23 +83,8 @@ class ProbeConfig:
                             block_length=self.block_length, temperature=self.temperature, seed=self.seed,
                             schedule=self.schedule)
 
-    def replace(self, **kw: Any) -> ProbeConfig:
-        d = {f.name: getattr(self, f.name) for f in fields(self)}
-        d.update(kw)
-        return ProbeConfig(**d)
 
-    def to_dict(self) -> dict[str, Any]:
-        d = {f.name: getattr(self, f.name) for f in fields(self)}
-        d["prior"] = asdict(self.prior)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> ProbeConfig:
-        names = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise ConfigError(f"probe config has unknown field(s) {unknown}; allowed: {', '.join(sorted(names))}")
-        return cls(**d)
+_DECODE_TO_PROBE = {"gen_length": "window"}  # DecodeConfig's name for a probe field
 
 
 # ---------------------------------------------------------------------------------------------- hashes
@@ -105,20 +98,31 @@ def probe_data_hash(prompts: Sequence[str]) -> str:
     return h.hexdigest()
 
 
-@torch.no_grad()
-def state_dict_hash(model: torch.nn.Module) -> str:
-    """Exact sha256 over an in-memory model's config and state-dict bytes (name order). For a model
-    loaded from disk, `faircalib.models.weights_hash(source)` is the cheaper equivalent."""
-    h = hashlib.sha256()
-    cfg = getattr(model, "config", None)
-    to_official = getattr(cfg, "to_official", None)
-    h.update(json.dumps(to_official() if callable(to_official) else repr(cfg), sort_keys=True, default=str).encode())
-    for name, t in sorted(model.state_dict().items()):
-        t = t.detach().cpu().contiguous()
-        h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
-        if t.numel():
-            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
+def probe_meta(cfg: ProbeConfig, default_policy: str, *, model_hash: str, data_hash: str) -> dict[str, Any]:
+    """What a prior probed with `cfg` on a model (whose default decoding policy is `default_policy`)
+    records besides its PriorSettings; `prior_cache_key(cfg.prior, meta)` is its identity."""
+    from faircalib.diffusion import resolve_config
+
+    dcfg = resolve_config(_PolicyOnly(default_policy), cfg.decode_config())
+    return {"model_hash": model_hash, "data_hash": data_hash, "policy": PROBE_POLICY, "schedule": dcfg.schedule,
+            "steps": cfg.steps, "window": cfg.window, "block_length": dcfg.block_length, "seed": cfg.seed,
+            "temperature": float(cfg.temperature), "batch_size": cfg.batch_size, "prompt_source": cfg.prompts,
+            "eps": dcfg.eps}
+
+
+@dataclass(frozen=True)
+class _PolicyOnly:
+    default_policy: str
+
+
+def probe_cache_key(cfg: ProbeConfig, default_policy: str, model_hash: str) -> str:
+    """The cache key of the prior `probe_prior(model, tok, None, cfg)` will produce, computed without
+    probing (the job service looks its prior cache up with it): `PositionPrior.cache_key()` of that prior.
+    model_hash: `faircalib.models.weights_hash(source)` of the model the prior is probed on."""
+    from faircalib.data import sample_prompts
+
+    data_hash = probe_data_hash(sample_prompts(cfg.prompts, cfg.n_samples, cfg.seed))
+    return prior_cache_key(cfg.prior, probe_meta(cfg, default_policy, model_hash=model_hash, data_hash=data_hash))
 
 
 def batch_seed(seed: int, batch_index: int) -> int:
@@ -151,6 +155,7 @@ def probe_priors(model, tokenizer, prompts: Sequence[str] | None, cfg: ProbeConf
     progress(event): {"event": "probe_batch", "done": rows done, "total": rows in this call, "batch": k}.
     """
     from faircalib.diffusion import generate, policy_logits, resolve_config
+    from faircalib.diffusion.config import model_default_policy
 
     variants = dict(variants) if variants is not None else {"prior": cfg.prior}
     if not variants:
@@ -168,6 +173,8 @@ def probe_priors(model, tokenizer, prompts: Sequence[str] | None, cfg: ProbeConf
         raise ConfigError(f"probe sample_offset={sample_offset} must be a non-negative multiple of batch_size="
                           f"{cfg.batch_size} (shards must start on a global batch boundary to merge exactly)")
     dcfg = resolve_config(model, cfg.decode_config())
+    meta = probe_meta(cfg, model_default_policy(model), model_hash=model_hash or state_dict_hash(model),
+                      data_hash=data_hash or probe_data_hash(prompts))
     mask_id = int(model.mask_token_id)
     kinds = sorted({s.reliability for s in variants.values() if s.beta > 0})
     ids = _tokenize(tokenizer, prompts)
@@ -199,13 +206,6 @@ def probe_priors(model, tokenizer, prompts: Sequence[str] | None, cfg: ProbeConf
         if was_training:
             model.train()
     sample_ids = torch.arange(sample_offset, sample_offset + len(ids), dtype=torch.long)
-    meta = {
-        "model_hash": model_hash or state_dict_hash(model),
-        "data_hash": data_hash or probe_data_hash(prompts),
-        "policy": PROBE_POLICY, "schedule": dcfg.schedule, "steps": T, "window": L,
-        "block_length": dcfg.block_length, "seed": cfg.seed, "temperature": float(cfg.temperature),
-        "batch_size": bs, "prompt_source": cfg.prompts, "eps": dcfg.eps,
-    }
     return {name: PositionPrior(torch.cat(r), sample_ids.clone(), variants[name], dict(meta))
             for name, r in rows.items()}
 

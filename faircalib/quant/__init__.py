@@ -1,22 +1,9 @@
-"""Quantization: quantizers, transforms, baselines (see SPEC.md §2).
+"""Quantization numerics: bit settings, the method registry, quantizers, int packing, transforms
+(Kronecker, Hadamard), GPTQ, fake-quant and runtime modules (docs/method.md §5). Stage II and the
+`quantize` entry point are `faircalib.calibrate`, which builds on this package."""
+from faircalib.quant.bits import FP_BITS, SETTINGS
+from faircalib.quant.config import QuantConfig
+from faircalib.quant.methods import REGISTRY, MethodSpec, method_spec, methods, quant_methods
 
-Public entry points (imported lazily to keep `faircalib.quant.*` submodules free of import cycles):
-`quantize`, `QuantConfig`, `CalibConfig`.
-"""
-from __future__ import annotations
-
-from typing import Any
-
-__all__ = ["CalibConfig", "QuantConfig", "quantize"]
-
-
-def __getattr__(name: str) -> Any:
-    if name == "quantize":
-        from faircalib.quant.api import quantize
-
-        return quantize
-    if name in ("QuantConfig", "CalibConfig"):
-        from faircalib.quant import config
-
-        return getattr(config, name)
-    raise AttributeError(name)
+__all__ = ["FP_BITS", "REGISTRY", "SETTINGS", "MethodSpec", "QuantConfig", "method_spec", "methods",
+           "quant_methods"]

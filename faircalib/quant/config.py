@@ -1,47 +1,32 @@
-"""Quantization and Stage II calibration settings (SPEC.md §2-§3) as frozen, validated dataclasses.
-
-`QuantConfig` says *what* is quantized and how (method, bit widths, which linears, method knobs);
-`CalibConfig` says how Stage II trains (optimiser, schedule, epochs, NaN policy, streaming). Both
-round-trip to JSON (`to_dict` / `from_dict`) so every artifact records them.
+"""`QuantConfig`: *what* is quantized and how (method, bit widths, which linears, method knobs), as a
+frozen, validated settings class (docs/method.md §5). Stage II's training settings are
+`faircalib.calibrate.CalibConfig`; the methods and their traits are `faircalib.quant.methods`.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import dataclass
 from typing import Any
 
+from faircalib.configs import Config, check_bool, check_float, check_int, set_field
 from faircalib.errors import ConfigError
 from faircalib.models.base import ACT_POINTS, LINEAR_ROLES
+from faircalib.quant.bits import FP_BITS, SETTINGS, check_bits, parse_setting
+from faircalib.quant.methods import MethodSpec, method_spec, quant_methods
 
-METHODS = ("rtn", "quarot", "flatquant", "qdrop", "faircalib")
-LEARNED_METHODS = ("flatquant", "qdrop", "faircalib")  # trained by calibrate_layerwise
-TRANSFORM_METHODS = ("flatquant", "faircalib")  # FlatQuant-style Kronecker transforms
-DATA_METHODS = LEARNED_METHODS + ("quarot",)  # need calibration data (quarot: GPTQ Hessians)
-NAN_POLICIES = ("error", "rtn")
-SETTINGS = {"w4a4": (4, 4), "w3a4": (3, 4), "w8a8": (8, 8), "w4a16": (4, 16), "w8a16": (8, 16),
-            "w4a8": (4, 8), "w4a3": (4, 3), "w3a3": (3, 3)}  # w4a3 / w3a3: stress settings (fidelity benchmark)
-FP_BITS = 16  # a bit width of 16 means "not quantized" (A16 = activations stay floating point)
-
-
-def _check_bits(name: str, value: int) -> None:
-    if not (isinstance(value, int) and (2 <= value <= 8 or value == FP_BITS)):
-        raise ConfigError(f"{name}={value!r} is not supported; allowed: 2..8, or {FP_BITS} for unquantized")
-
-
-def _choice(name: str, value: Any, allowed: tuple) -> None:
-    if value not in allowed:
-        raise ConfigError(f"{name}={value!r} is not supported; allowed: {', '.join(map(str, allowed))}")
+__all__ = ["FP_BITS", "SETTINGS", "QuantConfig"]
 
 
 @dataclass(frozen=True)
-class QuantConfig:
+class QuantConfig(Config):
     """What to quantize and how.
 
-    method: rtn | quarot | flatquant | qdrop | faircalib (faircalib = flatquant + position weights).
+    method: a quantizing method of faircalib.quant.methods (rtn | quarot | flatquant | qdrop | faircalib).
     w_bits / a_bits: 2..8, or 16 for unquantized (a_bits=16 is A16: weight-only quantization).
     linears: block linear roles to quantize; must be whole activation groups (q,k,v share an input,
       as do gate,up) because they share one input transform.
     quantize_head / quantize_embed: the LM head / embedding stay FP by default; when enabled they are
       RTN-quantized per output row at w_bits (the head's input per token at a_bits).
+    seed: QuaRot's random signs (unless rotation_seed), QDrop's drops, the block training order.
     smooth_alpha: SmoothQuant exponent of the diagonal-scale init max|W|^(1-a) / max|x|^a.
     clip_init: logit of the learnable clipping factors (sigmoid(4.0) = 0.982, FlatQuant's init).
     qdrop_prob: QDrop's probability of keeping an activation element unquantized during training.
@@ -65,38 +50,44 @@ class QuantConfig:
     rotation_seed: int | None = None  # None = seed
 
     def __post_init__(self) -> None:
-        _choice("method", self.method, METHODS)
-        _check_bits("w_bits", self.w_bits)
-        _check_bits("a_bits", self.a_bits)
+        if self.method not in quant_methods():
+            raise ConfigError(f"method: {self.method!r} is not allowed; allowed: {', '.join(quant_methods())}",
+                              field="method")
+        check_bits("w_bits", self.w_bits)
+        check_bits("a_bits", self.a_bits)
         if self.w_bits == FP_BITS and self.a_bits != FP_BITS:
-            raise ConfigError(f"w_bits=16 (unquantized weights) needs a_bits=16 too; got a_bits={self.a_bits}")
-        object.__setattr__(self, "linears", tuple(self.linears))
+            raise ConfigError(f"a_bits: w_bits=16 (unquantized weights) needs a_bits=16 too; got {self.a_bits}",
+                              field="a_bits")
+        set_field(self, "linears", tuple(self.linears))
         bad = [r for r in self.linears if r not in LINEAR_ROLES]
         if bad:
-            raise ConfigError(f"linears contains {bad[0]!r}; allowed roles: {', '.join(LINEAR_ROLES)}")
+            raise ConfigError(f"linears: {bad[0]!r} is not a linear role; allowed: {', '.join(LINEAR_ROLES)}",
+                              field="linears")
         for point, roles in ACT_POINTS.items():
             chosen = [r for r in roles if r in self.linears]
             if chosen and len(chosen) != len(roles):
-                raise ConfigError(f"linears={','.join(self.linears)} splits the {point!r} group; roles "
-                                  f"{','.join(roles)} share one input and must be quantized together")
-        if not 0.0 <= self.smooth_alpha <= 1.0:
-            raise ConfigError(f"smooth_alpha={self.smooth_alpha} must be in [0, 1]")
-        if not 0.0 <= self.qdrop_prob < 1.0:
-            raise ConfigError(f"qdrop_prob={self.qdrop_prob} must be in [0, 1)")
-        if self.gptq_blocksize < 1:
-            raise ConfigError(f"gptq_blocksize={self.gptq_blocksize} must be >= 1")
-        if self.gptq_damp <= 0:
-            raise ConfigError(f"gptq_damp={self.gptq_damp} must be > 0")
+                raise ConfigError(f"linears: {','.join(self.linears)} splits the {point!r} group; roles "
+                                  f"{','.join(roles)} share one input and must be quantized together", field="linears")
+        for name in ("quantize_head", "quantize_embed", "learn_weight_clip", "learn_act_clip"):
+            check_bool(name, getattr(self, name))
+        check_int("seed", self.seed, 0)
+        check_int("rotation_seed", self.rotation_seed, 0, optional=True)
+        check_float("smooth_alpha", self.smooth_alpha, 0.0, 1.0)
+        check_float("clip_init", self.clip_init)
+        check_float("qdrop_prob", self.qdrop_prob, 0.0, 1.0, hi_open=True)
+        check_int("gptq_blocksize", self.gptq_blocksize, 1)
+        check_float("gptq_damp", self.gptq_damp, 0.0, lo_open=True)
 
     # -------------------------------------------------------------- helpers
     @classmethod
     def from_bits(cls, setting: str, method: str = "flatquant", **kw: Any) -> QuantConfig:
-        """`QuantConfig.from_bits("w4a4", method="rtn")`; settings: w4a4, w3a4, w8a8, w4a16, w8a16, w4a8."""
-        key = setting.lower()
-        if key not in SETTINGS:
-            raise ConfigError(f"setting={setting!r} is not supported; allowed: {', '.join(SETTINGS)}")
-        w, a = SETTINGS[key]
+        """`QuantConfig.from_bits("w4a4", method="rtn")`; settings: faircalib.quant.bits.SETTINGS."""
+        _, (w, a) = parse_setting("bits", setting)
         return cls(method=method, w_bits=w, a_bits=a, **kw)
+
+    @property
+    def spec(self) -> MethodSpec:
+        return method_spec(self.method)
 
     @property
     def setting(self) -> str:
@@ -104,15 +95,15 @@ class QuantConfig:
 
     @property
     def learned(self) -> bool:
-        return self.method in LEARNED_METHODS
+        return self.spec.learned
 
     @property
     def uses_transforms(self) -> bool:
-        return self.method in TRANSFORM_METHODS
+        return self.spec.transform == "kronecker"
 
     @property
     def needs_data(self) -> bool:
-        return self.method in DATA_METHODS
+        return self.spec.needs_data
 
     @property
     def points(self) -> tuple[str, ...]:
@@ -122,76 +113,3 @@ class QuantConfig:
     @property
     def effective_rotation_seed(self) -> int:
         return self.seed if self.rotation_seed is None else self.rotation_seed
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["linears"] = list(self.linears)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> QuantConfig:
-        known = {f.name for f in fields(cls)}
-        extra = sorted(set(d) - known)
-        if extra:
-            raise ConfigError(f"unknown QuantConfig field {extra[0]!r}; known: {', '.join(sorted(known))}")
-        d = dict(d)
-        if "linears" in d:
-            d["linears"] = tuple(d["linears"])
-        return cls(**d)
-
-    def replace(self, **kw: Any) -> QuantConfig:
-        return replace(self, **kw)
-
-
-@dataclass(frozen=True)
-class CalibConfig:
-    """Stage II optimiser and engine settings (FlatQuant defaults, SPEC.md §3).
-
-    AdamW with lr for transforms/scales and lr * clip_lr_mult for clipping factors, cosine schedule per
-    block down to lr * min_lr_ratio over epochs * ceil(N / batch_size) steps. loss_normalize divides the
-    loss by its detached value (unit-scale gradients). nan_policy: "error" stops with CalibrationError
-    naming the block; "rtn" falls back to RTN for that block and records it. streaming=False keeps every
-    block's FP activations and an FP teacher copy resident (the non-streaming reference for memory).
-    """
-
-    epochs: int = 15
-    batch_size: int = 4
-    lr: float = 5e-3
-    clip_lr_mult: float = 10.0
-    min_lr_ratio: float = 1e-3
-    weight_decay: float = 0.0
-    loss_normalize: bool = False
-    nan_policy: str = "error"
-    streaming: bool = True
-    eval_batch_size: int = 8  # sequences per no_grad forward (FP targets, statistics)
-
-    def __post_init__(self) -> None:
-        if self.epochs < 0:
-            raise ConfigError(f"epochs={self.epochs} must be >= 0")
-        if self.batch_size < 1:
-            raise ConfigError(f"batch_size={self.batch_size} must be >= 1")
-        if self.eval_batch_size < 1:
-            raise ConfigError(f"eval_batch_size={self.eval_batch_size} must be >= 1")
-        if not self.lr > 0:
-            raise ConfigError(f"lr={self.lr} must be > 0")
-        if not self.clip_lr_mult > 0:
-            raise ConfigError(f"clip_lr_mult={self.clip_lr_mult} must be > 0")
-        if not 0.0 <= self.min_lr_ratio <= 1.0:
-            raise ConfigError(f"min_lr_ratio={self.min_lr_ratio} must be in [0, 1]")
-        if self.weight_decay < 0:
-            raise ConfigError(f"weight_decay={self.weight_decay} must be >= 0")
-        _choice("nan_policy", self.nan_policy, NAN_POLICIES)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> CalibConfig:
-        known = {f.name for f in fields(cls)}
-        extra = sorted(set(d) - known)
-        if extra:
-            raise ConfigError(f"unknown CalibConfig field {extra[0]!r}; known: {', '.join(sorted(known))}")
-        return cls(**d)
-
-    def replace(self, **kw: Any) -> CalibConfig:
-        return replace(self, **kw)

@@ -22,7 +22,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from faircalib.models.base import ACT_POINTS, DecoderBlock
-from faircalib.quant.config import FP_BITS, QuantConfig
+from faircalib.quant.bits import FP_BITS
+from faircalib.quant.config import QuantConfig
 from faircalib.quant.quantizer import fake_quant
 from faircalib.quant.transforms import KroneckerTransform, smooth_scale
 
@@ -120,23 +121,24 @@ def point_weight_absmax(block: DecoderBlock, point: str) -> torch.Tensor:
 
 
 def install_fake_block(block: DecoderBlock, qcfg: QuantConfig, x_absmax: dict[str, torch.Tensor] | None = None,
-                       kind: str | None = None) -> None:
-    """Replace the block's quantized linears by FakeQuantLinear and install ActPoints, per `kind`:
+                       rtn: bool = False) -> None:
+    """Replace the block's quantized linears by FakeQuantLinear and install ActPoints, per the method's
+    traits (faircalib.quant.methods):
 
-    "flatquant" (also "faircalib"): Kronecker transform with SmoothQuant diag init from `x_absmax`
-      (point -> (K,) max |x| over calibration tokens; ones when None), learnable weight/act clipping.
-    "qdrop": no transform, learnable clipping, QDrop's drop probability on the activation quantizers.
-    "rtn": no transform, no learnable parameter (clip = 1): plain round-to-nearest in fake form.
+    transform "kronecker" (flatquant, faircalib): Kronecker transform with SmoothQuant diag init from
+      `x_absmax` (point -> (K,) max |x| over calibration tokens; ones when None).
+    learned: learnable weight/act clipping; act_drop (qdrop): QDrop's drop probability on the
+      activation quantizers.
+    rtn=True (or a method that is not learned): no transform, no learnable parameter (clip = 1):
+      plain round-to-nearest in fake form.
     A fixed module already installed at a point (QuaRot's rotation) is kept as the point's transform.
     """
-    kind = kind or qcfg.method
-    if kind == "faircalib":
-        kind = "flatquant"
-    learn = kind in ("flatquant", "qdrop")
+    spec = qcfg.spec
+    learn = spec.learned and not rtn
     for point in qcfg.points:
         existing = block.act_transforms[point] if point in block.act_transforms else None  # noqa: SIM401
         transform = existing
-        if kind == "flatquant":
+        if learn and spec.transform == "kronecker":
             if existing is not None:
                 raise ValueError(f"point {point!r} already has a transform ({type(existing).__name__}); "
                                  f"FlatQuant transforms cannot be stacked on it")
@@ -147,7 +149,7 @@ def install_fake_block(block: DecoderBlock, qcfg: QuantConfig, x_absmax: dict[st
                                     qcfg.smooth_alpha)
             transform = KroneckerTransform(K, diag).to(block.role(ACT_POINTS[point][0]).weight.device)
         a_clip = qcfg.clip_init if (learn and qcfg.learn_act_clip) else None
-        drop = qcfg.qdrop_prob if kind == "qdrop" else 0.0
+        drop = qcfg.qdrop_prob if (learn and spec.act_drop) else 0.0
         ap = ActPoint(transform, qcfg.a_bits, a_clip, drop)
         wt = transform.transform_weight if isinstance(transform, KroneckerTransform) else None
         w_clip = qcfg.clip_init if (learn and qcfg.learn_weight_clip) else None

@@ -7,16 +7,20 @@ float32 buffers), each linear's weight is mapped in float64, W_f = (W ⊘ d)(P1 
 output channel with its learned clipping into a `QuantLinear` that also carries the point's learned
 activation clipping. Fixed transforms (QuaRot's online rotation) stay as they are. Plain FP linears
 (no fake modules installed) are quantized round-to-nearest, i.e. `fold_block` on an untouched block is RTN.
+`quantize_head_and_embed` does the same for the LM head / embedding when the config asks for it.
 """
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-from faircalib.models.base import ACT_POINTS, DecoderBlock
-from faircalib.quant.config import FP_BITS, QuantConfig
+from faircalib.errors import ConfigError
+from faircalib.models.base import ACT_POINTS, DecoderBlock, DiffusionLM
+from faircalib.models.replace import replace_module
+from faircalib.quant.bits import FP_BITS
+from faircalib.quant.config import QuantConfig
 from faircalib.quant.fake import ActPoint, FakeQuantLinear
-from faircalib.quant.runtime import KroneckerOnline, QuantLinear
+from faircalib.quant.runtime import KroneckerOnline, QuantEmbedding, QuantLinear
 from faircalib.quant.transforms import KroneckerTransform
 
 
@@ -59,3 +63,19 @@ def fold_block(block: DecoderBlock, qcfg: QuantConfig) -> None:
             block.act_transforms[point] = transform
         elif point in block.act_transforms:
             del block.act_transforms[point]
+
+
+@torch.no_grad()
+def quantize_head_and_embed(model: DiffusionLM, qcfg: QuantConfig) -> None:
+    """RTN for the LM head / embedding when the config asks for it (both stay FP by default)."""
+    if not (qcfg.quantize_head or qcfg.quantize_embed):
+        return
+    if model.lm_head is None:
+        raise ConfigError("quantize_head: not supported with tied word embeddings; keep the head and embedding FP "
+                          "(quantize_head=False, quantize_embed=False)", field="quantize_head")
+    if qcfg.quantize_head and not isinstance(model.lm_head, QuantLinear):
+        head = model.lm_head
+        replace_module(model, head, QuantLinear.from_float(head.weight, head.bias, qcfg.w_bits, qcfg.a_bits))
+    if qcfg.quantize_embed and not isinstance(model.embed_tokens, QuantEmbedding):
+        emb = model.embed_tokens
+        replace_module(model, emb, QuantEmbedding.from_float(emb.weight, qcfg.w_bits))

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
-from faircalib.quant.quantizer import quantize_codes, symmetric_scale
+from faircalib.kernels.quantizer import quantize_codes, symmetric_scale
 
 
 class HessianAccumulator:

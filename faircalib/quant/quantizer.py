@@ -1,35 +1,25 @@
-"""Symmetric uniform quantizers (SPEC.md §2):
+"""Symmetric uniform quantizers (docs/method.md §5):
 
     Q(x) = s * clamp(round(x / s), -2^(b-1), 2^(b-1) - 1)
 
 Weights: per output channel (rows of W (N, K)), static. Activations: per token (last dim), dynamic,
 scale from the token's max |x|. `clip` (<= 1) shrinks the range before the scale is taken (learned
-clipping passes a tensor). `round_ste` is the straight-through estimator used in training.
+clipping passes a tensor). `round_ste` is the straight-through estimator used in training. The scale
+and code primitives are the kernels' (faircalib.kernels.quantizer): one definition of the int codes.
 """
 from __future__ import annotations
 
 import torch
 
-from faircalib.quant.packing import qrange
+from faircalib.kernels.packing import qrange
+from faircalib.kernels.quantizer import quantize_codes, symmetric_scale
 
-_EPS = 1e-8
+__all__ = ["fake_quant", "quantize_activation", "quantize_codes", "quantize_weight", "round_ste", "symmetric_scale"]
 
 
 def round_ste(x: torch.Tensor) -> torch.Tensor:
     """round() forward, identity gradient backward."""
     return (x.round() - x).detach() + x
-
-
-def symmetric_scale(x: torch.Tensor, bits: int, clip: torch.Tensor | float = 1.0) -> torch.Tensor:
-    """Scale per row of the last dim: max|x| * clip / qmax. x: (..., K) -> (..., 1)."""
-    qmax = qrange(bits)[1]
-    return (x.abs().amax(dim=-1, keepdim=True) * clip).clamp(min=_EPS) / qmax
-
-
-def quantize_codes(x: torch.Tensor, scale: torch.Tensor, bits: int) -> torch.Tensor:
-    """Integer codes (as x's float dtype) in [-2^(b-1), 2^(b-1)-1]; no gradient."""
-    lo, hi = qrange(bits)
-    return torch.clamp(torch.round(x / scale), lo, hi)
 
 
 def fake_quant(x: torch.Tensor, bits: int, clip: torch.Tensor | float = 1.0, ste: bool = True) -> torch.Tensor:

@@ -11,18 +11,31 @@
      `online_o=False`, before o_proj (Q over n_heads·head_dim), folding W <- W Q into those linears.
 Sizes that are not a supported Hadamard order fall back to block-Hadamard / random orthogonal; `info`
 states the kind of every rotation. Weight quantization (GPTQ) is a separate step (`faircalib.quant.gptq`).
+
+QuaRot's Stage II hooks (registered in faircalib.quant.methods, called by faircalib.calibrate.engine):
+`prepare_quarot` rotates the FP model; during each block's FP pass `hessian_observer` accumulates the
+input Hessian of every activation point (the input the linears really see, after the online
+rotation); `quarot_block` then quantizes the block's weights with GPTQ and installs QuantLinears
+(activations are quantized per token at run time, clip 1); `load_quarot_block` rebuilds a block from
+its saved codes on resume. Token weights are uniform (QuaRot is a baseline; docs/method.md §5).
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
 from faircalib.errors import ConfigError
-from faircalib.models.base import LINEAR_ROLES, DiffusionLM
+from faircalib.models.base import ACT_POINTS, LINEAR_ROLES, DecoderBlock, DiffusionLM
+from faircalib.quant.gptq import HessianAccumulator, gptq_quantize
 from faircalib.quant.hadamard import OnlineRotation, StructuredOrthogonal, structured_orthogonal
+from faircalib.quant.runtime import QuantLinear
+
+if TYPE_CHECKING:  # annotations only: quant.config -> quant.methods -> this module
+    from faircalib.quant.config import QuantConfig
 
 RESIDUAL_READERS = ("q", "k", "v", "gate", "up")
 RESIDUAL_WRITERS = ("o", "down")
@@ -121,3 +134,45 @@ def _rotate_outputs(lin: nn.Linear, q: StructuredOrthogonal) -> None:
     _set(lin.weight, q.apply(lin.weight.double().T).T)  # (N, K): (Wᵀ Q)ᵀ
     if lin.bias is not None:
         _set(lin.bias, q.apply(lin.bias.double()))
+
+
+# ---------------------------------------------------------------------------------------------- Stage II hooks
+def prepare_quarot(model: DiffusionLM, qcfg: QuantConfig) -> dict[str, Any]:
+    """Rotate the FP model in place (function-preserving); returns rotate_model's record."""
+    return rotate_model(model, seed=qcfg.effective_rotation_seed)
+
+
+def hessian_observer(stats: dict[str, Any]) -> Callable[[str, torch.Tensor], None]:
+    """Observer for the engine's FP pass: accumulates H = 2/n Σ x xᵀ per activation point in `stats`."""
+    def observe(point: str, x: torch.Tensor) -> None:
+        if point not in stats:
+            stats[point] = HessianAccumulator(x.shape[-1], device=x.device)
+        stats[point].add(x.detach())
+    return observe
+
+
+@torch.no_grad()
+def quarot_block(block: DecoderBlock, qcfg: QuantConfig, stats: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """GPTQ every quantized linear of the block with its point's Hessian; install QuantLinears.
+    Returns the codes/scales (the block's state for resume)."""
+    state: dict[str, torch.Tensor] = {}
+    for point in qcfg.points:
+        H = stats[point].H
+        for role in ACT_POINTS[point]:
+            lin = block.role(role)
+            res = gptq_quantize(lin.weight.detach(), H, qcfg.w_bits, blocksize=qcfg.gptq_blocksize,
+                                damp=qcfg.gptq_damp)
+            state[f"{role}.codes"], state[f"{role}.scales"] = res.codes, res.scales
+            block.set_role(role, QuantLinear.from_codes(res.codes, res.scales, lin.bias, qcfg.w_bits, qcfg.a_bits))
+    return state
+
+
+@torch.no_grad()
+def load_quarot_block(block: DecoderBlock, qcfg: QuantConfig, state: dict[str, torch.Tensor]) -> None:
+    """Rebuild a block's QuantLinears from saved GPTQ codes/scales (resume)."""
+    for point in qcfg.points:
+        for role in ACT_POINTS[point]:
+            lin = block.role(role)
+            codes = state[f"{role}.codes"].to(lin.weight.device)
+            block.set_role(role, QuantLinear.from_codes(codes, state[f"{role}.scales"], lin.bias, qcfg.w_bits,
+                                                        qcfg.a_bits))

@@ -14,6 +14,7 @@ fake-quant modules in fake.py, the deployed (folded) transform in runtime.py.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -36,6 +37,15 @@ def kron_apply(x: torch.Tensor, p1: torch.Tensor, p2: torch.Tensor) -> torch.Ten
     X = x.reshape(*lead, n1, n2)  # (…, n1, n2)
     Y = torch.matmul(torch.matmul(p1.transpose(0, 1), X), p2)  # P1ᵀ X P2: (…, n1, n2)
     return Y.reshape(*lead, n1 * n2)
+
+
+def absmax_observer(stats: dict[str, torch.Tensor]) -> Callable[[str, torch.Tensor], None]:
+    """Stage II observer (faircalib.quant.methods): per activation point, the running max |x| over every
+    calibration token and channel, (K,) float32 on the CPU in `stats[point]` (the `smooth_scale` input)."""
+    def observe(point: str, x: torch.Tensor) -> None:
+        m = x.detach().abs().reshape(-1, x.shape[-1]).amax(0).float().cpu()  # (K,)
+        stats[point] = m if point not in stats else torch.maximum(stats[point], m)
+    return observe
 
 
 def smooth_scale(w_absmax: torch.Tensor, x_absmax: torch.Tensor, alpha: float) -> torch.Tensor:

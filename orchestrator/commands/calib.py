@@ -9,42 +9,89 @@ on one machine, without the job service (which runs the same calls sharded over 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 
 import click
 
 
+class LibraryChoice(click.Choice):
+    """A Click choice whose values come from the library on first use (importing faircalib's settings
+    pulls in torch: not at CLI start-up)."""
+
+    def __init__(self, values: Callable[[], tuple[str, ...]]):
+        self._values = values
+        super().__init__(())
+
+    @property
+    def choices(self):  # noqa: D401 - click reads .choices
+        return tuple(self._values())
+
+    @choices.setter
+    def choices(self, _value) -> None:
+        pass
+
+
+def _methods() -> tuple[str, ...]:
+    from faircalib.quant import quant_methods
+
+    return quant_methods()
+
+
+def _prior_values(name: str) -> Callable[[], tuple[str, ...]]:
+    def values() -> tuple[str, ...]:
+        from faircalib.probe import prior
+
+        return getattr(prior, name)
+    return values
+
+
+LIB = "default: the library's, see docs/method.md"
+# CLI option -> (section, field) of faircalib.probe.ProbeConfig / PriorSettings; unset options keep the
+# library's defaults, so every default has one definition
+PROBE_OPTIONS = {"prompts": ("probe", "prompts"), "n_samples": ("probe", "n_samples"), "steps": ("probe", "steps"),
+                 "window": ("probe", "window"), "block_length": ("probe", "block_length"),
+                 "probe_seed": ("probe", "seed"), "probe_batch": ("probe", "batch_size"),
+                 "schedule": ("prior", "schedule"), "a_min": ("prior", "a_min"), "a_max": ("prior", "a_max"),
+                 "gamma": ("prior", "gamma"), "beta": ("prior", "beta"), "reliability": ("prior", "reliability")}
+
+
 def _probe_options(f):
     opts = [
-        click.option("--prompts", default="builtin:tasks:probe", show_default=True, help="Prompt source."),
-        click.option("--n", "n_samples", type=int, default=512, show_default=True, help="Probe prompts."),
-        click.option("--steps", type=int, default=256, show_default=True, help="Diffusion steps T."),
-        click.option("--window", type=int, default=256, show_default=True, help="Answer window L."),
+        click.option("--prompts", default=None, help=f"Prompt source ({LIB} §4)."),
+        click.option("--n", "n_samples", type=int, default=None, help=f"Probe prompts ({LIB} §4)."),
+        click.option("--steps", type=int, default=None, help=f"Diffusion steps T ({LIB} §4)."),
+        click.option("--window", type=int, default=None, help=f"Answer window L ({LIB} §4)."),
         click.option("--block-length", type=int, default=None, help="Semi-AR block (default: the window)."),
-        click.option("--schedule", type=click.Choice(["early", "uniform", "late", "none"]), default="early",
-                     show_default=True, help="alpha(t) schedule of the frontier-hit term."),
-        click.option("--a-min", type=float, default=1.0, show_default=True),
-        click.option("--a-max", type=float, default=4.0, show_default=True),
-        click.option("--gamma", type=float, default=2.0, show_default=True),
-        click.option("--beta", type=float, default=1.0, show_default=True, help="Reliability weight (0 = off)."),
-        click.option("--reliability", type=click.Choice(["prob", "neg_entropy", "margin"]), default="prob",
-                     show_default=True),
-        click.option("--probe-seed", type=int, default=0, show_default=True),
-        click.option("--probe-batch", type=int, default=16, show_default=True,
-                     help="Rollouts per batch (part of the prior's cache key)."),
+        click.option("--schedule", type=LibraryChoice(_prior_values("SCHEDULES")), default=None,
+                     help=f"alpha(t) schedule of the frontier-hit term ({LIB} §4)."),
+        click.option("--a-min", type=float, default=None, help=f"alpha(t) minimum ({LIB} §4)."),
+        click.option("--a-max", type=float, default=None, help=f"alpha(t) maximum ({LIB} §4)."),
+        click.option("--gamma", type=float, default=None, help=f"alpha(t) exponent ({LIB} §4)."),
+        click.option("--beta", type=float, default=None, help=f"Reliability weight, 0 = off ({LIB} §4)."),
+        click.option("--reliability", type=LibraryChoice(_prior_values("RELIABILITY")), default=None,
+                     help=f"Teacher sharpness signal ({LIB} §4)."),
+        click.option("--probe-seed", type=int, default=None, help=f"Probe sample + commit-set seed ({LIB} §4)."),
+        click.option("--probe-batch", type=int, default=None,
+                     help=f"Rollouts per batch, part of the prior's cache key ({LIB} §4)."),
     ]
     for o in reversed(opts):
         f = o(f)
     return f
 
 
-def _probe_config(kw: dict):
-    from faircalib.probe import PriorSettings, ProbeConfig
+def _probe_dict(kw: dict) -> dict:
+    """The given probe options as a ProbeConfig dict (unset ones: the library's defaults)."""
+    out: dict = {}
+    for opt, (section, name) in PROBE_OPTIONS.items():
+        if kw.get(opt) is not None:
+            (out.setdefault("prior", {}) if section == "prior" else out)[name] = kw[opt]
+    return out
 
-    settings = PriorSettings(schedule=kw["schedule"], a_min=kw["a_min"], a_max=kw["a_max"], gamma=kw["gamma"],
-                             beta=kw["beta"], reliability=kw["reliability"])
-    return ProbeConfig(prompts=kw["prompts"], n_samples=kw["n_samples"], steps=kw["steps"], window=kw["window"],
-                       block_length=kw["block_length"], prior=settings, seed=kw["probe_seed"],
-                       batch_size=kw["probe_batch"])
+
+def _probe_config(kw: dict):
+    from faircalib.probe import ProbeConfig
+
+    return ProbeConfig.from_dict(_probe_dict(kw), "probe")
 
 
 def _load(source: str, threads: int):
@@ -105,38 +152,41 @@ def prior_merge_cmd(out: str, parts: tuple[str, ...]) -> None:
 
 @click.command("quantize")
 @click.argument("source")
-@click.option("--method", type=click.Choice(["rtn", "quarot", "flatquant", "qdrop", "faircalib"]),
-              default="faircalib", show_default=True)
-@click.option("--bits", default="w4a4", show_default=True, help="w4a4, w3a4, w8a8, w4a8, w4a16, w8a16.")
+@click.option("--method", type=LibraryChoice(_methods), default="faircalib", show_default=True)
+@click.option("--bits", default="w4a4", show_default=True, help="A bit setting of faircalib.quant.bits.SETTINGS "
+              "(w4a4, w3a4, w8a8, w4a8, w4a16, w8a16).")
 @click.option("--prior", "prior_dir", default=None, type=click.Path(exists=True, file_okay=False),
               help="A saved prior (faircalib probe); default: probe now with the probe options.")
 @_probe_options
-@click.option("--floor", type=float, default=0.1, show_default=True, help="Prior weight outside the window.")
+@click.option("--floor", type=float, default=None, help=f"Prior weight outside the window ({LIB} §6).")
 @click.option("--qdrop-weighted", is_flag=True, help="QDrop with the position prior (paper App. E.2).")
-@click.option("--calib-source", default="builtin:mix:train", show_default=True)
-@click.option("--calib-n", type=int, default=128, show_default=True)
-@click.option("--calib-seq-len", type=int, default=1024, show_default=True)
-@click.option("--epochs", type=int, default=15, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True, help="Quantizer and calibration-sample seed.")
+@click.option("--calib-source", default=None, help=f"Calibration text source ({LIB} §3).")
+@click.option("--calib-n", type=int, default=None, help=f"Calibration sequences ({LIB} §3).")
+@click.option("--calib-seq-len", type=int, default=None, help=f"Tokens per calibration sequence ({LIB} §3).")
+@click.option("--calib-seed", type=int, default=None, help=f"Calibration sample seed ({LIB} §3).")
+@click.option("--epochs", type=int, default=None, help=f"Training epochs per block ({LIB} §3).")
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Quantizer seed (QuaRot signs, QDrop drops, block training order).")
 @click.option("--state-dir", default=None, type=click.Path(file_okay=False), help="Per-block state (resume).")
 @click.option("--threads", type=int, default=1, show_default=True)
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Checkpoint directory to write.")
-def quantize_cmd(source: str, method: str, bits: str, prior_dir: str | None, floor: float, qdrop_weighted: bool,
-                 calib_source: str, calib_n: int, calib_seq_len: int, epochs: int, seed: int, state_dir: str | None,
-                 threads: int, out: str, **kw) -> None:
+def quantize_cmd(source: str, method: str, bits: str, prior_dir: str | None, floor: float | None,
+                 qdrop_weighted: bool, calib_source: str | None, calib_n: int | None, calib_seq_len: int | None,
+                 calib_seed: int | None, epochs: int | None, seed: int, state_dir: str | None, threads: int,
+                 out: str, **kw) -> None:
     """Quantize model SOURCE with one method (Stage I + Stage II for faircalib) and save the checkpoint."""
     from faircalib.checkpoint import save_quantized
     from faircalib.pipeline import MethodConfig, run_method
     from faircalib.probe import PositionPrior
-    from faircalib.quant import CalibConfig
 
-    probe = _probe_config(kw)
+    probe = _probe_dict(kw)
     prior = PositionPrior.load(prior_dir) if prior_dir else None
     if prior is not None:
-        probe = probe.replace(prior=prior.settings)
-    cfg = MethodConfig(method=method, bits=bits, probe=probe, floor=floor, qdrop_weighted=qdrop_weighted,
-                       calib_source=calib_source, calib_n=calib_n, calib_seq_len=calib_seq_len, calib_seed=seed,
-                       calib=CalibConfig(epochs=epochs), seed=seed)
+        probe["prior"] = prior.settings.to_dict()
+    calib = {k: v for k, v in (("floor", floor), ("data", calib_source), ("n", calib_n), ("seq_len", calib_seq_len),
+                               ("data_seed", calib_seed), ("epochs", epochs)) if v is not None}
+    cfg = MethodConfig.from_dict({"method": method, "bits": bits, "seed": seed, "qdrop_weighted": qdrop_weighted,
+                                  "probe": probe, "calibration": calib})
     loaded, _ = _load(source, threads)
 
     def progress(e: dict) -> None:
@@ -147,7 +197,7 @@ def quantize_cmd(source: str, method: str, bits: str, prior_dir: str | None, flo
                              progress=progress, inplace=True)
     save_quantized(model, out, meta={"source": source, "method_config": cfg.to_dict(),
                                      "prior": info.get("prior")}, tokenizer=loaded.tokenizer)
-    click.echo(json.dumps({"out": out, "method": method, "bits": bits, "wall_time_s": info["wall_time_s"],
+    click.echo(json.dumps({"out": out, "method": method, "bits": cfg.bits, "wall_time_s": info["wall_time_s"],
                            "prior_key": (info.get("prior") or {}).get("cache_key"),
                            "block_losses": info.get("block_losses")}, indent=2))
 

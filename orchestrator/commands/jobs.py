@@ -45,14 +45,10 @@ def _duration(job) -> str:
 
 # ---------------------------------------------------------------- submit
 def _validate_job(config):
-    """Offered by this installation? zoo model names known? (directories are checked at run)."""
+    """Evaluation task names known? zoo model names known? (directories are checked at run)."""
     from faircalib.orchestrator.stages import DEFAULT_REGISTRY
 
-    from faircalib.models.loader import resolve_source
-
     DEFAULT_REGISTRY.validate(config)
-    if config.model.startswith("zoo:"):
-        resolve_source(config.model)
 
 
 def _reject(store, reason: str, text: str | None, raw) -> str:
@@ -70,8 +66,7 @@ def _reject(store, reason: str, text: str | None, raw) -> str:
 @_db_option
 def submit_cmd(job_file: Path, wait: bool, run_here: bool, ray_address: str | None, db_url: str | None) -> None:
     """Validate JOB_FILE (YAML) and queue it. Invalid input is recorded as a failed job with the reason."""
-    import yaml
-    from faircalib.orchestrator.config import JobConfig
+    from faircalib.orchestrator.config import JobConfig, parse_yaml
 
     from faircalib.errors import FaircalibError
 
@@ -84,15 +79,7 @@ def submit_cmd(job_file: Path, wait: bool, run_here: bool, ray_address: str | No
         job_id = _reject(store, reason, None, None)
         raise click.ClickException(f"{reason} (recorded as failed job {job_id})") from e
     try:
-        try:
-            raw = yaml.safe_load(text)
-        except yaml.YAMLError as e:
-            mark = getattr(e, "problem_mark", None)
-            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-            from faircalib.errors import ConfigError
-
-            raise ConfigError(f"job file {str(job_file)!r}: invalid YAML{where}: "
-                              f"{getattr(e, 'problem', None) or str(e).splitlines()[0]}") from e
+        raw = parse_yaml(text, str(job_file))
         config = JobConfig.from_dict(raw)
         _validate_job(config)
     except FaircalibError as e:
@@ -252,7 +239,7 @@ def logs_cmd(job: str, follow: bool, log_file: bool, db_url: str | None) -> None
 
 
 def _read_job_log(store, job_id: str) -> str:
-    from faircalib.orchestrator.paths import home
+    from faircalib.service.paths import home
 
     local = home() / "work" / job_id / "logs" / "job.log"
     if local.is_file():
@@ -260,7 +247,7 @@ def _read_job_log(store, job_id: str) -> str:
     job = store.get_job(job_id)
     if not job.storage_uri:
         raise click.ClickException(f"job {job_id} has no log (it was rejected at submit: {job.reason})")
-    from faircalib.orchestrator.storage import open_storage
+    from faircalib.service.storage import open_storage
 
     return open_storage(job.storage_uri).child(job_id).get_bytes("logs/job.log").decode(errors="replace")
 
@@ -347,11 +334,11 @@ def _print_results(row) -> None:
 @_db_option
 def fetch_cmd(job: str, dest: Path, db_url: str | None) -> None:
     """Download a finished job's artifacts to DEST and verify every sha256 against its manifest."""
-    from faircalib.orchestrator.storage import fetch_tree, open_storage
+    from faircalib.service.storage import fetch_tree, open_storage
 
     store = _store(db_url)
     row = store.get_job(store.resolve(job))
-    from faircalib.orchestrator.storage import MANIFEST
+    from faircalib.service.storage import MANIFEST
 
     if not any(a["name"] == MANIFEST for a in store.artifacts(row.id)):
         raise click.ClickException(f"job {row.id} ({row.state.value}) has not uploaded its artifacts yet "
@@ -371,8 +358,7 @@ def fetch_cmd(job: str, dest: Path, db_url: str | None) -> None:
 def sweep_cmd(sweep_file: Path, dry_run: bool, db_url: str | None) -> None:
     """Expand SWEEP_FILE (base job x grid of models, methods, bits, probe settings) into jobs. Jobs with
     equal prior keys share one cached prior (built once, by whichever job gets there first)."""
-    import yaml
-    from faircalib.orchestrator.config import SweepConfig
+    from faircalib.orchestrator.config import SweepConfig, parse_yaml
     from faircalib.orchestrator.store import new_job_id
 
     from faircalib.errors import FaircalibError
@@ -381,11 +367,11 @@ def sweep_cmd(sweep_file: Path, dry_run: bool, db_url: str | None) -> None:
     text = None
     try:
         text = sweep_file.read_text(encoding="utf-8")
-        sweep = SweepConfig.from_dict(yaml.safe_load(text))
+        sweep = SweepConfig.from_dict(parse_yaml(text, str(sweep_file)))
         for cfg in sweep.jobs:
             _validate_job(cfg)
         keys = _prior_keys(sweep.jobs)
-    except (FaircalibError, OSError, yaml.YAMLError) as e:
+    except (FaircalibError, OSError) as e:
         reason = str(e).splitlines()[0] if not isinstance(e, OSError) else f"sweep file {str(sweep_file)!r}: {e}"
         if store is not None:
             job_id = store.record_rejected(f"sweep rejected: {reason}", config_text=text, name="sweep")
@@ -405,20 +391,16 @@ def sweep_cmd(sweep_file: Path, dry_run: bool, db_url: str | None) -> None:
 
 
 def _prior_keys(configs) -> list[str | None]:
-    from faircalib.orchestrator.priors import prior_key
-    from faircalib.orchestrator.stages import PROBE_BATCH
+    from faircalib.orchestrator.priors import job_prior_key
 
     from faircalib.models import weights_hash
 
     hashes: dict[str, str] = {}
     keys = []
     for cfg in configs:
-        if not cfg.uses_probe:
-            keys.append(None)
-            continue
-        if cfg.model not in hashes:
+        if cfg.uses_prior and cfg.model not in hashes:
             hashes[cfg.model] = weights_hash(cfg.model)
-        keys.append(prior_key(hashes[cfg.model], cfg.probe, library={"batch_size": PROBE_BATCH}))
+        keys.append(job_prior_key(cfg, hashes.get(cfg.model)))
     return keys
 
 

@@ -18,7 +18,7 @@ def storage_group() -> None:
 @click.option("--bucket", default="faircalib", show_default=True, help="Bucket to create.")
 def up_cmd(port: int, bucket: str) -> None:
     """Start the server in the background (idempotent) and create the default bucket."""
-    from faircalib.orchestrator.seaweed import storage_up
+    from faircalib.service.storage import storage_up
 
     state = storage_up(port=port, bucket=bucket)
     auth = "SigV4 with the AWS_* credentials it was started with" if state.get("sigv4") else "anonymous (loopback)"
@@ -29,7 +29,7 @@ def up_cmd(port: int, bucket: str) -> None:
 @storage_group.command("down")
 def down_cmd() -> None:
     """Stop the server (its data stays on disk)."""
-    from faircalib.orchestrator.seaweed import storage_down
+    from faircalib.service.seaweed import storage_down
 
     click.echo("stopped" if storage_down() else "not running")
 
@@ -38,8 +38,8 @@ def down_cmd() -> None:
 @click.option("--json", "as_json", is_flag=True)
 def status_cmd(as_json: bool) -> None:
     """Show whether the server runs, and which S3 endpoint jobs will use."""
-    from faircalib.orchestrator.seaweed import local_state
-    from faircalib.orchestrator.storage import resolve_endpoint
+    from faircalib.service.seaweed import local_state
+    from faircalib.service.storage import resolve_endpoint
 
     state = local_state()
     endpoint, source = resolve_endpoint()

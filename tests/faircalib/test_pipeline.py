@@ -9,7 +9,7 @@ from faircalib.errors import ConfigError
 from faircalib.models import tiny_model
 from faircalib.pipeline import ABLATIONS, MethodConfig, run_method
 from faircalib.probe import PositionPrior, PriorSettings, ProbeConfig
-from faircalib.quant import CalibConfig
+from faircalib.calibrate import CalibConfig
 from faircalib.quant.runtime import QuantLinear
 
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from faircalib import kernels as fk
-from faircalib.quant import packing
+from faircalib.kernels import packing
 
 
 def _run(code: str, **env) -> subprocess.CompletedProcess:

@@ -9,7 +9,7 @@ from faircalib.kernels import gemm_triton
 from faircalib.kernels import reference as ref
 
 from faircalib import kernels as fk
-from faircalib.quant import packing
+from faircalib.kernels import packing
 
 
 def _operands(gen, M, N, K):

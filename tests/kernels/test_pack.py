@@ -1,11 +1,11 @@
-"""Triton int4 pack/unpack are bit-exact with faircalib.quant.packing (the checkpoint layout)."""
+"""Triton int4 pack/unpack are bit-exact with faircalib.kernels.packing (the checkpoint layout)."""
 from __future__ import annotations
 
 import pytest
 import torch
 
 from faircalib import kernels as fk
-from faircalib.quant import packing
+from faircalib.kernels import packing
 
 
 @pytest.mark.parametrize("shape", [(1, 2), (7, 34), (3, 1030), (2, 5, 64)])  # (3, 1030): >1 program + tail mask

@@ -14,7 +14,8 @@ import torch
 from faircalib.kernels import reference as ref
 
 from faircalib import kernels as fk
-from faircalib.quant import packing, quantizer
+from faircalib.kernels import packing
+from faircalib.quant import quantizer
 
 
 def _codes(packed: torch.Tensor) -> torch.Tensor:

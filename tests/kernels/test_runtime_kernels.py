@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from faircalib.models import tiny_model
-from faircalib.quant import QuantConfig, quantize
+from faircalib.calibrate import quantize
+from faircalib.quant import QuantConfig
 from faircalib.quant.runtime import QuantLinear
 
 

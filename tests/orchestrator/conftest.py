@@ -60,7 +60,7 @@ def db_url(request, tmp_path):
 @pytest.fixture(scope="session")
 def seaweed(tmp_path_factory):
     """A real S3 server (SeaweedFS `weed mini`) enforcing SigV4 with the test credentials."""
-    from faircalib.orchestrator.seaweed import SeaweedServer
+    from faircalib.service.seaweed import SeaweedServer
 
     server = SeaweedServer(tmp_path_factory.mktemp("seaweed"), s3_port=session_s3_port(),
                            env={"AWS_ACCESS_KEY_ID": S3_KEY, "AWS_SECRET_ACCESS_KEY": S3_SECRET}).start()
@@ -71,7 +71,7 @@ def seaweed(tmp_path_factory):
 @pytest.fixture
 def s3_env(seaweed, monkeypatch):
     """Client environment for the seaweed fixture; returns a fresh bucket name (created)."""
-    from faircalib.orchestrator.storage import S3Storage, StorageOptions
+    from faircalib.service.storage import S3Storage, StorageOptions
 
     monkeypatch.setenv("FAIRCALIB_S3_ENDPOINT", seaweed.endpoint)
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", S3_KEY)

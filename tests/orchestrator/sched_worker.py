@@ -51,7 +51,7 @@ def make_registry(counts_file: str, *, block_file: str | None = None, fail_file:
             ctx.emit("progress", "second: started")
             while Path(block_file).exists():
                 if ctx.should_stop():
-                    from faircalib.orchestrator.errors import JobCancelled
+                    from faircalib.service.errors import JobCancelled
 
                     raise JobCancelled("stopped in stage second")
                 time.sleep(0.05)

@@ -63,8 +63,8 @@ def test_quickstart_runs_a_full_faircalib_job_end_to_end(ray_session, tiny_model
     prints the FP vs W4A4 table and the fetch command, stops the server it started. After `storage up`
     (same data): `fetch` verifies every object; the prior equals the library's single pass bit for bit;
     the checkpoint loads and reproduces the job's fidelity numbers and lm-eval scores exactly."""
-    from faircalib.orchestrator.seaweed import free_port_pair, local_state
-    from faircalib.orchestrator.storage import fetch_tree, open_storage
+    from faircalib.service.seaweed import free_port_pair, local_state
+    from faircalib.service.storage import fetch_tree, open_storage
 
     from faircalib.checkpoint import load_quantized
     from faircalib.data import sample_token_sequences
@@ -172,7 +172,8 @@ def test_scheduler_killed_mid_calibration_resumes_at_next_block(ray_session, s3_
     from faircalib.checkpoint import save_quantized
     from faircalib.data import sample_token_sequences
     from faircalib.models import load_dllm
-    from faircalib.quant import CalibConfig, QuantConfig, quantize
+    from faircalib.calibrate import CalibConfig, quantize
+    from faircalib.quant import QuantConfig
 
     calib = {"data": "builtin:kjv:train", "n": 8, "seq_len": 48, "epochs": 12, "batch_size": 4, "seed": 2}
     p = _job(tmp_path, tiny_model_dir, s3_env, method="flatquant", calibration=calib,

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 from faircalib.orchestrator.report import results_markdown, rows
-from faircalib.orchestrator.stages import shape_eval_results
+from faircalib.orchestrator.results import shape_eval_results
+
+from faircalib.eval.settings import EvalConfig
 
 
 def _lm(acc: float, em: float, wall: float) -> dict:
@@ -49,8 +51,8 @@ def test_shape_and_table():
 
     md = results_markdown({"job": "j1", "name": "n", "model": "m", "method": "faircalib", "bits": "w4a4",
                            "metrics": metrics, "lm_eval": full, "wall_s": 9.0,
-                           "settings": {"fidelity": {"n": 2, "seq_len": 8, "data": "d", "seed": 0},
-                                        "lm_eval": {"limit": 4, "mc_num": 2, "check_greedy": False, "seed": 0}}})
+                           "settings": EvalConfig(tasks=("fidelity", "faircalib_mc"), n=2, seq_len=8, data="d",
+                                                  limit=4, mc_num=2, check_greedy=False).to_dict()})
     assert "| task | metric | FP | W4A4 (faircalib) | Δ | n | wall s (FP / quantized) |" in md
     assert "| fidelity | nll | 2.0000 | 2.5000 | +0.5000 |  | 0.5 / 1.5 |" in md
     assert "| faircalib_tasks_mc | acc | 0.5000 ±0.100 | 0.2500 ±0.100 | -0.2500 | 4 | 1.0 / 2.0 |" in md

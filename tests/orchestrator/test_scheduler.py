@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from faircalib.orchestrator.config import JobConfig
 from faircalib.orchestrator.scheduler import Scheduler, SchedulerOptions
-from faircalib.orchestrator.storage import fetch_tree, open_storage
+from faircalib.service.storage import fetch_tree, open_storage
 from faircalib.orchestrator.store import JobState, JobStore
 
 HELPER = Path(__file__).with_name("sched_worker.py")

@@ -9,8 +9,8 @@ import threading
 import time
 
 import pytest
-from faircalib.orchestrator.errors import StorageError
-from faircalib.orchestrator.storage import (
+from faircalib.service.errors import StorageError
+from faircalib.service.storage import (
     MANIFEST,
     FileStorage,
     S3Storage,
@@ -139,7 +139,7 @@ def test_unwritable_file_storage(tmp_path):
 def test_upload_survives_an_s3_server_outage(tmp_path, monkeypatch):
     """Kill the S3 server once the upload is under way, bring it back 1.5 s later: the upload is
     retried with backoff and completes; the object is intact."""
-    from faircalib.orchestrator.seaweed import SeaweedServer
+    from faircalib.service.seaweed import SeaweedServer
 
     creds = {"AWS_ACCESS_KEY_ID": "outage-key", "AWS_SECRET_ACCESS_KEY": "outage-secret-1"}
     server = SeaweedServer(tmp_path / "sw", env=creds).start()
@@ -181,7 +181,7 @@ def test_upload_survives_an_s3_server_outage(tmp_path, monkeypatch):
 
 
 def test_unreachable_server_fails_with_reason(tmp_path, monkeypatch):
-    from faircalib.orchestrator.seaweed import free_port_pair
+    from faircalib.service.seaweed import free_port_pair
 
     monkeypatch.setenv("FAIRCALIB_S3_ENDPOINT", f"http://127.0.0.1:{free_port_pair()}")
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "k")

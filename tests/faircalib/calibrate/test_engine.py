@@ -6,7 +6,8 @@ import torch
 
 from faircalib.calibrate import calibrate_layerwise, weighted_mse
 from faircalib.errors import CalibrationError
-from faircalib.quant.config import CalibConfig, QuantConfig
+from faircalib.calibrate import CalibConfig
+from faircalib.quant.config import QuantConfig
 from faircalib.quant.fake import learnable_parameters
 from faircalib.quant.runtime import KroneckerOnline, QuantLinear
 

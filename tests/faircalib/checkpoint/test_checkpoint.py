@@ -8,7 +8,8 @@ from faircalib.calibrate import calibrate_layerwise
 from faircalib.checkpoint import checkpoint_bytes, load_quantized, save_quantized
 from faircalib.errors import CheckpointError
 from faircalib.models import tiny_model
-from faircalib.quant import CalibConfig, QuantConfig, quantize
+from faircalib.calibrate import CalibConfig, quantize
+from faircalib.quant import QuantConfig
 from faircalib.quant.runtime import KroneckerOnline, QuantLinear
 
 TWO = CalibConfig(epochs=2)

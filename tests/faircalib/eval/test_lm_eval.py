@@ -176,7 +176,8 @@ def test_quantized_checkpoint_source(tmp_path, byte_tokenizer, tiny_dir):
     decoding defaults come from the checkpoint's meta."""
     from faircalib.checkpoint import save_quantized
     from faircalib.models import load_dllm
-    from faircalib.quant import QuantConfig, quantize
+    from faircalib.calibrate import quantize
+    from faircalib.quant import QuantConfig
 
     model = load_dllm(tiny_dir).model
     quantize(model, QuantConfig(method="rtn", w_bits=4, a_bits=4))

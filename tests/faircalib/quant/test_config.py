@@ -1,7 +1,8 @@
 import pytest
 
 from faircalib.errors import ConfigError
-from faircalib.quant.config import CalibConfig, QuantConfig
+from faircalib.calibrate import CalibConfig
+from faircalib.quant.config import QuantConfig
 
 
 def test_from_bits_settings():

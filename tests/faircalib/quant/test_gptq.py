@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from faircalib.quant.gptq import GPTQResult, HessianAccumulator, gptq_quantize
-from faircalib.quant.packing import qrange
+from faircalib.kernels.packing import qrange
 from faircalib.quant.quantizer import quantize_weight
 
 N, K, T = 48, 200, 1536  # K = 200: blocksize 128 does not divide it

@@ -7,7 +7,8 @@ from faircalib.calibrate import calibrate_layerwise
 from faircalib.errors import ConfigError
 from faircalib.eval.fidelity import compare_to_reference
 from faircalib.models import tiny_model
-from faircalib.quant import CalibConfig, QuantConfig, quantize
+from faircalib.calibrate import CalibConfig, quantize
+from faircalib.quant import QuantConfig
 from faircalib.quant.runtime import KroneckerOnline, QuantEmbedding, QuantLinear
 
 FAST = CalibConfig(epochs=3, batch_size=4)

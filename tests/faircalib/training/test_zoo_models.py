@@ -33,7 +33,7 @@ def test_loads_by_name_and_matches_its_card(zoo):
     assert m.tokenizer is not None and len(m.tokenizer) == m.config.vocab_size == card["tokenizer"]["vocab_size"]
     assert (m.tokenizer.pad_token_id, m.tokenizer.eos_token_id) == (m.config.pad_token_id, m.config.eos_token_id)
     assert m.tokenizer.mask_token_id == m.config.mask_token_id
-    assert decoding_defaults(name) == card["decoding"]
+    assert decoding_defaults(f"zoo:{name}", required=True) == card["decoding"]
     assert card["decoding"]["policy"] == m.default_policy
     em = card["heldout_exact_match"]
     assert set(em["per_family"]) == set(FAMILIES) and min(em["n_per_family"].values()) >= 100
@@ -94,6 +94,6 @@ def test_decoding_reproduces_the_cards_predictions(zoo):
     card = model_card(name)
     shown = card["heldout_exact_match"]["examples"]
     exs = [TaskExample(s["family"], s["question"], s["answer"]) for s in shown]
-    res = evaluate_exact_match(m.model, m.tokenizer, exs, decoding_defaults(name))
+    res = evaluate_exact_match(m.model, m.tokenizer, exs, decoding_defaults(f"zoo:{name}"))
     assert [s["prediction"] for s in res["examples"]] == [s["prediction"] for s in shown]
     assert json.loads(json.dumps(res["decoding"]))["policy"] == card["decoding"]["policy"]

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from faircalib.quant.packing import pack, pack_int4, qrange, unpack, unpack_int4
+from faircalib.kernels.packing import pack, pack_int4, qrange, unpack, unpack_int4
 
 
 def test_int4_roundtrip_all_values():

@@ -26,7 +26,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from faircalib.orchestrator.errors import StorageError
+from faircalib.service.errors import StorageError
+from faircalib.service.seaweed import DEFAULT_BUCKET, DEFAULT_S3_PORT, local_endpoint, start_local_server
 
 log = logging.getLogger(__name__)
 MANIFEST = "_manifest.json"  # not "manifest.json": checkpoints ship their own of that name
@@ -65,6 +66,28 @@ class StorageOptions:
                    backoff_s=float(env.get("FAIRCALIB_S3_BACKOFF", cls.backoff_s)),
                    max_backoff_s=float(env.get("FAIRCALIB_S3_MAX_BACKOFF", cls.max_backoff_s)),
                    multipart_bytes=int(float(env.get("FAIRCALIB_S3_MULTIPART_MB", 16)) * (1 << 20)))
+
+
+def check_storage_uri(path: str, uri: object) -> str:
+    """`s3://bucket[/prefix]` or `file:///absolute/path` (syntax only; reachability is checked at run)."""
+    import re
+
+    from faircalib.configs import check_str
+    from faircalib.errors import ConfigError
+
+    allowed = "s3://BUCKET[/PREFIX] or file:///ABSOLUTE/PATH"
+    uri = check_str(path, uri, allowed)
+    if uri.startswith("s3://"):
+        bucket = uri[5:].split("/", 1)[0]
+        if not re.fullmatch(r"[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]", bucket):
+            raise ConfigError(f"{path}: bucket {bucket!r} is not a valid S3 bucket name "
+                              "(3-63 characters: lowercase letters, digits, '.', '-'); expected " + allowed, field=path)
+    elif uri.startswith("file://"):
+        if not uri[7:].startswith("/"):
+            raise ConfigError(f"{path}: {uri!r} must name an absolute path; expected {allowed}", field=path)
+    else:
+        raise ConfigError(f"{path}: {uri!r} has an unsupported scheme; expected {allowed}", field=path)
+    return uri.rstrip("/")
 
 
 class Storage(ABC):
@@ -111,8 +134,6 @@ def open_storage(uri: str, options: StorageOptions | None = None, *, endpoint: s
                  local_server: bool = False) -> Storage:
     """endpoint / local_server: an S3 endpoint decided elsewhere (see `endpoint_hint`), e.g. by the
     scheduler for its workers; default: resolve_endpoint() in this process."""
-    from faircalib.orchestrator.config import check_storage_uri
-
     uri = check_storage_uri("storage", uri)
     options = options or StorageOptions.from_env()
     if uri.startswith("file://"):
@@ -205,8 +226,6 @@ def resolve_endpoint() -> tuple[str | None, str]:
     for var in ("FAIRCALIB_S3_ENDPOINT", "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"):
         if os.environ.get(var):
             return os.environ[var], var
-    from faircalib.orchestrator.seaweed import local_endpoint
-
     ep = local_endpoint()
     if ep:
         return ep, "faircalib storage up"
@@ -402,9 +421,16 @@ class S3Storage(Storage):
 
 
 def _local_endpoint_or_none() -> str | None:
-    from faircalib.orchestrator.seaweed import local_endpoint
-
     return local_endpoint()
+
+
+def storage_up(port: int = DEFAULT_S3_PORT, bucket: str = DEFAULT_BUCKET) -> dict:
+    """Start the embedded local S3 server in the background (idempotent) and create the bucket."""
+    state = start_local_server(port)
+    s3 = S3Storage(bucket, "", StorageOptions.from_env(), endpoint=state["endpoint"])
+    state["bucket_created"] = s3.ensure_bucket()
+    state["bucket"] = bucket
+    return state
 
 
 # ---------------------------------------------------------------- trees + manifests

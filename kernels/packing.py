@@ -1,4 +1,6 @@
-"""Integer packing layout shared by checkpoints (faircalib.checkpoint) and kernels (faircalib.kernels).
+"""Integer packing layout shared by checkpoints (faircalib.checkpoint), the runtime modules
+(faircalib.quant.runtime) and the kernels. It lives here, in the lowest numeric layer, so that the
+kernels depend on nothing of faircalib.quant (docs/architecture.md).
 
 int4 (also used for int3 and int2 values): two signed 4-bit two's-complement values per uint8 byte,
 packed along the **last** dimension (the GEMM reduction dim K for weights (N, K) and activations (M, K)):

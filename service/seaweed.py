@@ -19,7 +19,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from faircalib.orchestrator.errors import StorageError
+from faircalib.service.errors import StorageError
 
 DEFAULT_BUCKET = "faircalib"
 DEFAULT_S3_PORT = 8333
@@ -149,7 +149,7 @@ class SeaweedServer:
 
 # ---------------------------------------------------------------- the embedded server (storage up/down)
 def _state_dir() -> Path:
-    from faircalib.orchestrator.paths import home
+    from faircalib.service.paths import home
 
     return home() / "seaweedfs"
 
@@ -186,8 +186,9 @@ def local_endpoint() -> str | None:
     return state["endpoint"] if state else None
 
 
-def storage_up(port: int = DEFAULT_S3_PORT, bucket: str = DEFAULT_BUCKET) -> dict:
-    """Start the embedded server in the background (idempotent) and create the default bucket."""
+def start_local_server(port: int = DEFAULT_S3_PORT) -> dict:
+    """Start the embedded server in the background (idempotent); its state (pid, endpoint, ports, ...).
+    `faircalib.service.storage.storage_up` also creates the default bucket."""
     state = local_state()
     if state is None:
         data = _state_dir() / "data"
@@ -196,11 +197,6 @@ def storage_up(port: int = DEFAULT_S3_PORT, bucket: str = DEFAULT_BUCKET) -> dic
         state = {"pid": server.proc.pid, "endpoint": server.endpoint, "ports": server.ports,
                  "data_dir": str(data), "log": str(data / "weed.log"), "sigv4": bool(cred_env)}
         _state_file().write_text(json.dumps(state, indent=1))
-    from faircalib.orchestrator.storage import S3Storage, StorageOptions
-
-    s3 = S3Storage(bucket, "", StorageOptions.from_env(), endpoint=state["endpoint"])
-    state["bucket_created"] = s3.ensure_bucket()
-    state["bucket"] = bucket
     return state
 
 
