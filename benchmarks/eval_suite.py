@@ -56,9 +56,9 @@ def load(source: str):
 
 def quantize_to(source: str, method: str, dest: Path, a) -> dict:
     """W4A4 `method` of `source` saved as a checkpoint in dest; -> {"seconds", "path"}."""
+    from faircalib.calibrate import CalibConfig, quantize
     from faircalib.checkpoint import save_quantized
     from faircalib.data import sample_token_sequences
-    from faircalib.calibrate import CalibConfig, quantize
     from faircalib.quant import QuantConfig
 
     model, tok = load(source)

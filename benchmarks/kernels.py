@@ -39,11 +39,11 @@ if not torch.cuda.is_available():  # before triton is imported: run the kernels 
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from faircalib.kernels import packing
 from faircalib.kernels import reference as ref
 
 from faircalib import kernels as fk
 from faircalib.models.config import DLLMConfig
-from faircalib.kernels import packing
 
 GPU_COMMAND = "python benchmarks/kernels.py --json > kernels_gpu.json"
 
@@ -364,8 +364,8 @@ def _zoo_resident(device: torch.device) -> dict:
         if name not in have:
             res[name] = {"skipped": f"zoo:{name} is not in the zoo yet (being trained)"}
             continue
-        from faircalib.models import load_dllm
         from faircalib.calibrate import quantize
+        from faircalib.models import load_dllm
         from faircalib.quant import QuantConfig
 
         fp = load_dllm(f"zoo:{name}", dtype=torch.bfloat16 if device.type == "cuda" else torch.float32).model

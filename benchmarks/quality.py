@@ -18,8 +18,8 @@ weights = the flatquant row, both = early = the faircalib row, computed once).
 Data (disjoint by construction): Stage I probes `builtin:tasks:probe` prompts; Stage II calibrates on
 `builtin:mix:train` text; evaluation uses the `heldout` task split and `builtin:mix:heldout` text. A
 second probe corpus (KJV train text snippets) gives the cross-corpus rank consistency of the prior.
-Defaults come from SPEC.md, scaled down for the CPU where noted in `settings` (all recorded in the JSON):
-T and L = the model's default decoding steps / gen_length, 512 probe prompts (SPEC), 500 held-out task
+Defaults come from docs/method.md, scaled down for the CPU where noted in `settings` (all recorded in the JSON):
+T and L = the model's default decoding steps / gen_length, 512 probe prompts (docs/method.md §6), 500 held-out task
 examples (100 per family), 64 x 64 calibration tokens (the zoo models' training text length), 15 epochs. Seeds vary the probe commit sets, the
 calibration sample and the quantizer seed; the evaluation data are fixed.
 The report directory gets PNG plots and an index.html showing them with the table.
@@ -38,6 +38,7 @@ from pathlib import Path
 
 import torch
 
+from faircalib.calibrate import CalibConfig
 from faircalib.data import exact_match, iter_documents, sample_tasks, sample_token_sequences
 from faircalib.diagnostics import (
     align_traces,
@@ -51,21 +52,21 @@ from faircalib.diagnostics import (
 )
 from faircalib.diffusion import DecodeConfig, decode_text, generate, resolve_config
 from faircalib.eval.fidelity import compare_to_reference
-from faircalib.pipeline import ABLATIONS, MethodConfig, run_method
+from faircalib.pipeline import ABLATIONS, MethodConfig, calibration_ids, run_method
 from faircalib.probe import PriorSettings, ProbeConfig, probe_priors
-from faircalib.calibrate import CalibConfig
+from faircalib.quant.methods import methods as registry_methods
 
 PROBE_SOURCE, CALIB_SOURCE, HELDOUT_TEXT = "builtin:tasks:probe", "builtin:mix:train", "builtin:mix:heldout"
 RANK_CORPUS = "builtin:kjv:train"
 EVAL_SEED = 20240601  # fixed: the evaluation data never change with --seeds
-MAIN_METHODS = ("fp", "rtn", "quarot", "flatquant", "qdrop", "faircalib")
+MAIN_METHODS = registry_methods()  # the method registry (faircalib.quant.methods)
 ABLATION_ROWS = ("frontier_only", "reliability_only", "schedule_uniform", "schedule_late")
 SCALARS = ("em_mean", "nll", "kl_to_fp", "top1_agree", "mean_flips", "flip_rate", "mean_margin",
            "mean_disagree_rate", "never_agree_rate", "lag_mean", "lag_p90", "amp_mean_all", "amp_mean_before",
            "amp_mean_after", "amp_jump", "amp_excess_before", "amp_excess_after", "false_commit_rate", "calib_time_s")
 
 PROFILES = {
-    # SPEC defaults scaled for this CPU (see the module docstring); every value lands in the JSON
+    # docs/method.md defaults scaled for this CPU (see the module docstring); every value lands in the JSON
     "default": {"n_eval": 500, "n_diag": 64, "n_nll": 64, "nll_seq_len": 64, "probe_n": 512, "probe_batch": 32,
                 "calib_n": 64, "calib_seq_len": 64, "epochs": 15, "rank_n": 128},
     "smoke": {"n_eval": 10, "n_diag": 6, "n_nll": 4, "nll_seq_len": 16, "probe_n": 8, "probe_batch": 4,
@@ -419,15 +420,15 @@ def main(argv=None) -> dict:
     probe_base = ProbeConfig(prompts=PROBE_SOURCE, n_samples=prof["probe_n"], steps=dc.steps, window=dc.gen_length,
                              block_length=dc.block_length if dc.schedule == "llada" else None,
                              batch_size=prof["probe_batch"])
-    calib = CalibConfig(epochs=prof["epochs"])
+    calib = CalibConfig(data=CALIB_SOURCE, n=prof["calib_n"], seq_len=prof["calib_seq_len"], epochs=prof["epochs"])
     rows = plan_rows(methods, a.bits, extra_bits, a.ablation)
     variants = prior_variants(rows)
     settings = {
         "model": a.model, "model_weights_sha256": weights, "bits": a.bits, "methods": methods, "extra_bits": extra_bits, "ablation": a.ablation,
         "seeds": seeds, "profile": "smoke" if a.smoke else "default", **prof,
-        "decoding": dc.to_dict(), "probe": probe_base.to_dict(), "prior_variants": {k: v.__dict__ for k, v in
+        "decoding": dc.to_dict(), "probe": probe_base.to_dict(), "prior_variants": {k: v.to_dict() for k, v in
                                                                                     variants.items()},
-        "floor": 0.1, "calib_source": CALIB_SOURCE, "calib": calib.to_dict(), "eval_tasks": "heldout split",
+        "floor": calib.floor, "calib_source": calib.data, "calib": calib.to_dict(), "eval_tasks": "heldout split",
         "eval_seed": EVAL_SEED, "nll_source": HELDOUT_TEXT, "rank_corpus": RANK_CORPUS, "threads": a.threads,
         "spec_defaults_scaled": {"probe_n": f"512 -> {prof['probe_n']}",
                                  "T, L": f"256, 256 -> {dc.steps}, {dc.gen_length} (model's decoding)",
@@ -459,7 +460,7 @@ def main(argv=None) -> dict:
                 for k in variants:
                     rank[k] = rank_consistency(priors[k].curve, other[k].curve)
                     prior_curves[f"{k} (kjv)"] = other[k].curve.tolist()
-        calib_ids = sample_token_sequences(tok, CALIB_SOURCE, prof["calib_n"], prof["calib_seq_len"], seed=seed)
+        calib_ids = calibration_ids(tok, calib.replace(data_seed=seed))
         done_here: dict[str, dict] = {}
         for row in rows:
             label = row["label"]
@@ -472,8 +473,8 @@ def main(argv=None) -> dict:
                 results.append(rec)
                 done_here[label] = rec
                 continue
-            cfg = MethodConfig(method=row["method"], bits=row["bits"], calib=calib, seed=seed, calib_seed=seed,
-                               calib_source=CALIB_SOURCE, calib_n=prof["calib_n"], calib_seq_len=prof["calib_seq_len"],
+            cfg = MethodConfig(method=row["method"], bits=row["bits"], calibration=calib.replace(data_seed=seed),
+                               seed=seed,
                                probe=probe_base.replace(seed=seed, prior=variants.get(row["variant"], PriorSettings())))
             t0 = time.perf_counter()
 

@@ -30,12 +30,12 @@ from pathlib import Path
 
 import torch
 
+from faircalib.calibrate import CalibConfig, quantize
 from faircalib.checkpoint import checkpoint_bytes, save_quantized
 from faircalib.data import sample_token_sequences
 from faircalib.eval.fidelity import compare_to_reference
 from faircalib.models import build_model, load_dllm, parse_config, save_model_dir
 from faircalib.models.config import DLLMConfig
-from faircalib.calibrate import CalibConfig, quantize
 from faircalib.quant import QuantConfig
 
 ROWS = [("fp", None), ("rtn", "w4a4"), ("quarot", "w4a4"), ("flatquant", "w4a4"), ("qdrop", "w4a4"),

@@ -7,8 +7,9 @@
    median speedup, and a check that both merged priors are identical.
 2. Service overhead: one FAIR-Calib job through the service (SQLite store + local Ray actors + a local
    SeaweedFS S3 server with SigV4 credentials; probe -> calibrate -> evaluate -> upload) next to the same job as plain library
-   calls in this process (probe_prior -> quantize -> save_quantized -> load_quantized -> fidelity +
-   lm-eval on FP and W4A4), same model, same settings, 1 torch thread everywhere; the library run goes
+   calls in this process, on the very same config objects (JobConfig.run / .evaluation: probe_prior ->
+   run_method -> save_quantized -> load_quantized -> evaluate_models on FP and W4A4), same model, 1 torch
+   thread everywhere; the library run goes
    before and after the service run and its mean is the reference. overhead = (service - library) /
    service, without and with the one-time Ray start; per-stage walls; per stage the time from actor
    creation to the actor's first progress report (process start, torch/faircalib imports, model load,
@@ -37,8 +38,8 @@ from pathlib import Path
 PROBE = {"prompts": "builtin:tasks:probe", "steps": 16, "window": 16, "seed": 0}
 JOB = {
     "method": "faircalib", "bits": "w4a4",
-    "probe": {"prompts": "builtin:tasks:probe", "n": 32, "steps": 16, "window": 16, "seed": 0},
-    "calibration": {"data": "builtin:kjv:train", "n": 16, "seq_len": 128, "epochs": 2, "batch_size": 4, "seed": 0},
+    "probe": {**PROBE, "n_samples": 32},
+    "calibration": {"data": "builtin:kjv:train", "n": 16, "seq_len": 128, "epochs": 2, "batch_size": 4},
     "evaluation": {"tasks": ["fidelity", "faircalib_tasks_mc"], "data": "builtin:kjv:heldout", "n": 8, "seq_len": 128,
                    "limit": 10, "mc_num": 8, "check_greedy": False},
     "resources": {"probe_workers": 1, "probe_shard_size": 16, "gpus_per_worker": 0, "calibration_gpus": 0,
@@ -66,17 +67,16 @@ def resolve_model(model: str | None, work: Path) -> tuple[str, str]:
 
 # ------------------------------------------------------------------ 1. Stage I with 1 vs 2 probe workers
 def probe_run(model: str, model_hash: str, n: int, workers: int) -> tuple[float, object]:
-    from faircalib.orchestrator.stages import PROBE_BATCH
     from faircalib.workers.pool import ShardTask, run_sharded
     from faircalib.workers.probe import run_probe_ranges, setup_probe
 
-    from faircalib.probe import PositionPrior
+    from faircalib.probe import PositionPrior, ProbeConfig
 
-    cfg = {"prompts": PROBE["prompts"], "n_samples": n, "steps": PROBE["steps"], "window": PROBE["window"],
-           "seed": PROBE["seed"], "batch_size": PROBE_BATCH}
-    ranges = [(a, min(a + PROBE_BATCH, n)) for a in range(0, n, PROBE_BATCH)]
+    cfg = ProbeConfig.from_dict({**PROBE, "n_samples": n})
+    bs = cfg.batch_size
+    ranges = [(a, min(a + bs, n)) for a in range(0, n, bs)]
     task = ShardTask(setup=setup_probe, run=run_probe_ranges, name="probe",
-                     setup_kwargs={"model": model, "probe_config": cfg, "model_hash": model_hash, "threads": 1})
+                     setup_kwargs={"model": model, "probe_config": cfg.to_dict(), "model_hash": model_hash, "threads": 1})
     t0 = time.perf_counter()
     parts = run_sharded(ranges, task, shard_size=1, n_workers=workers)
     prior = PositionPrior.merge([p for shard in parts for p in shard])
@@ -109,46 +109,34 @@ def stage1_scaling(model: str, n: int, repeats: int) -> dict:
 
 # ------------------------------------------------------------------ 2. the same job: library vs service
 def library_job(model: str, out: Path) -> dict:
-    """The job as plain library calls in this process (1 thread), timed per step."""
+    """The job as plain library calls in this process (1 thread), timed per step, on the job's own
+    config objects (the same path the service's workers take)."""
     import torch
     from faircalib.orchestrator.config import JobConfig
-    from faircalib.orchestrator.stages import probe_config_dict
 
     from faircalib.checkpoint import load_quantized, save_quantized
-    from faircalib.data import sample_token_sequences
-    from faircalib.eval import compare_to_reference
-    from faircalib.eval.harness import default_decoding, run_lm_eval
-    from faircalib.models import load_dllm
-    from faircalib.probe import ProbeConfig, probe_prior
-    from faircalib.calibrate import CalibConfig, quantize
-    from faircalib.quant import QuantConfig
+    from faircalib.eval.run import evaluate_models
+    from faircalib.models import decoding_defaults, load_dllm, weights_hash
+    from faircalib.pipeline import run_method
+    from faircalib.probe import probe_prior
 
     cfg = JobConfig.from_dict({"model": model, **JOB, "storage": "file:///unused"})
-    c, ev = cfg.calibration, cfg.evaluation
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     steps: dict[str, float] = {}
     t_all = t = time.perf_counter()
     try:
         m = load_dllm(model)
-        prior = probe_prior(m.model, m.tokenizer, None, ProbeConfig.from_dict(probe_config_dict(cfg)))
+        prior = probe_prior(m.model, m.tokenizer, None, cfg.run.probe, model_hash=weights_hash(model))
         steps["probe"] = time.perf_counter() - t
         t = time.perf_counter()
-        ids = sample_token_sequences(m.tokenizer, c.data, c.n, c.seq_len, seed=c.seed)  # (N, S)
-        quantize(m.model, QuantConfig(method="faircalib", w_bits=4, a_bits=4, seed=c.seed), ids,
-                 position_weights=prior.aligned(c.seq_len, floor=cfg.probe.floor),
-                 calib_cfg=CalibConfig(epochs=c.epochs, batch_size=c.batch_size, lr=c.lr))
-        save_quantized(m.model, out, tokenizer=m.tokenizer)
+        q, _ = run_method(m.model, m.tokenizer, cfg.run, prior=prior, inplace=True)
+        save_quantized(q, out, tokenizer=m.tokenizer)
         steps["calibrate"] = time.perf_counter() - t
         t = time.perf_counter()
         fp, q = load_dllm(model), load_quantized(out)
-        eids = sample_token_sequences(fp.tokenizer, ev.data, ev.n, ev.seq_len, seed=ev.seed)
-        compare_to_reference(fp.model, eids, seed=ev.seed)
-        compare_to_reference(q.model, eids, ref=fp.model, seed=ev.seed)
-        dec = default_decoding(model, fp.path)
-        for mdl in (fp.model, q.model):
-            run_lm_eval(mdl, fp.tokenizer, list(ev.lm_eval_tasks), limit=ev.limit, mc_num=ev.mc_num,
-                        check_greedy=ev.check_greedy, decoding=dec, seed=ev.seed, progress=False)
+        evaluate_models(fp.model, fp.tokenizer, cfg.evaluation, quantized=q.model,
+                        decoding=decoding_defaults(model, fp.path), source=model)
         steps["evaluate"] = time.perf_counter() - t
     finally:
         torch.set_num_threads(threads)

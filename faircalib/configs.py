@@ -159,7 +159,9 @@ class Config:
         kwargs: dict[str, Any] = {}
         for key, value in data.items():
             sub = _config_class(hints.get(key))
-            if sub is not None and value is not None and not isinstance(value, sub):
+            if sub is not None and value is None:  # an empty section (`probe:` in YAML): its defaults
+                continue
+            if sub is not None and not isinstance(value, sub):
                 value = sub.from_dict(value, f"{path}.{key}" if path else key)
             elif _is_tuple(hints.get(key)) and isinstance(value, list):
                 value = tuple(value)

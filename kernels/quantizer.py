@@ -6,7 +6,6 @@ the runtime modules and fake quantization (faircalib.quant.quantizer) share:
 from __future__ import annotations
 
 import torch
-
 from faircalib.kernels.packing import qrange
 
 _EPS = 1e-8

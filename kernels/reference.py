@@ -14,7 +14,6 @@ so the (K, K) matrix is never formed; `kron_transform_explicit` forms it (float6
 from __future__ import annotations
 
 import torch
-
 from faircalib.kernels.packing import pack_int4 as _pack_int4
 from faircalib.kernels.packing import unpack_int4 as _unpack_int4
 from faircalib.kernels.quantizer import quantize_codes, symmetric_scale

@@ -9,8 +9,9 @@
     resources: {probe_workers: 2}
 
 Every error is a one-line ConfigError naming the field path (`probe.steps: ...`) and the allowed values;
-defaults are the library's (docs/method.md). Whether a model exists or a bucket is reachable is checked
-when the job starts; evaluation task names at submit (`check_job`).
+defaults are the library's (docs/method.md). Evaluation task names are checked at submit and start
+(`check_job`), zoo names at submit, whether a model directory exists or a bucket is reachable when the
+job starts.
 """
 from __future__ import annotations
 
@@ -22,11 +23,12 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from faircalib.service.storage import check_storage_uri
+
 from faircalib.configs import Config, check_float, check_int, check_keys, check_str, fail, set_field
 from faircalib.errors import ConfigError
 from faircalib.eval.settings import EvalConfig
 from faircalib.pipeline import MethodConfig
-from faircalib.service.storage import check_storage_uri
 
 DEFAULT_STORAGE = "s3://faircalib/jobs"
 _LABEL_RE = re.compile(r"^[A-Za-z0-9_.\-/]{1,63}$")
@@ -143,7 +145,6 @@ class JobConfig:
 
 
 def _load_yaml(path: str | Path) -> tuple[Any, str]:
-    import yaml
 
     p = Path(path)
     try:
@@ -172,14 +173,11 @@ def load_job_file(path: str | Path) -> JobConfig:
 
 
 def check_job(config: JobConfig) -> None:
-    """Submit-time checks beyond the settings' own: evaluation task names (lm-eval's registry is indexed
-    only for names that are not the offline suite's) and zoo model names."""
+    """The checks beyond the settings' own, at submit and when a job starts: evaluation task names
+    (lm-eval's registry is indexed only for names that are not the offline suite's)."""
     from faircalib.eval.settings import check_task_names
-    from faircalib.models.loader import resolve_source
 
     check_task_names(config.evaluation.tasks, "evaluation.tasks")
-    if config.model.startswith("zoo:"):
-        resolve_source(config.model)
 
 
 # ---------------------------------------------------------------- sweeps

@@ -86,8 +86,7 @@ def ensure_local_storage(port: int | None = None) -> LocalStorage:
     """An S3 endpoint configured in the environment is used as is; else the running local server;
     else start the local SeaweedFS server (port 8333, or a free one when 8333 is taken)."""
     from faircalib.service.seaweed import DEFAULT_S3_PORT, _port_free, free_port_pair
-    from faircalib.service.storage import storage_up
-    from faircalib.service.storage import resolve_endpoint
+    from faircalib.service.storage import resolve_endpoint, storage_up
 
     endpoint, source = resolve_endpoint()
     if endpoint is not None:

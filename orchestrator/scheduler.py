@@ -26,9 +26,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from faircalib.orchestrator.errors import TransitionConflict
-from faircalib.service.errors import JobCancelled, StorageError
 from faircalib.orchestrator.stages import DEFAULT_REGISTRY, StageContext, StageRegistry
 from faircalib.orchestrator.store import JobRow, JobState, JobStore
+from faircalib.service.errors import JobCancelled, StorageError
 
 from faircalib.errors import FaircalibError
 

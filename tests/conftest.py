@@ -15,6 +15,16 @@ if not torch.cuda.is_available():  # Triton kernels (tests/kernels) run in the i
 torch.set_flush_denormal(True)
 
 
+@pytest.fixture
+def one_thread():
+    """One torch intra-op thread for the test (tiny models on a shared machine run many times faster
+    without thread spinning), restored afterwards."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def byte_tokenizer():
     """A tiny byte-level BPE trained on the fly (no download), with eos/pad/mask specials."""

@@ -28,9 +28,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import ray
+from faircalib.service.errors import PoolCancelled, WorkerError
 
 from faircalib.errors import FaircalibError
-from faircalib.service.errors import PoolCancelled, WorkerError
 
 log = logging.getLogger(__name__)
 Event = dict[str, Any]

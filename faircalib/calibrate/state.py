@@ -9,7 +9,6 @@ Files are written to a temporary name and renamed, so a kill never leaves a half
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from faircalib.kernels.packing import container_bits
 from faircalib.models.base import ACT_POINTS
 from faircalib.models.config import DLLMConfig
 from faircalib.quant.bits import FP_BITS
 from faircalib.quant.config import QuantConfig
-from faircalib.kernels.packing import container_bits
 from faircalib.quant.transforms import balanced_factors
 
 BF16 = 2

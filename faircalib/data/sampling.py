@@ -1,5 +1,5 @@
 """Deterministic draws from a source: `n` token sequences of length `S` for Stage II calibration
-(fully observed text, as SPEC.md §3) and `n` prompts for Stage I probing."""
+(fully observed text, as docs/method.md §3) and `n` prompts for Stage I probing."""
 from __future__ import annotations
 
 import random

@@ -1,4 +1,4 @@
-"""The paper's mechanistic diagnostics (SPEC.md §5), each a function returning plain numbers/arrays:
+"""The paper's mechanistic diagnostics (docs/method.md §7), each a function returning plain numbers/arrays:
 
 - stability lag distribution             `stability_lags`, `summarize_lags`      (own trajectory, top1 record)
 - post-commit mismatch                   `post_commit_mismatch`                   (own trajectory, top1 record)

@@ -1,4 +1,4 @@
-"""Error amplification after the first false commit (SPEC.md §5, paper §5.4 / Figure 3).
+"""Error amplification after the first false commit (docs/method.md §7, paper §5.4 / Figure 3).
 
 The student decodes with its own (default) policy; at every step the teacher is run on the *same*
 state and the per-step discrepancy is

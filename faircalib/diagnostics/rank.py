@@ -1,4 +1,4 @@
-"""Cross-corpus rank consistency of two prior curves (SPEC.md §5, paper App. D.2): Spearman (Pearson on
+"""Cross-corpus rank consistency of two prior curves (docs/method.md §7, paper App. D.2): Spearman (Pearson on
 average ranks, ties shared) and Pearson between two equal-length mean curves.
 
 Boundary: pure tensor functions.

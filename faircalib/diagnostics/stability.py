@@ -1,4 +1,4 @@
-"""Stability lag and post-commit mismatch on a model's own trajectory (SPEC.md §5, paper App. D.1/D.4).
+"""Stability lag and post-commit mismatch on a model's own trajectory (docs/method.md §7, paper App. D.1/D.4).
 
 Both read the per-step top-1 record of a trajectory decoded with `record=("top1",)`: top1[s] is the
 argmax at every window position on the state *before* step s's commit, so for a position committed at

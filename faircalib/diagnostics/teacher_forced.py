@@ -1,4 +1,4 @@
-"""Teacher-forced diagnostics (SPEC.md §5, paper §5.4 and App. D.3): a student (e.g. a quantized model)
+"""Teacher-forced diagnostics (docs/method.md §7, paper §5.4 and App. D.3): a student (e.g. a quantized model)
 is evaluated on the exact pre-commit states of the FP teacher's own default-policy trajectory.
 
 - commit-step flips: at every teacher step, for the positions the teacher commits, count where the

@@ -1,4 +1,4 @@
-"""Masked-diffusion decoding for LLaDA / Dream (SPEC.md §1): batched `generate` with every commit policy,
+"""Masked-diffusion decoding for LLaDA / Dream (docs/method.md §1): batched `generate` with every commit policy,
 compact trajectories (states rebuilt from commit steps), optional per-step records, an `on_step` hook
 for probing, and teacher-forced `replay` of another model on a trajectory's states.
 

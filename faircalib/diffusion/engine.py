@@ -1,4 +1,4 @@
-"""`generate`: batched masked-diffusion decoding with the LLaDA / Dream commit policies (SPEC.md §1).
+"""`generate`: batched masked-diffusion decoding with the LLaDA / Dream commit policies (docs/method.md §1).
 
 The state is [left-padded prompt | answer window of L tokens], the window all [MASK] at step 0. Each
 step runs the model once (head on the window only), lets the policy choose a set of still-masked

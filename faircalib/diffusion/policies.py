@@ -1,5 +1,5 @@
 """Commit policies: given one step's window logits, which still-masked positions to commit and which
-token to write there (SPEC.md §1; the official LLaDA `generate.py` and Dream `diffusion_generate`).
+token to write there (docs/method.md §1; the official LLaDA `generate.py` and Dream `diffusion_generate`).
 
 Every function works on the answer window only and on a whole batch: logits (B, L, V), eligibility
 masks (B, L), per-row counts k (B,). Randomness comes only from the explicit `torch.Generator`s passed

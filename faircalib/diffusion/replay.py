@@ -1,6 +1,6 @@
 """Teacher forcing: evaluate another model (e.g. a quantized one) on the exact pre-commit states of a
 recorded trajectory, step by step, next to the teacher's commit masks and written tokens (the inputs of
-the commit-flip, frontier-margin and error-amplification diagnostics in SPEC.md §5).
+the commit-flip, frontier-margin and error-amplification diagnostics in docs/method.md §7).
 
     for st in iter_replay(quant_model, teacher_traj):
         flips = (st.logits.argmax(-1) != st.teacher_tokens) & st.committed   # (B, L)

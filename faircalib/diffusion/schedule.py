@@ -1,4 +1,4 @@
-"""How many tokens each step commits (SPEC.md §1), per row.
+"""How many tokens each step commits (docs/method.md §1), per row.
 
 - LLaDA (`generate.py` `get_num_transfer_tokens`): per semi-autoregressive block, the block's masked
   count split evenly over the block's steps, remainder to the earliest steps.

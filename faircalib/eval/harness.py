@@ -18,7 +18,6 @@ faircalib.eval.loading, the settings in faircalib.eval.settings.
 """
 from __future__ import annotations
 
-import json
 import logging
 import math
 import time

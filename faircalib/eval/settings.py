@@ -77,7 +77,7 @@ class EvalConfig(LMEvalSettings):
         super().__post_init__()
         tasks = (self.tasks,) if isinstance(self.tasks, str) else self.tasks
         if not isinstance(tasks, (list, tuple)) or not tasks:
-            fail("tasks", "a non-empty list of task names", self.tasks)
+            fail("tasks", "a non-empty list of task names", list(tasks) if isinstance(tasks, tuple) else tasks)
         for i, t in enumerate(tasks):
             check_str(f"tasks[{i}]", t, "a task name")
         if len(set(tasks)) != len(tasks):

@@ -8,9 +8,9 @@ from faircalib.models.adapter import DLLMAdapter
 from faircalib.models.base import ACT_POINTS, LINEAR_ROLES, DecoderBlock, DiffusionLM
 from faircalib.models.config import DLLMConfig, parse_config, read_config
 from faircalib.models.dream import DreamModel
+from faircalib.models.hashing import state_dict_hash, tensor_hash, weights_hash
 from faircalib.models.io import build_model, load_model_dir, load_tokenizer, save_model_dir
 from faircalib.models.llada import LLaDAModel
-from faircalib.models.hashing import state_dict_hash, tensor_hash, weights_hash
 from faircalib.models.loader import LoadedDLLM, inspect_model, load_dllm, resolve_source
 from faircalib.models.zoo import decoding_defaults, model_card, zoo_names, zoo_path
 

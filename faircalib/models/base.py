@@ -22,7 +22,6 @@ from faircalib.models.config import DLLMConfig
 from faircalib.models.layers import BlockContext, attention, make_context, swiglu
 
 LINEAR_ROLES = ("q", "k", "v", "o", "gate", "up", "down")
-NORM_ROLES = ("attn_norm", "mlp_norm")
 # activation point -> the linears that consume that activation (they share an input transform)
 ACT_POINTS: dict[str, tuple[str, ...]] = {"qkv": ("q", "k", "v"), "o": ("o",), "gate_up": ("gate", "up"),
                                           "down": ("down",)}
@@ -143,7 +142,7 @@ class DiffusionLM(nn.Module):
         return self.head(h.index_select(1, idx))
 
     @torch.no_grad()
-    def init_weights(self, seed: int = 0, std: float = 0.02) -> "DiffusionLM":
+    def init_weights(self, seed: int = 0, std: float = 0.02) -> DiffusionLM:
         """Random init for tests and from-scratch training (normal(0, std), zero bias, unit norms)."""
         g = torch.Generator().manual_seed(seed)
         for name, p in sorted(self.named_parameters()):

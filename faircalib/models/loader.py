@@ -1,8 +1,6 @@
 """`load_dllm`: the one public way to get a model, its tokenizer and its adapter."""
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any

@@ -23,7 +23,6 @@ Boundary: rollouts + accumulation; the prior math lives in prior.py, decoding in
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any

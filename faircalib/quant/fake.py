@@ -1,4 +1,4 @@
-"""Fake-quant (training-time) modules that plug into a block through its seams (SPEC.md §2).
+"""Fake-quant (training-time) modules that plug into a block through its seams (docs/method.md §5).
 
   ActPoint          installed in `block.act_transforms[point]`: optional input transform (a learnable
                     `KroneckerTransform`, or a fixed module such as QuaRot's online rotation), then

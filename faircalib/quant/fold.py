@@ -1,4 +1,4 @@
-"""Folding a calibrated block into deployment modules (SPEC.md §2: "transforms and scales are folded
+"""Folding a calibrated block into deployment modules (docs/method.md §5: "transforms and scales are folded
 into the weights (float64) so deployment needs only the online activation transform + quantize + int
 GEMM").
 

@@ -1,4 +1,4 @@
-"""Hadamard and other orthogonal matrices for rotation-based quantization (QuaRot, SPEC.md §2).
+"""Hadamard and other orthogonal matrices for rotation-based quantization (QuaRot, docs/method.md §5).
 
 Supported Hadamard orders (normalised so H Hᵀ = I): n = a · 2^j where a = 1 (Sylvester) or a is a
 **Paley order over a prime field**: a = q + 1 with q prime, q ≡ 3 (mod 4) (Paley I: 4, 8, 12, 20, 24,

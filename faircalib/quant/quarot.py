@@ -1,4 +1,4 @@
-"""QuaRot's function-preserving rotations (SPEC.md §2), applied in place to a native DiffusionLM.
+"""QuaRot's function-preserving rotations (docs/method.md §5), applied in place to a native DiffusionLM.
 
 `rotate_model` (float64 folding, cast back to the model dtype):
   1. fuses each RMSNorm weight into the linears it feeds (attn_norm -> q/k/v, mlp_norm -> gate/up,

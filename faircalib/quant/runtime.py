@@ -21,9 +21,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from faircalib.quant.bits import FP_BITS
 from faircalib.kernels.packing import container_bits, pack, qrange, unpack
 from faircalib.kernels.quantizer import quantize_codes, symmetric_scale
+from faircalib.quant.bits import FP_BITS
 from faircalib.quant.transforms import kron_apply
 
 INFO_ATTR = "faircalib_quant"  # the attribute holding a quantized model's record (saved by faircalib.checkpoint)

@@ -1,4 +1,4 @@
-"""FlatQuant-style learnable affine transforms (SPEC.md §2), one per activation point.
+"""FlatQuant-style learnable affine transforms (docs/method.md §5), one per activation point.
 
     x_t = (x ⊙ d) · (P1 ⊗ P2)          online, on the activation (per token)
     W_t = (W ⊘ d) · (P1 ⊗ P2)^-T       folded into the weight, so x_t W_tᵀ = x Wᵀ

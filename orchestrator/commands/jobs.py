@@ -48,7 +48,11 @@ def _validate_job(config):
     """Evaluation task names known? zoo model names known? (directories are checked at run)."""
     from faircalib.orchestrator.stages import DEFAULT_REGISTRY
 
+    from faircalib.models.loader import resolve_source
+
     DEFAULT_REGISTRY.validate(config)
+    if config.model.startswith("zoo:"):
+        resolve_source(config.model)
 
 
 def _reject(store, reason: str, text: str | None, raw) -> str:

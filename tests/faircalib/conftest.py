@@ -1,10 +1,15 @@
-"""Fixtures shared by the quant, calibrate and checkpoint tests: tiny random models with LLM-like outlier channels."""
+"""Fixtures shared by the library tests: one torch thread each, tiny random models with LLM-like outlier channels."""
 from __future__ import annotations
 
 import pytest
 import torch
 
 from faircalib.models import tiny_model
+
+
+@pytest.fixture(autouse=True)
+def _library_tests_on_one_thread(one_thread):
+    """Every library test runs on one torch thread (tests/conftest.py `one_thread`)."""
 
 
 def outlier_model(arch: str = "llada", seed: int = 0, n_layers: int = 2, **kw):

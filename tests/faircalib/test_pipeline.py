@@ -4,22 +4,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from faircalib.calibrate.state import tensor_hash
+from faircalib.calibrate import CalibConfig
 from faircalib.errors import ConfigError
-from faircalib.models import tiny_model
+from faircalib.models import tensor_hash, tiny_model
 from faircalib.pipeline import ABLATIONS, MethodConfig, run_method
 from faircalib.probe import PositionPrior, PriorSettings, ProbeConfig
-from faircalib.calibrate import CalibConfig
 from faircalib.quant.runtime import QuantLinear
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 S, J = 12, 7
 
@@ -58,8 +48,8 @@ def test_one_hot_prior_calibrates_only_what_that_position_needs():
             return (q.blocks[0](h, ctx) - m.blocks[0](h, ctx)).pow(2).mean((0, 2))
 
     rtn = err(run_method(m, None, MethodConfig(method="rtn"))[0])
-    flat = err(run_method(m, None, MethodConfig(method="flatquant", calib=cc), calib_ids=calib)[0])
-    fair, info = run_method(m, None, MethodConfig(method="faircalib", floor=0.0, calib=cc), prior=prior,
+    flat = err(run_method(m, None, MethodConfig(method="flatquant", calibration=cc), calib_ids=calib)[0])
+    fair, info = run_method(m, None, MethodConfig(method="faircalib", calibration=cc.replace(floor=0.0)), prior=prior,
                             calib_ids=calib)
     fair = err(fair)
     assert info["quant"]["prior_hash"] == tensor_hash(prior.aligned(S, 0.0))
@@ -89,7 +79,7 @@ def test_faircalib_without_a_prior_probes_the_fp_model_first(byte_tokenizer):
                    eos_token_id=tok.eos_token_id)
     probe = ProbeConfig(n_samples=4, steps=4, window=4, batch_size=4)
     calib = torch.randint(3, len(tok), (4, 10), generator=torch.Generator().manual_seed(0))
-    cfg = MethodConfig(method="faircalib", probe=probe, calib=CalibConfig(epochs=0))
+    cfg = MethodConfig(method="faircalib", probe=probe, calibration=CalibConfig(epochs=0))
     q, info = run_method(m, tok, cfg, calib_ids=calib)
     p = info["prior"]
     assert p["n_samples"] == 4 and p["window"] == 4 and p["meta"]["policy"] == "random"
@@ -104,9 +94,9 @@ def test_faircalib_without_a_prior_probes_the_fp_model_first(byte_tokenizer):
         run_method(m, tok, cfg, prior=other, calib_ids=calib)
     # weighted QDrop (paper App. E.2) uses the same prior; plain QDrop does not
     _, qi = run_method(m, tok, MethodConfig(method="qdrop", qdrop_weighted=True, probe=probe,
-                                            calib=CalibConfig(epochs=0)), calib_ids=calib)
+                                            calibration=CalibConfig(epochs=0)), calib_ids=calib)
     assert qi["quant"]["prior_hash"] is not None
-    _, qi = run_method(m, tok, MethodConfig(method="qdrop", calib=CalibConfig(epochs=0)), calib_ids=calib)
+    _, qi = run_method(m, tok, MethodConfig(method="qdrop", calibration=CalibConfig(epochs=0)), calib_ids=calib)
     assert qi["quant"]["prior_hash"] is None
 
 
@@ -116,16 +106,42 @@ def test_ablation_rows_and_defaults():
     assert MethodConfig.ablation_row("reliability_only").probe.prior.schedule == "none"
     assert MethodConfig.ablation_row("schedule_late", bits="w3a4").probe.prior.schedule == "late"
     assert MethodConfig.ablation_row("both").probe.prior == PriorSettings() == ABLATIONS["schedule_early"][1]
-    with pytest.raises(ConfigError, match="ablation='nope'"):
+    with pytest.raises(ConfigError, match="^ablation: 'nope' is unknown"):
         MethodConfig.ablation_row("nope")
-    d = MethodConfig()  # SPEC.md defaults
-    assert (d.calib_n, d.calib_seq_len, d.floor, d.calib.epochs, d.calib.lr) == (128, 1024, 0.1, 15, 5e-3)
+    d = MethodConfig()  # docs/method.md defaults
+    c = d.calibration
+    assert (c.data, c.n, c.seq_len, c.floor, c.epochs, c.lr) == ("builtin:mix:train", 128, 1024, 0.1, 15, 5e-3)
     assert (d.probe.n_samples, d.probe.steps, d.probe.window) == (512, 256, 256)
     assert MethodConfig.from_dict(d.to_dict()) == d
-    with pytest.raises(ConfigError, match="method='gptq'"):
+    with pytest.raises(ConfigError, match="^method: 'gptq' is not allowed"):
         MethodConfig(method="gptq")
-    with pytest.raises(ConfigError, match="bits='w2a2'"):
+    with pytest.raises(ConfigError, match="^bits: 'w2a2' is not allowed"):
         MethodConfig(bits="w2a2")
-    with pytest.raises(ConfigError, match="qdrop_weighted"):
+    with pytest.raises(ConfigError, match="^qdrop_weighted: "):
         MethodConfig(method="flatquant", qdrop_weighted=True)
     assert MethodConfig(bits="W8A8").quant_config().setting == "w8a8"
+
+
+def test_from_dict_errors_keep_the_field_path():
+    cases = {"probe.steps": {"probe": {"steps": 0}}, "probe.prior.beta": {"probe": {"prior": {"beta": -1}}},
+             "probe.block_length": {"probe": {"window": 10, "block_length": 3}},
+             "calibration.nan_policy": {"calibration": {"nan_policy": "skip"}},
+             "calibration.stepz": {"calibration": {"stepz": 1}}, "seed": {"seed": -1}}
+    for path, d in cases.items():
+        with pytest.raises(ConfigError) as e:
+            MethodConfig.from_dict(d)
+        assert str(e.value).startswith(f"{path}: ") and e.value.field == path, str(e.value)
+    # one spelling per option: the library's
+    assert MethodConfig.from_dict({"probe": {"prior": {"reliability": "prob"}}}).probe.prior.reliability == "prob"
+    with pytest.raises(ConfigError, match=r"^probe\.prior\.reliability: 'probability' is not allowed; allowed: prob"):
+        MethodConfig.from_dict({"probe": {"prior": {"reliability": "probability"}}})
+
+
+def test_data_seed_and_quantizer_seed_are_separate(byte_tokenizer):
+    from faircalib.pipeline import calibration_ids
+
+    a = CalibConfig(data="builtin:kjv:train", n=2, seq_len=16)
+    ids0, ids1 = calibration_ids(byte_tokenizer, a), calibration_ids(byte_tokenizer, a.replace(data_seed=1))
+    assert ids0.shape == (2, 16) and not torch.equal(ids0, ids1)
+    cfg = MethodConfig(method="qdrop", seed=5, calibration=a)
+    assert cfg.quant_config().seed == 5 and cfg.calibration.data_seed == 0

@@ -8,9 +8,9 @@ import sys
 
 import pytest
 import torch
+from faircalib.kernels import packing
 
 from faircalib import kernels as fk
-from faircalib.kernels import packing
 
 
 def _run(code: str, **env) -> subprocess.CompletedProcess:

@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from faircalib.kernels import gemm_triton
+from faircalib.kernels import gemm_triton, packing
 from faircalib.kernels import reference as ref
 
 from faircalib import kernels as fk
-from faircalib.kernels import packing
 
 
 def _operands(gen, M, N, K):

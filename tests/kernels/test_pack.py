@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+from faircalib.kernels import packing
 
 from faircalib import kernels as fk
-from faircalib.kernels import packing
 
 
 @pytest.mark.parametrize("shape", [(1, 2), (7, 34), (3, 1030), (2, 5, 64)])  # (3, 1030): >1 program + tail mask

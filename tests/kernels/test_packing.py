@@ -1,6 +1,5 @@
 import pytest
 import torch
-
 from faircalib.kernels.packing import pack, pack_int4, qrange, unpack, unpack_int4
 
 

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from faircalib.kernels import packing
 from faircalib.kernels import reference as ref
 
 from faircalib import kernels as fk
-from faircalib.kernels import packing
 from faircalib.quant import quantizer
 
 

@@ -7,8 +7,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from faircalib.models import tiny_model
 from faircalib.calibrate import quantize
+from faircalib.models import tiny_model
 from faircalib.quant import QuantConfig
 from faircalib.quant.runtime import QuantLinear
 

@@ -83,8 +83,7 @@ def s3_env(seaweed, monkeypatch):
 
 @pytest.fixture
 def job_dict():
-    """job_dict(model, storage, **overrides): a small valid job (method fp: evaluate + upload are the
-    stages wired today)."""
+    """job_dict(model, storage, **overrides): a small valid job (method fp: evaluate + upload)."""
     def make(model, storage, **overrides) -> dict:
         d = {"model": str(model), "method": "fp", "storage": storage,
              "evaluation": {"n": 2, "seq_len": 24}, "resources": {"eval_workers": 1, "gpus_per_worker": 0}}

@@ -67,7 +67,7 @@ def make_registry(counts_file: str, *, block_file: str | None = None, fail_file:
     if with_upload:
         specs["upload"] = StageSpec("upload", run_upload)
         plan.append("upload")
-    return StageRegistry(specs=specs, planner=lambda cfg: list(plan), eval_tasks={"fidelity": ()})
+    return StageRegistry(specs=specs, planner=lambda cfg: list(plan))
 
 
 def main(argv: list[str]) -> None:

@@ -2,9 +2,10 @@
 -> calibrate -> evaluate -> upload, on the embedded local SeaweedFS it starts) on a tiny LLaDA: the
 service's prior equals the library's single-pass Stage I prior bit for bit (sharded over 2 probe actors);
 the fetched checkpoint is verified and `load_quantized` runs it, reproducing the job's fidelity numbers
-and its lm-eval task scores (FP and W4A4, run by the eval actor) exactly. FlatQuant on a SigV4 SeaweedFS
-bucket: a scheduler killed mid-calibration resumes at the next block with a bit-identical checkpoint.
-(Prior-cache reuse across jobs: test_priors.py.)"""
+and its lm-eval task scores (FP and W4A4, run by the eval actor) exactly, and its checkpoint equals
+`run_method`'s with the same MethodConfig and prior bit for bit. FlatQuant W4A8 on a SigV4 SeaweedFS
+bucket: a scheduler killed mid-calibration resumes at the next block, and the checkpoint equals an
+uninterrupted `run_method` bit for bit. (Prior-cache reuse across jobs: test_priors.py.)"""
 from __future__ import annotations
 
 import json
@@ -16,7 +17,7 @@ from click.testing import CliRunner
 from faircalib.orchestrator.cli import main
 from faircalib.orchestrator.store import JobStore
 
-PROBE = {"n": 32, "steps": 8, "window": 8, "seed": 1}
+PROBE = {"n_samples": 32, "steps": 8, "window": 8, "seed": 1}
 
 
 def _run(*args):
@@ -63,22 +64,24 @@ def test_quickstart_runs_a_full_faircalib_job_end_to_end(ray_session, tiny_model
     prints the FP vs W4A4 table and the fetch command, stops the server it started. After `storage up`
     (same data): `fetch` verifies every object; the prior equals the library's single pass bit for bit;
     the checkpoint loads and reproduces the job's fidelity numbers and lm-eval scores exactly."""
+    from faircalib.orchestrator.config import JobConfig
     from faircalib.service.seaweed import free_port_pair, local_state
     from faircalib.service.storage import fetch_tree, open_storage
 
-    from faircalib.checkpoint import load_quantized
+    from faircalib.checkpoint import load_quantized, save_quantized
     from faircalib.data import sample_token_sequences
     from faircalib.eval import compare_to_reference
     from faircalib.eval.harness import run_lm_eval
     from faircalib.models import load_dllm
-    from faircalib.probe import PositionPrior, PriorSettings, ProbeConfig, probe_prior
+    from faircalib.pipeline import run_method
+    from faircalib.probe import PositionPrior, ProbeConfig, probe_prior
 
     _quickstart_at_test_size(monkeypatch)
     other = tmp_path / "other.yaml"
     other.write_text(yaml.safe_dump({"model": str(tiny_model_dir), "method": "fp", "storage": f"file://{tmp_path}/a"}))
     other = _run("submit", other, "--db", sqlite_url).strip()
     shown = yaml.safe_load(_run("quickstart", "--model", tiny_model_dir, "--show-job"))
-    assert (shown["method"], shown["model"], shown["probe"]["n"]) == ("faircalib", str(tiny_model_dir), 32)
+    assert (shown["method"], shown["model"], shown["probe"]["n_samples"]) == ("faircalib", str(tiny_model_dir), 32)
     assert local_state() is None
     out = _run("quickstart", "--model", tiny_model_dir, "--db", sqlite_url)
     assert "(started now); artifacts under s3://faircalib/jobs" in out
@@ -113,8 +116,7 @@ def test_quickstart_runs_a_full_faircalib_job_end_to_end(ray_session, tiny_model
     # Stage I through the service (2 probe actors) == the library's single pass, exactly
     service_prior = PositionPrior.load(tmp_path / "prior")
     m = load_dllm(tiny_model_dir)
-    ref = probe_prior(m.model, m.tokenizer, None, ProbeConfig(
-        n_samples=32, steps=8, window=8, seed=1, batch_size=16, prior=PriorSettings(reliability="probability")))
+    ref = probe_prior(m.model, m.tokenizer, None, ProbeConfig(n_samples=32, steps=8, window=8, seed=1))
     assert torch.equal(service_prior.per_sample, ref.per_sample)
     assert torch.equal(service_prior.sample_ids, torch.arange(32))
 
@@ -144,6 +146,12 @@ def test_quickstart_runs_a_full_faircalib_job_end_to_end(ray_session, tiny_model
     assert "| faircalib_tasks_mc | acc |" in (tmp_path / "out/evaluate/report.md").read_text()
     assert not (tmp_path / "out/evaluate/_checkpoint").exists()  # the fetched checkpoint is not re-uploaded
     assert json.loads((tmp_path / "out/job.json").read_text())["config"]["labels"] == {"example": "quickstart"}
+    # the service's checkpoint == run_method with the job's own MethodConfig and the same prior, bit for bit
+    run = JobConfig.from_dict(json.loads((tmp_path / "out/job.json").read_text())["config"]).run
+    torch.set_num_threads(1)  # as the calibration actor
+    lib, _ = run_method(m.model, m.tokenizer, run, prior=service_prior)
+    torch.set_num_threads(threads)
+    _same_tensors(ckpt, save_quantized(lib, tmp_path / "lib"))
     record = json.loads((ckpt / "quant_config.json").read_text())
     assert (record["method"], record["w_bits"], record["a_bits"]) == ("faircalib", 4, 4)
     assert record["prior_hash"] is not None
@@ -158,7 +166,6 @@ def test_scheduler_killed_mid_calibration_resumes_at_next_block(ray_session, s3_
     """A scheduler process (joined to the shared Ray) is SIGKILLed after calibration block 0 finished;
     the next scheduler requeues the job, the calibration actor fetches the uploaded block state and
     resumes at block 1, and the checkpoint's tensors are bit-identical to an uninterrupted run."""
-    import hashlib
     import os
     import signal
     import subprocess
@@ -167,16 +174,15 @@ def test_scheduler_killed_mid_calibration_resumes_at_next_block(ray_session, s3_
     from pathlib import Path
 
     import ray
+    from faircalib.orchestrator.config import load_job_file
     from faircalib.orchestrator.scheduler import Scheduler, SchedulerOptions
 
     from faircalib.checkpoint import save_quantized
-    from faircalib.data import sample_token_sequences
     from faircalib.models import load_dllm
-    from faircalib.calibrate import CalibConfig, quantize
-    from faircalib.quant import QuantConfig
+    from faircalib.pipeline import run_method
 
-    calib = {"data": "builtin:kjv:train", "n": 8, "seq_len": 48, "epochs": 12, "batch_size": 4, "seed": 2}
-    p = _job(tmp_path, tiny_model_dir, s3_env, method="flatquant", calibration=calib,
+    calib = {"data": "builtin:kjv:train", "n": 8, "seq_len": 48, "epochs": 12, "batch_size": 4, "data_seed": 2}
+    p = _job(tmp_path, tiny_model_dir, s3_env, method="flatquant", bits="w4a8", seed=3, calibration=calib,
              evaluation={"n": 2, "seq_len": 24})
     store = JobStore(sqlite_url)
     job = _run("submit", p, "--db", sqlite_url).strip()
@@ -205,16 +211,24 @@ def test_scheduler_killed_mid_calibration_resumes_at_next_block(ray_session, s3_
     assert "block 1/2 done (resumed)" in msgs  # block 0 came from the uploaded state, not recomputed
     assert any(m.startswith("block 2/2 done, loss") for m in msgs)  # block 1 was really recomputed
 
-    # the uninterrupted run, in-process with the library (1 thread, as the actor): identical tensors
+    # the uninterrupted run: run_method with the job file's MethodConfig, in-process (1 thread, as the
+    # actor): identical tensors; and the W4A8 setting really reached the checkpoint
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     m = load_dllm(tiny_model_dir)
-    ids = sample_token_sequences(m.tokenizer, calib["data"], calib["n"], calib["seq_len"], seed=calib["seed"])
-    quantize(m.model, QuantConfig(method="flatquant", w_bits=4, a_bits=4, seed=calib["seed"]), ids,
-             calib_cfg=CalibConfig(epochs=calib["epochs"], batch_size=calib["batch_size"]))
-    ref = save_quantized(m.model, tmp_path / "ref")
+    ref_model, _ = run_method(m.model, m.tokenizer, load_job_file(p).run)
+    ref = save_quantized(ref_model, tmp_path / "ref")
     torch.set_num_threads(threads)
     _run("fetch", job, tmp_path / "out", "--db", sqlite_url)
     got = tmp_path / "out/calibrate/checkpoint"
+    _same_tensors(got, ref)
+    record = json.loads((got / "quant_config.json").read_text())
+    assert (record["method"], record["w_bits"], record["a_bits"]) == ("flatquant", 4, 8)
+    assert row.results["metrics"]["fidelity"]["quantized"]["kl_to_ref"] > 0
+
+
+def _same_tensors(a, b) -> None:
+    import hashlib
+
     for f in ("quantized_linears.safetensors", "transforms.safetensors", "fp.safetensors"):
-        assert hashlib.sha256((got / f).read_bytes()).digest() == hashlib.sha256((ref / f).read_bytes()).digest(), f
+        assert hashlib.sha256((a / f).read_bytes()).digest() == hashlib.sha256((b / f).read_bytes()).digest(), f

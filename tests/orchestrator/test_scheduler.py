@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 from faircalib.orchestrator.config import JobConfig
 from faircalib.orchestrator.scheduler import Scheduler, SchedulerOptions
-from faircalib.service.storage import fetch_tree, open_storage
 from faircalib.orchestrator.store import JobState, JobStore
+from faircalib.service.storage import fetch_tree, open_storage
 
 HELPER = Path(__file__).with_name("sched_worker.py")
 _spec = importlib.util.spec_from_file_location("fc_sched_worker", HELPER)

@@ -4,9 +4,8 @@ import json
 import pytest
 import torch
 
-from faircalib.calibrate import calibrate_layerwise, weighted_mse
+from faircalib.calibrate import CalibConfig, calibrate_layerwise, weighted_mse
 from faircalib.errors import CalibrationError
-from faircalib.calibrate import CalibConfig
 from faircalib.quant.config import QuantConfig
 from faircalib.quant.fake import learnable_parameters
 from faircalib.quant.runtime import KroneckerOnline, QuantLinear

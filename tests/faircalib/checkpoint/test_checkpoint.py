@@ -4,11 +4,10 @@ import json
 import pytest
 import torch
 
-from faircalib.calibrate import calibrate_layerwise
+from faircalib.calibrate import CalibConfig, calibrate_layerwise, quantize
 from faircalib.checkpoint import checkpoint_bytes, load_quantized, save_quantized
 from faircalib.errors import CheckpointError
 from faircalib.models import tiny_model
-from faircalib.calibrate import CalibConfig, quantize
 from faircalib.quant import QuantConfig
 from faircalib.quant.runtime import KroneckerOnline, QuantLinear
 

@@ -6,14 +6,6 @@ import torch
 from torch import nn
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 class FixedLogits(nn.Module):
     """A 'model' whose window logits are a fixed (B, L, V) table whatever the state (hand-known answers)."""
 

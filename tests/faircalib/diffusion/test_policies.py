@@ -214,15 +214,15 @@ def test_random_policy_llada_schedule_honours_blocks(fakes):
 # ------------------------------------------------------------------------------------------ config
 def test_config_errors_name_the_field(fakes):
     m = fakes.TableModel(fakes.prob_table(ROLLED))
-    with pytest.raises(ConfigError, match="policy='greedy'.*random, low_confidence, entropy"):
+    with pytest.raises(ConfigError, match="^policy: 'greedy' is not allowed; allowed: random, low_confidence, entropy"):
         generate(m, PROMPT, "greedy", steps=4, gen_length=8)
-    with pytest.raises(ConfigError, match="block_length=3 must divide gen_length=8"):
+    with pytest.raises(ConfigError, match="^block_length: 3 must divide gen_length=8$"):
         generate(m, PROMPT, steps=4, gen_length=8, block_length=3)
-    with pytest.raises(ConfigError, match="steps=3 must be divisible by the number of blocks"):
+    with pytest.raises(ConfigError, match="^steps: 3 must be divisible by the number of blocks"):
         generate(m, PROMPT, steps=3, gen_length=8, block_length=4)
     with pytest.raises(ConfigError, match="alg_temp"):
         generate(m, PROMPT, "low_confidence", steps=4, gen_length=8, alg_temp=0.5)
-    with pytest.raises(ConfigError, match="block_length=4 is not supported by the Dream schedule"):
+    with pytest.raises(ConfigError, match="^block_length: 4 is not supported by the Dream schedule"):
         generate(m, PROMPT, "entropy", steps=4, gen_length=8, block_length=4)
     with pytest.raises(ConfigError, match="temperature"):
         DecodeConfig(temperature=-1.0)
@@ -230,7 +230,7 @@ def test_config_errors_name_the_field(fakes):
         DecodeConfig(steps=0)
     with pytest.raises(ConfigError, match="unknown decode option"):
         generate(m, PROMPT, steps=4, gen_length=8, top_q=0.5)
-    with pytest.raises(ConfigError, match="schedule='dream' conflicts"):
+    with pytest.raises(ConfigError, match="^schedule: 'dream' conflicts"):
         DecodeConfig(policy="low_confidence", schedule="dream")
     with pytest.raises(ConfigError, match="mask token"):
         generate(m, [torch.tensor([1, MASK])], steps=4, gen_length=8)

@@ -13,13 +13,6 @@ FACTS = [("Q: 12+34=?\nA:", " 46"), ("Q: 20+21=?\nA:", " 41"), ("Q: heaven and?\
          ("Q: In the?\nA:", " beginning")]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """The machine is shared: one torch thread is several times faster than two contended ones."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def _build(tok, seed=0, arch="llada"):

@@ -9,17 +9,18 @@ from lm_eval.api.instance import Instance
 
 from faircalib.errors import ConfigError
 from faircalib.eval.harness import (
-    default_decoding,
     evaluate_source,
     format_table,
-    load_for_eval,
     parse_tasks,
     run_lm_eval,
     task_manager,
 )
-from faircalib.eval.lm import FaircalibLM, LMEvalSettings, cut_at_stop
+from faircalib.eval.lm import FaircalibLM, cut_at_stop
+from faircalib.eval.loading import load_for_eval
 from faircalib.eval.loglik import masked_nll, rolling_pairs
+from faircalib.eval.settings import LMEvalSettings
 from faircalib.eval.suite import GEN_TASKS, LEAF_TASKS, TASKS_DIR
+from faircalib.models import decoding_defaults
 
 DECODE = {"gen_length": 8, "steps": 8}
 
@@ -35,11 +36,11 @@ def lm(tiny_trained, byte_tokenizer):
 
 
 def test_settings_validate():
-    with pytest.raises(ConfigError, match="mc_num"):
+    with pytest.raises(ConfigError, match="^mc_num: expected an integer >= 1, got 0$"):
         LMEvalSettings(mc_num=0)
-    with pytest.raises(ConfigError, match="unknown field"):
+    with pytest.raises(ConfigError, match=r"^decoding\.max_new_tokens: unknown field; allowed: policy, steps"):
         LMEvalSettings(decoding={"max_new_tokens": 4})
-    with pytest.raises(ConfigError, match="steps"):
+    with pytest.raises(ConfigError, match=r"^decoding\.steps: expected an integer in \[1, 32767\], got 0$"):
         LMEvalSettings(decoding={"gen_length": 8, "steps": 0})
 
 
@@ -174,16 +175,16 @@ def test_standard_task_names_pass_through_to_lm_eval(monkeypatch):
 def test_quantized_checkpoint_source(tmp_path, byte_tokenizer, tiny_dir):
     """A quantized checkpoint directory is detected, loaded with load_quantized, and evaluated; its
     decoding defaults come from the checkpoint's meta."""
+    from faircalib.calibrate import quantize
     from faircalib.checkpoint import save_quantized
     from faircalib.models import load_dllm
-    from faircalib.calibrate import quantize
     from faircalib.quant import QuantConfig
 
     model = load_dllm(tiny_dir).model
     quantize(model, QuantConfig(method="rtn", w_bits=4, a_bits=4))
     ck = save_quantized(model, tmp_path / "q", meta={"source": str(tiny_dir), "decoding": DECODE},
                         tokenizer=byte_tokenizer)
-    assert default_decoding(str(ck)) == DECODE
+    assert decoding_defaults(str(ck)) == DECODE
     loaded = load_for_eval(ck)
     assert loaded.model.faircalib_quant["quant_config"]["method"] == "rtn"
     res = evaluate_source(str(ck), ["faircalib_arith", "faircalib_tasks_mc"], limit=2, mc_num=4, bootstrap_iters=0)

@@ -21,12 +21,3 @@ def prompts():
             "Q: 9-4=?\nA:", "And the earth was", "Q: reverse a b c\nA:", "light", "Q: 1+1=?\nA:"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models on a shared 2-core machine: one intra-op thread is many times faster (no spinning)."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)

@@ -1,4 +1,4 @@
-"""Prior accumulation on hand-computed tiny trajectories (SPEC.md §4)."""
+"""Prior accumulation on hand-computed tiny trajectories (docs/method.md §4)."""
 from __future__ import annotations
 
 import pytest
@@ -116,9 +116,9 @@ def test_save_load_and_cache_key(tmp_path):
 
 
 def test_settings_validation():
-    with pytest.raises(ConfigError, match="schedule='cubic'.*early, uniform, late, none"):
+    with pytest.raises(ConfigError, match="^schedule: 'cubic' is not allowed; allowed: early, uniform, late, none$"):
         PriorSettings(schedule="cubic")
-    with pytest.raises(ConfigError, match="reliability='logit'"):
+    with pytest.raises(ConfigError, match="^reliability: 'logit' is not allowed; allowed: prob, neg_entropy, margin$"):
         PriorSettings(reliability="logit")
-    with pytest.raises(ConfigError, match="no signal"):
+    with pytest.raises(ConfigError, match="^beta: schedule 'none' with beta 0 leaves no term"):
         PriorSettings(schedule="none", beta=0.0)

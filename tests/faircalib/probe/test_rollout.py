@@ -98,13 +98,30 @@ def test_cache_key_changes_with_every_setting(make_model, byte_tokenizer, prompt
 
 
 def test_probe_config_validation():
-    with pytest.raises(ConfigError, match="block_length=3 must divide gen_length=8"):
+    with pytest.raises(ConfigError, match="^block_length: 3 must divide window=8$"):  # the probe's field names
         ProbeConfig(window=8, steps=8, block_length=3)
-    with pytest.raises(ConfigError, match="batch_size=0"):
+    with pytest.raises(ConfigError, match="^batch_size: expected an integer >= 1, got 0$"):
         ProbeConfig(batch_size=0)
-    with pytest.raises(ConfigError, match="schedule='none'"):
-        ProbeConfig(prior=PriorSettings(schedule="none", beta=0.0))
-    assert PriorSettings(reliability="probability").reliability == "prob"  # the job config's spelling
+    with pytest.raises(ConfigError, match=r"^prior\.beta: schedule 'none' with beta 0"):
+        ProbeConfig.from_dict({"prior": {"schedule": "none", "beta": 0.0}})
+    with pytest.raises(ConfigError, match=r"^prior\.reliability: 'probability' is not allowed"):  # one spelling
+        ProbeConfig.from_dict({"prior": {"reliability": "probability"}})
     cfg = ProbeConfig(steps=16, window=16, prior=PriorSettings(beta=0.0))
     assert ProbeConfig.from_dict(cfg.to_dict()) == cfg
     assert ProbeConfig().n_samples == 512 and ProbeConfig().steps == 256 and ProbeConfig().window == 256
+
+
+def test_cache_key_is_known_before_probing(make_model, byte_tokenizer, tmp_path):
+    """probe_cache_key (what the job service looks its prior cache up with) equals the key of the prior
+    the probe then produces, for both model families' default schedules; no Stage II setting enters it."""
+    from faircalib.models import save_model_dir, weights_hash
+    from faircalib.probe import probe_cache_key
+
+    for arch in ("llada", "dream"):
+        m = make_model(arch)
+        d = save_model_dir(m, tmp_path / arch, tokenizer=byte_tokenizer)
+        cfg = ProbeConfig(n_samples=4, steps=4, window=4, batch_size=4)
+        key = probe_cache_key(cfg, m.default_policy, weights_hash(d))
+        prior = probe_prior(m, byte_tokenizer, None, cfg, model_hash=weights_hash(d))
+        assert prior.cache_key() == key
+        assert probe_cache_key(cfg.replace(seed=1), m.default_policy, weights_hash(d)) != key

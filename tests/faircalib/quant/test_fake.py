@@ -67,7 +67,7 @@ def test_fake_rtn_equals_runtime_rtn():
     qcfg = QuantConfig(method="rtn")
     fake, run = copy.deepcopy(m), copy.deepcopy(m)
     for b in fake.blocks:
-        install_fake_block(b, qcfg, kind="rtn")
+        install_fake_block(b, qcfg, rtn=True)
     assert isinstance(fake.blocks[0].role("q"), FakeQuantLinear) and not learnable_parameters(fake.blocks[0])
     for b in run.blocks:
         fold_block(b, qcfg)

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+from faircalib.kernels.packing import qrange
 
 from faircalib.quant.gptq import GPTQResult, HessianAccumulator, gptq_quantize
-from faircalib.kernels.packing import qrange
 from faircalib.quant.quantizer import quantize_weight
 
 N, K, T = 48, 200, 1536  # K = 200: blocksize 128 does not divide it

@@ -1,8 +1,8 @@
 import pytest
 import torch
 import torch.nn.functional as F
-
 from faircalib.kernels.packing import qrange
+
 from faircalib.quant.quantizer import fake_quant, quantize_activation
 from faircalib.quant.runtime import KroneckerOnline, QuantEmbedding, QuantLinear, quantize_rows
 
