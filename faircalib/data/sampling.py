@@ -71,7 +71,7 @@ def sample_task_sequences(tokenizer, source: str, n: int, seq_len: int, window: 
     default split probe) whose LAST `window` positions are one example's answer window (answer + EOS fill),
     preceded by that example's prompt and, further left, earlier examples as "prompt answer" text lines.
 
-    So the Stage I prior, which SPEC.md §4 places on the last L positions of a calibration sequence, lands
+    So the Stage I prior, which docs/method.md §4 places on the last L positions of a calibration sequence, lands
     on real answer positions, and the rest of the sequence is fully observed in-distribution text.
     Deterministic in `seed`; every example comes from the source's split (never heldout unless asked)."""
     from faircalib.data.tasks import sample_tasks
