@@ -19,11 +19,12 @@ import json
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
+from faircalib.configs import Config
 from faircalib.data import ALL_FAMILIES, FAMILIES, sample_tasks
 from faircalib.errors import ConfigError
 from faircalib.training.batches import TaskSampler, TextSampler, check_train_source, collate_sft, encode_task
@@ -31,7 +32,7 @@ from faircalib.training.objective import pretrain_loss, sft_loss
 
 
 @dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(Config):
     seed: int = 0
     steps: int = 0  # > 0: exactly this many steps, cosine over steps (bit-reproducible on one machine)
     minutes: float = 0.0  # used when steps == 0: train until this wall budget, cosine over wall time
@@ -86,11 +87,6 @@ class TrainConfig:
             raise ConfigError(f"family_weights: unknown family {bad[0]!r}; allowed: {', '.join(self.families)}")
         check_train_source(self.text_source)
 
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["betas"] = list(self.betas)
-        d["families"] = list(self.families)
-        return d
 
 
 @dataclass

@@ -181,7 +181,7 @@ def test_scheduler_killed_mid_calibration_resumes_at_next_block(ray_session, s3_
     from faircalib.models import load_dllm
     from faircalib.pipeline import run_method
 
-    calib = {"data": "builtin:kjv:train", "n": 8, "seq_len": 48, "epochs": 12, "batch_size": 4, "data_seed": 2}
+    calib = {"data": "builtin:kjv:train", "n": 8, "seq_len": 48, "epochs": 30, "batch_size": 4, "data_seed": 2}
     p = _job(tmp_path, tiny_model_dir, s3_env, method="flatquant", bits="w4a8", seed=3, calibration=calib,
              evaluation={"n": 2, "seq_len": 24})
     store = JobStore(sqlite_url)
@@ -209,7 +209,7 @@ def test_scheduler_killed_mid_calibration_resumes_at_next_block(ray_session, s3_
     msgs = [e.message for e in store.events(job)]
     assert any(m.startswith("resuming from s3://") for m in msgs)
     assert "block 1/2 done (resumed)" in msgs  # block 0 came from the uploaded state, not recomputed
-    assert any(m.startswith("block 2/2 done, loss") for m in msgs)  # block 1 was really recomputed
+    assert any(m.startswith("block 2/2 done, loss") for m in msgs), msgs  # block 1 was really recomputed
 
     # the uninterrupted run: run_method with the job file's MethodConfig, in-process (1 thread, as the
     # actor): identical tensors; and the W4A8 setting really reached the checkpoint
