@@ -23,7 +23,7 @@ One run per model:
 Data: probing uses the model's task source probe split, Stage II uses task-aligned sequences of the probe
 split (faircalib.data.sample_task_sequences: each sequence ends on an answer window, so the prior's last-L
 placement lands on answer positions), evaluation the heldout split: disjoint by hash. Defaults are the
-method doc's (SPEC: prior a_min 1, a_max 4, gamma 2, beta 1, prob reliability, floor 0.1; FlatQuant
+method doc's (docs/method.md §6: prior a_min 1, a_max 4, gamma 2, beta 1, prob reliability, floor 0.1; FlatQuant
 optimiser, 15 epochs) with the CPU-scale sizes of PROFILES; every value lands in `settings`.
 Pre-registered: PROFILES["default"], the rows and the pairs below were committed before the first
 FlatQuant-vs-FAIR-Calib run on the long models; do not change them after seeing a comparison.
@@ -58,7 +58,7 @@ from faircalib.diffusion.trajectory import Trajectory
 from faircalib.eval.stats import mean_std, paired_bootstrap
 from faircalib.pipeline import MethodConfig, run_method
 from faircalib.probe import PositionPrior, PriorSettings, ProbeConfig, probe_priors
-from faircalib.quant import CalibConfig
+from faircalib.calibrate import CalibConfig
 
 EVAL_SEED = 20261201  # the held-out examples never change with seeds
 SELECT_SEED = 7
@@ -240,8 +240,8 @@ def plan(prof: dict) -> list[str]:
 
 def quantize_row(ctx: Context, name: str, seed: int, bits: str):
     """-> (quantized model, info) for one row (the method registry's names; ablations as variants)."""
-    calib = CalibConfig(epochs=ctx.prof["epochs"])
-    base = dict(bits=bits, calib=calib, seed=seed, calib_seed=seed)
+    calib = CalibConfig(epochs=ctx.prof["epochs"], data_seed=seed)
+    base = dict(bits=bits, seed=seed)
     if name in ("fp", "rtn"):
         return run_method(ctx.model, ctx.tok, MethodConfig(method=name, bits=bits))
     ids = ctx.calib_ids(seed)
@@ -249,15 +249,16 @@ def quantize_row(ctx: Context, name: str, seed: int, bits: str):
         ids = mask_window(ids, int(ctx.model.mask_token_id), ctx.L, seed=seed).ids
         name = name.removeprefix("masked_")
     if name in ("quarot", "flatquant"):
-        return run_method(ctx.model, ctx.tok, MethodConfig(method=name, **base), calib_ids=ids)
+        return run_method(ctx.model, ctx.tok, MethodConfig(method=name, calibration=calib, **base), calib_ids=ids)
     priors = ctx.priors(seed)
     variant = {"prior_floor1": "faircalib", "window_uniform": "faircalib"}.get(name, name)
     prior = priors[variant]
-    floor = 1.0 if name == "prior_floor1" else MethodConfig().floor
+    floor = 1.0 if name == "prior_floor1" else CalibConfig().floor
     if name == "window_uniform":  # ablation (a): the same alignment with a flat curve
         prior = PositionPrior(torch.ones(1, ctx.L, dtype=torch.float64), torch.zeros(1, dtype=torch.long),
                               prior.settings, {**prior.meta, "ablation": "window_uniform (flat curve)"})
-    cfg = MethodConfig(method="faircalib", probe=ctx.probe_cfg(seed, prior.settings), floor=floor, **base)
+    cfg = MethodConfig(method="faircalib", probe=ctx.probe_cfg(seed, prior.settings),
+                       calibration=calib.replace(floor=floor), **base)
     q, info = run_method(ctx.model, ctx.tok, cfg, prior=prior, calib_ids=ids)
     info["prior_curve"] = prior.curve.tolist()
     return q, info
@@ -384,7 +385,7 @@ def settings_of(args, prof: dict, ctx: Context, selection: dict) -> dict:
             "eval_set": f"{ctx.task_source}:heldout seed {EVAL_SEED}", "probe_set": f"{ctx.task_source}:probe",
             "calibration": f"sample_task_sequences({ctx.task_source}:probe, n={prof['calib_n']}, "
                            f"S={prof['calib_seq_len']}, window={ctx.L}), seed = row seed",
-            "prior_defaults": PriorSettings().__dict__, "floor": MethodConfig().floor,
+            "prior_defaults": PriorSettings().to_dict(), "floor": CalibConfig().floor,
             "eval_dtype": "bfloat16 autocast (CPU)" if prof["bf16_eval"] else "float32",
             "calibration_dtype": "float32", "pairs": [f"{a}_vs_{b}" for a, b in PAIRS],
             "ci": "95% percentile crossed bootstrap over examples x seeds (faircalib/eval/stats.py)",

@@ -154,7 +154,7 @@ def prior_merge_cmd(out: str, parts: tuple[str, ...]) -> None:
 @click.argument("source")
 @click.option("--method", type=LibraryChoice(_methods), default="faircalib", show_default=True)
 @click.option("--bits", default="w4a4", show_default=True, help="A bit setting of faircalib.quant.bits.SETTINGS "
-              "(w4a4, w3a4, w8a8, w4a8, w4a16, w8a16).")
+              "(e.g. w4a4, w8a8, w4a16; a wrong one lists them all).")
 @click.option("--prior", "prior_dir", default=None, type=click.Path(exists=True, file_okay=False),
               help="A saved prior (faircalib probe); default: probe now with the probe options.")
 @_probe_options

@@ -17,7 +17,8 @@ def test_registry_traits():
         "quarot": "hadamard", "flatquant": "kronecker", "faircalib": "kronecker"}
     assert {n: s.prior for n, s in REGISTRY.items() if s.prior != "never"} == {"qdrop": "optional",
                                                                               "faircalib": "required"}
-    assert all(s.bits == tuple(SETTINGS) for s in REGISTRY.values()) and len(SETTINGS) == 6
+    assert all(s.bits == tuple(SETTINGS) for s in REGISTRY.values())
+    assert {"w4a4", "w3a4", "w8a8", "w4a8", "w4a16", "w8a16"} <= set(SETTINGS)
     assert method_spec("quarot").stage2.solve_block is not None and method_spec("rtn").stage2 is None
     with pytest.raises(ConfigError, match=r"^method: 'gptq' is not allowed; allowed: fp, rtn"):
         method_spec("gptq")
