@@ -50,8 +50,7 @@ from pathlib import Path
 import torch
 
 import faircalib
-from faircalib.calibrate.masked import mask_window
-from faircalib.data import exact_match, families_of, sample_task_sequences, sample_tasks
+from faircalib.data import exact_match, families_of, sample_tasks
 from faircalib.diagnostics.positional import never_agree_per_sequence, positional_errors
 from faircalib.diffusion import DecodeConfig, decode_text, generate, resolve_config
 from faircalib.diffusion.trajectory import Trajectory
@@ -155,10 +154,6 @@ class Context:
             self._teacher = Trajectory.load(path)
         return self._teacher
 
-    def calib_ids(self, seed: int) -> torch.Tensor:
-        return sample_task_sequences(self.tok, f"{self.task_source}:probe", self.prof["calib_n"],
-                                     self.prof["calib_seq_len"], self.L, seed=seed)
-
     def probe_cfg(self, seed: int, settings: PriorSettings = PriorSettings()) -> ProbeConfig:
         return ProbeConfig(prompts=f"{self.task_source}:probe", n_samples=self.prof["probe_n"], steps=self.L,
                            window=self.L, batch_size=self.prof["probe_batch"], seed=seed, prior=settings)
@@ -240,16 +235,15 @@ def plan(prof: dict) -> list[str]:
 
 def quantize_row(ctx: Context, name: str, seed: int, bits: str):
     """-> (quantized model, info) for one row (the method registry's names; ablations as variants)."""
-    calib = CalibConfig(epochs=ctx.prof["epochs"], data_seed=seed)
+    masking = "window" if name.startswith("masked_") else "none"
+    name = name.removeprefix("masked_")
+    calib = CalibConfig(data=f"{ctx.task_source}:probe", n=ctx.prof["calib_n"], seq_len=ctx.prof["calib_seq_len"],
+                        data_seed=seed, layout="answer", window=ctx.L, masking=masking, epochs=ctx.prof["epochs"])
     base = dict(bits=bits, seed=seed)
     if name in ("fp", "rtn"):
         return run_method(ctx.model, ctx.tok, MethodConfig(method=name, bits=bits))
-    ids = ctx.calib_ids(seed)
-    if name.startswith("masked_"):
-        ids = mask_window(ids, int(ctx.model.mask_token_id), ctx.L, seed=seed).ids
-        name = name.removeprefix("masked_")
     if name in ("quarot", "flatquant"):
-        return run_method(ctx.model, ctx.tok, MethodConfig(method=name, calibration=calib, **base), calib_ids=ids)
+        return run_method(ctx.model, ctx.tok, MethodConfig(method=name, calibration=calib, **base))
     priors = ctx.priors(seed)
     variant = {"prior_floor1": "faircalib", "window_uniform": "faircalib"}.get(name, name)
     prior = priors[variant]
@@ -259,7 +253,7 @@ def quantize_row(ctx: Context, name: str, seed: int, bits: str):
                               prior.settings, {**prior.meta, "ablation": "window_uniform (flat curve)"})
     cfg = MethodConfig(method="faircalib", probe=ctx.probe_cfg(seed, prior.settings),
                        calibration=calib.replace(floor=floor), **base)
-    q, info = run_method(ctx.model, ctx.tok, cfg, prior=prior, calib_ids=ids)
+    q, info = run_method(ctx.model, ctx.tok, cfg, prior=prior)
     info["prior_curve"] = prior.curve.tolist()
     return q, info
 
@@ -383,8 +377,9 @@ def settings_of(args, prof: dict, ctx: Context, selection: dict) -> dict:
     return {"model": args.model, "bits": selection["chosen"], "bit_selection": selection, "profile": args.profile,
             **prof, "window": ctx.L, "decoding": ctx.dcfg.to_dict(), "task_source": ctx.task_source,
             "eval_set": f"{ctx.task_source}:heldout seed {EVAL_SEED}", "probe_set": f"{ctx.task_source}:probe",
-            "calibration": f"sample_task_sequences({ctx.task_source}:probe, n={prof['calib_n']}, "
-                           f"S={prof['calib_seq_len']}, window={ctx.L}), seed = row seed",
+            "calibration": f"CalibConfig(data={ctx.task_source}:probe, layout=answer, n={prof['calib_n']}, "
+                           f"seq_len={prof['calib_seq_len']}, window={ctx.L}, data_seed=row seed); masked rows: "
+                           f"masking=window",
             "prior_defaults": PriorSettings().to_dict(), "floor": CalibConfig().floor,
             "eval_dtype": "bfloat16 autocast (CPU)" if prof["bf16_eval"] else "float32",
             "calibration_dtype": "float32", "pairs": [f"{a}_vs_{b}" for a, b in PAIRS],

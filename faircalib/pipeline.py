@@ -114,11 +114,29 @@ class MethodConfig(Config):
         return cfg
 
 
-def calibration_ids(tokenizer, calib: CalibConfig) -> torch.Tensor:
-    """(n, seq_len) token ids of fully observed text (docs/method.md §3)."""
-    from faircalib.data import sample_token_sequences
+def calibration_ids(tokenizer, calib: CalibConfig, window: int | None = None,
+                    mask_token_id: int | None = None) -> torch.Tensor:
+    """(n, seq_len) calibration token ids (docs/method.md §3): fully observed text windows (layout
+    "stream"), or task sequences ending on an answer window (layout "answer"); with masking "window"
+    the answer window is masked at t ~ U(0, 1) per sequence. `window` is used when calib.window is None
+    (the probe window L); `mask_token_id` is needed for masking."""
+    from faircalib.data import sample_task_sequences, sample_token_sequences
 
-    return sample_token_sequences(tokenizer, calib.data, calib.n, calib.seq_len, calib.data_seed)
+    L = calib.window or window
+    if (calib.layout == "answer" or calib.masking == "window") and not L:
+        raise ConfigError("calibration.window: layout 'answer' / masking 'window' need the answer-window length; "
+                          "set calibration.window (or probe.window)")
+    if calib.layout == "answer":
+        ids = sample_task_sequences(tokenizer, calib.data, calib.n, calib.seq_len, L, calib.data_seed)
+    else:
+        ids = sample_token_sequences(tokenizer, calib.data, calib.n, calib.seq_len, calib.data_seed)
+    if calib.masking == "window":
+        from faircalib.calibrate.masked import mask_window
+
+        if mask_token_id is None:
+            raise ConfigError("calibration.masking: 'window' needs the model's mask token id")
+        ids = mask_window(ids, mask_token_id, L, seed=calib.data_seed).ids
+    return ids
 
 
 def run_method(model, tokenizer, cfg: MethodConfig, prior: PositionPrior | None = None, *,
@@ -159,7 +177,8 @@ def run_method(model, tokenizer, cfg: MethodConfig, prior: PositionPrior | None 
     if cfg.needs_calibration_data:
         given = calib_ids is not None
         if not given:
-            calib_ids = calibration_ids(tokenizer, cfg.calibration)
+            calib_ids = calibration_ids(tokenizer, cfg.calibration, cfg.probe.window,
+                                        getattr(model, "mask_token_id", None))
         info["calib_data"] = {"shape": list(calib_ids.shape), "sha256": tensor_hash(calib_ids.long()),
                               "source": "given" if given else cfg.calibration.data}
         if prior is not None:

@@ -9,6 +9,8 @@ from faircalib.configs import Config, check_bool, check_choice, check_float, che
 from faircalib.probe.prior import DEFAULT_FLOOR
 
 NAN_POLICIES = ("error", "rtn")
+LAYOUTS = ("stream", "answer")  # random windows of the tokenized source | sequences ending on an answer window
+MASKINGS = ("none", "window")  # fully observed (the paper) | [MASK] at t ~ U(0, 1) in the answer window (ours)
 DEFAULT_CALIB_DATA = "builtin:mix:train"  # the offline stand-in for WikiText-2; disjoint from held-out splits
 
 
@@ -20,6 +22,13 @@ class CalibConfig(Config):
       data: the text source; n sequences of seq_len tokens, drawn with data_seed (the paper: 128 x 1024
       tokens of WikiText-2). floor: the position weight outside the prior's answer window
       (`PositionPrior.aligned(seq_len, floor)`).
+      layout "stream" (default, the paper): windows drawn uniformly from the tokenized source; "answer":
+      each sequence ends on one task example's answer window (task sources only,
+      `faircalib.data.sample_task_sequences`), so the prior's last-L placement lands on answer positions.
+      masking "none" (default, the paper: fully observed); "window": the states a dLLM decodes from --
+      the last `window` positions masked at a ratio t ~ U(0, 1) per sequence (`faircalib.calibrate.masked`;
+      docs/method.md §3, an extension beyond the paper). window: the answer-window length for both
+      (None = the probe window L).
     Training: AdamW with lr for transforms/scales and lr * clip_lr_mult for clipping factors, cosine
       schedule per block down to lr * min_lr_ratio over epochs * ceil(n / batch_size) steps.
       loss_normalize divides the loss by its detached value (unit-scale gradients).
@@ -34,6 +43,9 @@ class CalibConfig(Config):
     seq_len: int = 1024
     data_seed: int = 0
     floor: float = DEFAULT_FLOOR
+    layout: str = "stream"
+    masking: str = "none"
+    window: int | None = None
     epochs: int = 15
     batch_size: int = 4
     lr: float = 5e-3
@@ -51,6 +63,10 @@ class CalibConfig(Config):
         check_int("seq_len", self.seq_len, 2)
         check_int("data_seed", self.data_seed, 0)
         check_float("floor", self.floor, 0.0)
+        check_choice("layout", self.layout, LAYOUTS)
+        check_choice("masking", self.masking, MASKINGS)
+        if self.window is not None:
+            check_int("window", self.window, 1)
         check_int("epochs", self.epochs, 0)
         check_int("batch_size", self.batch_size, 1)
         check_float("lr", self.lr, 0.0, lo_open=True)
@@ -65,5 +81,5 @@ class CalibConfig(Config):
     def training_dict(self) -> dict:
         """The settings that change a block's trained result (the resume key's part): neither the data
         fields (the ids and weights are hashed themselves) nor streaming / eval batching."""
-        skip = {"data", "n", "seq_len", "data_seed", "floor", "streaming", "eval_batch_size", "format_version"}
+        skip = {"data", "n", "seq_len", "data_seed", "floor", "layout", "masking", "window", "streaming", "eval_batch_size", "format_version"}
         return {k: v for k, v in self.to_dict().items() if k not in skip}

@@ -19,7 +19,6 @@ import torch
 
 from faircalib.errors import ConfigError
 
-MASKINGS = ("none", "window")  # how calibration sequences are masked before Stage II
 
 
 @dataclass(frozen=True)

@@ -57,3 +57,28 @@ def test_built_on_probe_split_task_sequences_never_heldout():
     for text in visible_text:
         assert not any(q in text for q in heldout_q)
     assert int((mc.ids == tok.mask_token_id).sum()) == int(mc.masked.sum())
+
+
+def test_calib_config_layout_and_masking_reach_the_pipeline():
+    from faircalib.calibrate import CalibConfig
+    from faircalib.models import load_dllm
+    from faircalib.pipeline import calibration_ids
+
+    tok = load_dllm("zoo:tiny-llada").tokenizer
+    mask = tok.mask_token_id
+    plain = CalibConfig(data="builtin:longtasks:probe", n=4, seq_len=96, layout="answer", window=48, data_seed=3)
+    ids = calibration_ids(tok, plain)
+    assert ids.shape == (4, 96) and not bool((ids == mask).any())
+    assert bool((ids[:, -1] == tok.eos_token_id).all())  # every row ends on an EOS-filled answer window
+    masked = calibration_ids(tok, plain.replace(masking="window"), mask_token_id=mask)
+    m = masked == mask
+    assert not m[:, :48].any() and bool(m[:, 48:].any(1).all())
+    assert torch.equal(masked[~m], ids[~m])  # the same sequences, masked
+    # the window falls back to the probe window when calibration.window is unset
+    assert torch.equal(calibration_ids(tok, plain.replace(window=None), window=48), ids)
+    with pytest.raises(ConfigError, match="calibration.window"):
+        calibration_ids(tok, plain.replace(window=None))
+    with pytest.raises(ConfigError, match="mask token id"):
+        calibration_ids(tok, plain.replace(masking="window"))
+    with pytest.raises(ConfigError, match="layout"):
+        CalibConfig(layout="zigzag")
