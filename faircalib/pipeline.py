@@ -151,6 +151,9 @@ def run_method(model, tokenizer, cfg: MethodConfig, prior: PositionPrior | None 
       cfg.calibration.data (lets a benchmark give every method the same data).
     info: method config, quantization info (faircalib.quant), prior key/curve, data hash, wall times.
     """
+    from faircalib.models.loader import require_dllm
+
+    require_dllm(model, "faircalib.pipeline.run_method()")
     t0 = time.perf_counter()
     emit = progress or (lambda event: None)
     info: dict[str, Any] = {"method_config": cfg.to_dict(), "code_version": faircalib.__version__}

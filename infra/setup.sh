@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # One-command install: creates .venv, installs torch (pinned CPU wheel when there is no CUDA; an
-# existing CUDA torch is kept), then faircalib in editable mode with its dev extras.
+# existing CUDA torch is kept), then faircalib in editable mode with its dev extras. Prints one summary
+# line; everything pip says goes to .venv/setup.log (its tail is printed if a step fails).
 #   bash infra/setup.sh            # dev install
 #   EXTRAS=dev,postgres bash infra/setup.sh
+#   VERBOSE=1 bash infra/setup.sh  # also show the log as it is written
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
@@ -21,7 +23,17 @@ if [ ! -x .venv/bin/python ]; then
   fi
 fi
 PY=.venv/bin/python
-"$PY" -m pip install -q --upgrade pip setuptools wheel
+LOG=.venv/setup.log
+: > "$LOG"
+step="start"
+run() {  # run "what" cmd...: append the command's output to the log (and to the terminal with VERBOSE=1)
+  step=$1; shift
+  echo "[setup] $step: $*" >> "$LOG"
+  if [ -n "${VERBOSE:-}" ]; then "$@" 2>&1 | tee -a "$LOG"; else "$@" >> "$LOG" 2>&1; fi
+}
+trap 'echo "[setup] failed while: $step (exit $?); last lines of $LOG:" >&2; tail -n 25 "$LOG" >&2' ERR
+
+run "upgrading pip" "$PY" -m pip install -q --upgrade pip setuptools wheel
 
 torch_state=$("$PY" - <<'PYEOF'
 try:
@@ -31,20 +43,20 @@ except Exception:
     print("none")
 PYEOF
 )
+torch_note="torch kept"
 if has_cuda; then
-  if [ "$torch_state" = "cuda" ]; then
-    echo "[setup] keeping the installed CUDA torch ($("$PY" -c 'import torch; print(torch.__version__)'))"
-  else
-    echo "[setup] CUDA present: installing the default (CUDA) torch wheel"
-    "$PY" -m pip install -q torch
+  if [ "$torch_state" != "cuda" ]; then
+    run "installing the default (CUDA) torch wheel" "$PY" -m pip install -q torch
+    torch_note="installed the CUDA wheel"
   fi
 elif [ "$torch_state" = "none" ]; then
-  echo "[setup] no CUDA: installing $CPU_TORCH first (avoids GBs of CUDA wheels)"
-  "$PY" -m pip install -q "$CPU_TORCH"
-else
-  echo "[setup] keeping the installed torch ($("$PY" -c 'import torch; print(torch.__version__)'))"
+  run "installing $CPU_TORCH (no CUDA: the CPU wheel, not GBs of CUDA ones)" "$PY" -m pip install -q \
+    "$CPU_TORCH"
+  torch_note="installed the CPU wheel"
 fi
 
-"$PY" -m pip install -q -e ".[${EXTRAS}]"
-"$PY" -c "import faircalib, faircalib.orchestrator, faircalib.workers, faircalib.kernels, torch; print('[setup] faircalib', faircalib.__version__, 'torch', torch.__version__)"
-echo "[setup] done in $(( $(date +%s) - t0 ))s; activate with: source .venv/bin/activate"
+run "installing faircalib[$EXTRAS] (editable)" "$PY" -m pip install -q -e ".[${EXTRAS}]"
+step="checking the install"
+summary=$("$PY" -c "import faircalib, faircalib.orchestrator, faircalib.workers, faircalib.kernels, torch
+print(f'faircalib {faircalib.__version__}, torch {torch.__version__} ({\"CUDA\" if torch.cuda.is_available() else \"CPU\"}')" 2>>"$LOG")
+echo "[setup] $summary; $torch_note) in .venv in $(( $(date +%s) - t0 ))s; activate: source .venv/bin/activate; log: $LOG"

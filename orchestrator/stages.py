@@ -64,6 +64,23 @@ class StageContext:
         message = event.get("message") or ", ".join(f"{k}={v}" for k, v in event.items() if k != "kind")
         self.emit(kind, str(message), {k: v for k, v in event.items() if k not in ("kind", "message")})
 
+    def transfer_events(self, every_s: float = 1.0) -> Callable[[dict], None]:
+        """A storage progress callback (upload_tree / fetch_tree `transfer` events) that records them as
+        job events, at most one per `every_s` (and the last), for the CLI's byte bars."""
+        from faircalib.progress import human_bytes
+
+        last = [-1e18]
+
+        def cb(e: dict) -> None:
+            now = time.monotonic()
+            if now - last[0] < every_s and e["done"] < e["total"]:
+                return
+            last[0] = now
+            self.emit("progress", f"{e['direction']} {human_bytes(e['done'])}/{human_bytes(e['total'])} "
+                                  f"({e['key']})", e)
+
+        return cb
+
     def stage_dir(self, name: str | None = None) -> Path:
         path = self.workdir / (name or self.stage)
         path.mkdir(parents=True, exist_ok=True)
@@ -74,7 +91,7 @@ class StageContext:
         name = name or self.stage
         target = self.storage.child(name)
         local = self.stage_dir(name)
-        up = upload_tree(target, local, meta={"job": self.job.id, "stage": name})
+        up = upload_tree(target, local, meta={"job": self.job.id, "stage": name}, progress=self.transfer_events())
         (local / ".complete").write_text("uploaded\n")
         return artifact_rows(target, up, prefix=f"{name}/")
 
@@ -261,7 +278,7 @@ def run_upload(ctx: StageContext) -> StageResult:
         (staging / "logs").mkdir(exist_ok=True)
         (staging / "logs" / "job.log").write_bytes(log_file.read_bytes())  # snapshot: the log keeps growing
     up = upload_tree(ctx.storage, staging, extra_objects=previous,
-                     meta={"job": job.id, "name": job.name, "complete": True})
+                     meta={"job": job.id, "name": job.name, "complete": True}, progress=ctx.transfer_events())
     new = {k: v for k, v in up["objects"].items() if k not in previous}
     return StageResult(output={"uri": ctx.storage.uri, "objects": len(up["objects"])},
                        artifacts=artifact_rows(ctx.storage, {**up, "objects": new}))

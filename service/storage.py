@@ -444,15 +444,32 @@ def _files(local_dir: Path) -> list[tuple[str, Path]]:
 
 def upload_tree(storage: Storage, local_dir: str | Path, *, meta: dict | None = None,
                 on_object: Callable[[ObjectInfo], None] | None = None,
-                extra_objects: dict[str, dict] | None = None) -> dict:
+                extra_objects: dict[str, dict] | None = None,
+                progress: Callable[[dict], None] | None = None) -> dict:
     """Upload every file under local_dir (idempotently), then `_manifest.json` LAST.
     `extra_objects` ({key: {sha256, size}}) lists objects already in this prefix (e.g. uploaded by an
-    earlier stage) so the manifest covers them too. Returns the manifest dict."""
+    earlier stage) so the manifest covers them too. progress: faircalib.progress `transfer` events
+    (direction "upload", bytes done / total, the current key). Returns the manifest dict."""
     local_dir = Path(local_dir)
     objects: dict[str, dict] = dict(extra_objects or {})
-    for key, path in _files(local_dir):
-        info = storage.put_file(path, key)
+    files = _files(local_dir)
+    total = sum(p.stat().st_size for _, p in files)
+    done = 0
+    for key, path in files:
+        size = path.stat().st_size
+        sent = [0]
+
+        def chunk(n: int, key=key) -> None:  # bytes as they go (S3 multipart callbacks)
+            sent[0] += n
+            if progress is not None:
+                progress({"event": "transfer", "direction": "upload", "key": key,
+                          "done": min(total, done + sent[0]), "total": total})
+
+        info = storage.put_file(path, key, progress=chunk if progress is not None else None)
+        done += size
         objects[key] = {"sha256": info.sha256, "size": info.size}
+        if progress is not None:
+            progress({"event": "transfer", "direction": "upload", "key": key, "done": done, "total": total})
         if on_object:
             on_object(info)
     return write_manifest(storage, objects, meta)
@@ -478,17 +495,22 @@ def read_manifest(storage: Storage) -> dict:
     return manifest
 
 
-def fetch_tree(storage: Storage, dest: str | Path, *, only: Iterable[str] | None = None) -> dict:
+def fetch_tree(storage: Storage, dest: str | Path, *, only: Iterable[str] | None = None,
+               progress: Callable[[dict], None] | None = None) -> dict:
     """Download the objects the manifest lists (all, or those under the `only` key prefixes) into
-    dest and verify each sha256 and size; StorageError naming the object on any mismatch."""
+    dest and verify each sha256 and size; StorageError naming the object on any mismatch. progress:
+    faircalib.progress `transfer` events (direction "download", bytes done / total, after each object)."""
     dest = Path(dest)
     manifest = read_manifest(storage)
     prefixes = tuple(only) if only else None
-    for key, want in manifest["objects"].items():
-        if prefixes and not key.startswith(prefixes):
-            continue
+    wanted = [(k, w) for k, w in manifest["objects"].items() if not prefixes or k.startswith(prefixes)]
+    total, done = sum(int(w["size"]) for _, w in wanted), 0
+    for key, want in wanted:
         target = dest / key
+        done += int(want["size"])
         if target.is_file() and target.stat().st_size == want["size"] and sha256_file(target) == want["sha256"]:
+            if progress is not None:
+                progress({"event": "transfer", "direction": "download", "key": key, "done": done, "total": total})
             continue  # already fetched and intact
         storage.get_file(key, target)
         got_size, got = target.stat().st_size, sha256_file(target)
@@ -498,6 +520,8 @@ def fetch_tree(storage: Storage, dest: str | Path, *, only: Iterable[str] | None
             raise StorageError(f"checksum mismatch for {storage.url(key)}: manifest says sha256 "
                                f"{want['sha256'][:16]}... ({want['size']} B), got {got[:16]}... ({got_size} B); "
                                f"the object was modified or corrupted (kept as {bad})")
+        if progress is not None:
+            progress({"event": "transfer", "direction": "download", "key": key, "done": done, "total": total})
     (dest / MANIFEST).parent.mkdir(parents=True, exist_ok=True)
     (dest / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True))
     return manifest

@@ -48,15 +48,19 @@ def calibrate_request(state: Any, requests: list[dict], report: Callable[[dict],
     except StorageError:
         state_dir.mkdir(parents=True, exist_ok=True)
 
+    from faircalib.progress import event_line
+
     def progress(e: dict) -> None:
         ev = e.get("event")
         if ev == "block_done":
             upload_tree(state_store, state_dir, meta={"blocks_done": e["block"] + 1})
             report({"message": f"block {e['block'] + 1}/{e['n_blocks']} done"
                                + (" (resumed)" if e.get("resumed") else f", loss {e.get('final_loss')}"),
-                    "block": e["block"], "resumed": e.get("resumed"), "pid": os.getpid()})
+                    **e, "pid": os.getpid()})
         elif ev in ("start", "done", "fallback"):
-            report({"message": f"calibration {ev}", **{k: v for k, v in e.items() if k != "event"}})
+            report({"message": f"calibration {ev}", **e})
+        elif ev in ("block_start", "epoch"):  # the CLI's stage bar (blocks + epochs, current loss)
+            report({"message": event_line(e), **e})
 
     model, info = run_method(loaded.model, loaded.tokenizer, cfg, prior=prior, state_dir=state_dir,
                              progress=progress, device=device, inplace=True)

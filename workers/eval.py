@@ -1,6 +1,6 @@
 """Eval actor work: load the FP model (and, for quantized jobs, the quantized checkpoint) once per
 actor, then run evaluation tasks with the library's entry point, `faircalib.eval.evaluate_models`
-(fidelity and lm-eval tasks, FP and quantized with the same settings and decoding: the FP model card's
+(fidelity and lm-eval tasks, FP and quantized with the same settings and decoding: the FP model's
 defaults overridden by the job's evaluation.decoding). Separate actors from calibration.
 
 Boundary: a thin wrapper over `faircalib.eval`; no metric is computed here. Results are
@@ -8,6 +8,7 @@ Boundary: a thin wrapper over `faircalib.eval`; no metric is computed here. Resu
 """
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -21,12 +22,12 @@ def setup_eval(model: str, eval_config: dict, threads: int = 1, checkpoint: dict
     from faircalib.workers.actor import prepare_actor
 
     from faircalib.eval.settings import EvalConfig
-    from faircalib.models import decoding_defaults, load_dllm
+    from faircalib.models import load_dllm, model_decoding
 
     device = prepare_actor(threads)
     fp = load_dllm(model, device=device)
     state: dict[str, Any] = {"fp": fp, "cfg": EvalConfig.from_dict(eval_config), "device": device, "quantized": None,
-                             "decoding": decoding_defaults(str(fp.source), fp.path), "threads": torch.get_num_threads()}
+                             "decoding": model_decoding(str(fp.source), fp.path).values, "threads": torch.get_num_threads()}
     if checkpoint is not None:
         from faircalib.service.storage import fetch_tree, open_storage
 
@@ -44,5 +45,15 @@ def run_eval(state: dict, tasks: list[str], report: Callable[[dict], None]) -> d
 
     fp = state["fp"]
     report({"message": f"evaluating {', '.join(tasks)} on {state['device']} ({state['threads']} thread(s))"})
+    last = {"t": -1e18}
+
+    def forward(e: dict) -> None:  # request-row progress: at most one job event per 2 s (and each last one)
+        if e.get("event") == "eval_requests":
+            now = time.monotonic()
+            if now - last["t"] < 2.0 and e.get("done") != e.get("total"):
+                return
+            last["t"] = now
+        report(e)
+
     return evaluate_models(fp.model, fp.tokenizer, state["cfg"], quantized=state["quantized"], tasks=tasks,
-                           decoding=state["decoding"], source=str(fp.source), report=report)
+                           decoding=state["decoding"], source=str(fp.source), report=forward)

@@ -35,7 +35,10 @@ def run_probe_ranges(state: dict, ranges: list[tuple[int, int]], report: Callabl
     out = []
     for start, stop in ranges:
         def progress(e: dict, start=start) -> None:
+            # event/part/done/total: the rows of this range done so far, out of the whole probe set (the
+            # CLI sums the parts into one bar per job)
             report({"message": f"probe rows {start + e.get('done', 0)}/{cfg.n_samples} (shard from {start})",
+                    "event": "probe_batch", "part": start, "done": e.get("done"), "total": cfg.n_samples,
                     "rows_done": e.get("done"), "rows": e.get("total"), "start": start, "pid": os.getpid()})
 
         out.append(probe_shard(m.model, m.tokenizer, cfg, start, stop, model_hash=state["model_hash"],

@@ -33,6 +33,9 @@ def quantize(model: DiffusionLM, qcfg: QuantConfig | str, calib_ids: torch.Tenso
              state_dir: str | Path | None = None, progress: ProgressFn | None = None,
              device: str | torch.device = "cpu") -> DiffusionLM:
     """Quantize `model` in place per `qcfg` and return it (see the module docstring)."""
+    from faircalib.models.loader import require_dllm
+
+    require_dllm(model, "faircalib.calibrate.quantize()")
     qcfg = QuantConfig(method=qcfg) if isinstance(qcfg, str) else qcfg
     ccfg = calib_cfg or CalibConfig()
     spec = qcfg.spec

@@ -264,6 +264,10 @@ def calibrate_layerwise(adapter_or_model: DLLMAdapter | DiffusionLM, calib_ids: 
         learned = ", ".join(n for n, s in REGISTRY.items() if s.weighted_loss)
         raise ConfigError(f"method: position_weights apply to the learned methods ({learned}); {qcfg.method!r} "
                           f"uses uniform token weights - pass position_weights=None", field="method")
+    if not isinstance(adapter_or_model, DLLMAdapter):
+        from faircalib.models.loader import require_dllm
+
+        require_dllm(adapter_or_model, "faircalib.calibrate.calibrate_layerwise()")
     adapter = adapter_or_model if isinstance(adapter_or_model, DLLMAdapter) else DLLMAdapter(adapter_or_model)
     model = adapter.model
     weights = _check_inputs(calib_ids, position_weights)
@@ -307,7 +311,8 @@ def calibrate_layerwise(adapter_or_model: DLLMAdapter | DiffusionLM, calib_ids: 
         t0 = time.perf_counter()
         block = model.blocks[index]
         report = BlockReport(block=index)
-        emit({"event": "block_start", "block": index, "n_blocks": adapter.n_blocks})
+        emit({"event": "block_start", "block": index, "n_blocks": adapter.n_blocks,
+              "epochs": None if hooks.solve_block is not None else ccfg.epochs})  # one-shot: no epochs
         block.to(device)
         resumed = store is not None and store.done(index)
         stats: dict[str, Any] = {}
@@ -331,7 +336,7 @@ def calibrate_layerwise(adapter_or_model: DLLMAdapter | DiffusionLM, calib_ids: 
                     store.save(index, tensors, asdict(report))
         else:
             _learned_block(block, index, h, fp_out, weights, ctx, device, qcfg, ccfg, stats, store, report,
-                           resumed, emit, t0)
+                           resumed, lambda e: emit({**e, "n_blocks": adapter.n_blocks}), t0)
             if finalize:
                 fold_block(block, qcfg)
         if ccfg.streaming:

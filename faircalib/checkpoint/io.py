@@ -92,12 +92,15 @@ def save_quantized(model: DiffusionLM, directory: str | Path, meta: dict[str, An
 
     meta: extra JSON-able facts to record (e.g. {"source": "zoo:tiny-llada", "prior": {...}}).
     """
+    from faircalib.models.loader import require_dllm
+
+    require_dllm(model, "faircalib.checkpoint.save_quantized()")
     directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
     info = getattr(model, INFO_ATTR, None)
     if info is None:
         raise CheckpointError("save_quantized needs a model returned by faircalib.calibrate.quantize (no quantization "
                               "record found on it)")
+    directory.mkdir(parents=True, exist_ok=True)
     _write_json(directory / MANIFEST, {"format": FORMAT, "format_version": FORMAT_VERSION, "complete": False})
     model.config.save(directory)
     if tokenizer is not None:

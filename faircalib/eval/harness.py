@@ -32,7 +32,7 @@ from faircalib.eval.lm import FaircalibLM
 from faircalib.eval.loading import load_for_eval
 from faircalib.eval.settings import LMEvalSettings
 from faircalib.eval.suite import GROUP_METRIC, GROUPS, LEAF_TASKS, OWN_NAMES, SUITE_GROUP, TASKS_DIR
-from faircalib.models.zoo import decoding_defaults
+from faircalib.models.defaults import model_decoding
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +89,8 @@ def run_lm_eval(model: Any, tokenizer: Any, tasks: str | Sequence[str], *, limit
 
     decoding: DecodeConfig fields for generate_until (unset ones: the model's default policy and
     DecodeConfig's defaults; `evaluate_source` fills them from the model card). report: optional
-    callable receiving {"message": str} progress lines (the job service's eval actors pass theirs).
+    progress callback (faircalib.progress events eval_task / eval_requests / eval_task_done, each also
+    with a "message" line; the job service's eval actors pass theirs). progress: lm-eval-style tqdm bars.
     tasks_manager: a TaskManager from `task_manager(names)` (built here when None).
     """
     import lm_eval
@@ -104,9 +105,14 @@ def run_lm_eval(model: Any, tokenizer: Any, tasks: str | Sequence[str], *, limit
     tm = tasks_manager or task_manager(names)
     t_all = time.perf_counter()
     out: dict[str, Any] = {"source": source, "tasks": {}, "groups": {}, "samples": {} if log_samples else None}
-    for unit in expand(names):
+    units = expand(names)
+    lm.report = None if report is None else (
+        lambda e: report({**e, "task": lm.current_task, "message": f"{lm.current_task}: {e['message']}"}))
+    for index, unit in enumerate(units):
+        lm.current_task = unit
         if report is not None:
-            report({"message": f"lm-eval {unit}"})
+            report({"event": "eval_task", "task": unit, "index": index, "total": len(units),
+                    "message": f"lm-eval {unit}"})
         t0, m0, c0 = time.perf_counter(), lm.model_seconds, time.process_time()
         try:
             res = simple_evaluate(model=lm, tasks=[unit], task_manager=tm, limit=limit,
@@ -134,7 +140,8 @@ def run_lm_eval(model: Any, tokenizer: Any, tasks: str | Sequence[str], *, limit
             out["groups"][g] = {"metrics": _clean_metrics(entry), "tasks": None, "wall_s": round(wall, 3),
                                 "model_s": round(model_s, 3)}
         if report is not None:
-            report({"message": f"lm-eval {unit}: {wall:.1f}s"})
+            report({"event": "eval_task_done", "task": unit, "index": index, "total": len(units),
+                    "wall_s": round(wall, 3), "message": f"lm-eval {unit}: {wall:.1f}s"})
     out["groups"].update(_suite_groups(names, out["tasks"]))
     out["wall_s"] = round(time.perf_counter() - t_all, 3)
     out["settings"] = {**settings.to_dict(), "limit": limit, "bootstrap_iters": bootstrap_iters,
@@ -194,8 +201,8 @@ def _versions(lm_eval) -> dict:
 def evaluate_source(source: str | Path, tasks: str | Sequence[str], *, device: str = "cpu",
                     dtype: str | None = None, decoding: dict | None = None, **kwargs: Any) -> dict:
     """Load SOURCE (model dir, zoo:NAME or quantized checkpoint dir) and `run_lm_eval` on it. Decoding
-    defaults come from the model card (zoo models, or a checkpoint whose meta names its zoo source),
-    overridden by `decoding`."""
+    defaults come from the model card (zoo models, or a checkpoint whose meta names its zoo source), else
+    the model family's documented defaults (faircalib.models.model_decoding), overridden by `decoding`."""
     names = parse_tasks(tasks)
     tm = task_manager(names)  # validate the names before loading the model
     t0 = time.perf_counter()
@@ -203,7 +210,7 @@ def evaluate_source(source: str | Path, tasks: str | Sequence[str], *, device: s
     if loaded.tokenizer is None:
         raise ModelLoadError(f"{source}: no tokenizer in the model directory; lm-eval needs one")
     load_s = time.perf_counter() - t0
-    dec = {**decoding_defaults(str(source), loaded.path), **(decoding or {})}
+    dec = {**model_decoding(str(source), loaded.path).values, **(decoding or {})}
     res = run_lm_eval(loaded.model, loaded.tokenizer, names, decoding=dec, source=str(source), tasks_manager=tm,
                       **kwargs)
     res["load_s"] = round(load_s, 3)

@@ -17,9 +17,9 @@ pretrained: a model directory, `zoo:NAME` or a quantized checkpoint directory (a
                          tokens of context); an upper bound on the document's NLL, so perplexities
                          derived from it are upper bounds too.
   generate_until         diffusion decoding (DecodeConfig: the model's default policy unless `policy`;
-                         gen_length / steps / block_length from model_args, else the zoo card, else
-                         DecodeConfig's defaults), per-request overrides from gen_kwargs keys gen_length,
-                         steps, block_length, policy, temperature (do_sample=false forces greedy);
+                         gen_length / steps / block_length from model_args, else the model card, else
+                         the family's documented defaults), per-request overrides from gen_kwargs keys
+                         gen_length, steps, block_length, policy, temperature (do_sample=false: greedy);
                          `max_gen_toks` is ignored (the window length is gen_length). The text is cut at
                          the first EOS, then at the first occurrence of any `until` string.
 
@@ -45,7 +45,7 @@ from faircalib.errors import ConfigError
 from faircalib.eval.loading import load_for_eval
 from faircalib.eval.loglik import greedy_matches, masked_nll, rolling_pairs, rows_needed
 from faircalib.eval.settings import LMEvalSettings
-from faircalib.models.zoo import decoding_defaults
+from faircalib.models.defaults import model_decoding
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +94,7 @@ class FaircalibLM(LM):
             loaded = load_for_eval(str(pretrained), device=device or "cpu", dtype=dtype)
             model, tokenizer = loaded.model, tokenizer or loaded.tokenizer
             self.source = str(pretrained)
-            card_decoding = decoding_defaults(str(pretrained), loaded.path)
+            card_decoding = model_decoding(str(pretrained), loaded.path).values
         elif pretrained is not None:
             raise ConfigError("give either pretrained=SOURCE or model=, not both")
         if tokenizer is None:
@@ -123,6 +123,8 @@ class FaircalibLM(LM):
         self.settings = base.replace(**over, decoding=decoding)
         self.model, self.tokenizer = model.eval(), tokenizer
         self.progress = True  # tqdm bars (run_lm_eval(progress=False) turns them off)
+        self.report: Any = None  # optional callback: eval_requests progress events (run_lm_eval sets it)
+        self.current_task: str | None = None
         self.model_seconds = 0.0  # wall time spent answering requests (all request types)
         cfg = model.config
         self.max_length = self.settings.max_length or int(getattr(cfg, "max_seq_len", 0) or 2048)
@@ -160,8 +162,9 @@ class FaircalibLM(LM):
         ctx = ctx[-(self.max_length - len(cont)):] if ctx else []
         return (ctx or [self.prefix_token_id]), cont
 
-    def _bar(self, total: int, desc: str, disable: bool):
-        return tqdm(total=total, desc=desc, disable=disable or not self.progress or total == 0, unit="row")
+    def _bar(self, total: int, desc: str, disable: bool, unit: str = "row"):
+        bar = tqdm(total=total, desc=desc, disable=disable or not self.progress or total == 0, unit=unit)
+        return _ReportingBar(bar, self.report, desc.removeprefix("faircalib "), total)
 
     def get_model_info(self) -> dict:
         info = {"faircalib_source": self.source, "faircalib_settings": self.settings.to_dict(),
@@ -266,8 +269,7 @@ class FaircalibLM(LM):
             ids = self.tok_encode(context)[-keep:]
             prompts.append(ids or [self.prefix_token_id])
         out: list[str | None] = [None] * len(requests)
-        bar = tqdm(total=len(requests), desc="faircalib generate_until", disable=disable_tqdm or not self.progress,
-                   unit="req")
+        bar = self._bar(len(requests), "faircalib generate_until", disable_tqdm, unit="req")
         batch_no = 0
         for key, idx in groups.items():
             cfg = configs[key]
@@ -283,6 +285,32 @@ class FaircalibLM(LM):
                 bar.update(len(chunk))
         bar.close()
         return [o if o is not None else "" for o in out]
+
+
+class _ReportingBar:
+    """A tqdm bar that also sends {"event": "eval_requests", kind, done, total} to a progress callback
+    (at most ~50 times per bar, and always at the end)."""
+
+    def __init__(self, bar, report, kind: str, total: int):
+        self.bar, self.report, self.kind, self.total = bar, report, kind, total
+        self.done, self._sent, self._step = 0, 0, max(1, total // 50)
+
+    def update(self, n: int = 1) -> None:
+        self.bar.update(n)
+        self.done += n
+        if self.report is not None and (self.done - self._sent >= self._step or self.done >= self.total):
+            self._sent = self.done
+            self.report({"event": "eval_requests", "kind": self.kind, "done": self.done, "total": self.total,
+                         "message": f"{self.kind} {self.done}/{self.total} rows"})
+
+    def close(self) -> None:
+        self.bar.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 def cut_at_stop(text: str, until: list[str]) -> str:

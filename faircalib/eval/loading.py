@@ -1,6 +1,6 @@
 """Loading anything an evaluation can run on: a model directory, `zoo:NAME`, or a quantized checkpoint
 directory (the one home of these helpers; faircalib.eval.harness and faircalib.eval.lm both use them).
-Decoding defaults are `faircalib.models.decoding_defaults`.
+Decoding defaults are `faircalib.models.model_decoding` (recorded: `decoding_defaults`).
 """
 from __future__ import annotations
 

@@ -77,7 +77,7 @@ def evaluate_models(fp, tokenizer, cfg: EvalConfig, *, quantized=None, tasks: Se
                     decoding: dict | None = None, source: str | None = None,
                     report: Report | None = None) -> dict[str, dict]:
     """Run `tasks` (default cfg.tasks) on the FP model and `quantized` (see the module docstring).
-    decoding: the model's decoding defaults (faircalib.models.decoding_defaults), overridden by
+    decoding: the model's decoding defaults (faircalib.models.model_decoding(...).values), overridden by
     cfg.decoding, for lm-eval generation tasks."""
     emit = report or (lambda e: None)
     dec = {**(decoding or {}), **dict(cfg.decoding)}

@@ -36,6 +36,24 @@ class LoadedDLLM:
         return self.model.default_policy
 
 
+def require_dllm(model: Any, api: str) -> DiffusionLM:
+    """`model` when it is a faircalib DiffusionLM (LLaDAModel / DreamModel); otherwise a TypeError that
+    says what `api` expects and how to get one from an official LLaDA / Dream directory."""
+    if isinstance(model, DiffusionLM):
+        return model
+    how = ("load an official LLaDA or Dream directory with faircalib.models.load_dllm('/path/to/LLaDA-8B-Instruct') "
+           "(native implementation, safetensors, no trust_remote_code) and pass its .model, or use a zoo model "
+           "(load_dllm('zoo:tiny-llada'))")
+    if isinstance(model, LoadedDLLM):
+        raise TypeError(f"{api} expects a faircalib DiffusionLM, got a LoadedDLLM; pass its .model "
+                        f"(faircalib.quantize_model takes the LoadedDLLM itself)")
+    kind = type(model)
+    name = f"{kind.__module__}.{kind.__qualname__}"
+    hint = (" (a transformers model: faircalib quantizes its own native implementation of the same weights)"
+            if kind.__module__.startswith("transformers") else "")
+    raise TypeError(f"{api} expects a faircalib DiffusionLM (LLaDAModel or DreamModel), got {name}{hint}; {how}")
+
+
 def resolve_source(source: str | Path) -> Path:
     """A zoo name (`zoo:tiny-llada`) or a local directory -> the directory."""
     s = str(source)

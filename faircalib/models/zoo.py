@@ -36,33 +36,45 @@ def _card_decoding(path: Path) -> dict | None:
     return dict(json.loads(card.read_text()).get("decoding") or {}) if card.is_file() else None
 
 
-def decoding_defaults(source: str | Path, path: str | Path | None = None, *, required: bool = False) -> dict:
-    """The one home of a model's default decoding settings (DecodeConfig fields: policy, gen_length,
-    steps, ...), as recorded under "decoding" in its model card (accuracy in a card is measured with
-    them): a zoo model's card; a model directory's model_card.json; a quantized checkpoint's meta
-    (`decoding`, or the card of the model it was made `source`d from). {} when none is recorded, or a
-    ModelLoadError with `required=True`. `path`: the resolved directory of a non-zoo source."""
+def recorded_decoding(source: str | Path, path: str | Path | None = None) -> tuple[dict, str] | None:
+    """(decoding settings, where they were recorded) for SOURCE, or None: a zoo model's card; a model
+    directory's model_card.json; a quantized checkpoint's meta (`decoding`, or the card of the model it
+    was made `source`d from). `path`: the resolved directory of a non-zoo source."""
     s = str(source)
-    found: dict | None = None
     if s.startswith(PREFIX):
         found = _card_decoding(zoo_path(s))
-    else:
-        p = Path(path or s)
-        found = _card_decoding(p)
-        qc = p / "quant_config.json"
-        if found is None and qc.is_file():
-            meta = json.loads(qc.read_text()).get("meta") or {}
-            src = str(meta.get("source") or "")
-            if meta.get("decoding"):
-                found = dict(meta["decoding"])
-            elif src.startswith(PREFIX):
-                try:
-                    found = _card_decoding(zoo_path(src))
-                except ModelLoadError:
-                    found = None
-            elif src and Path(src).is_dir():
-                found = _card_decoding(Path(src))
+        return (found, f"model card of {s}") if found else None
+    p = Path(path or s)
+    found = _card_decoding(p)
+    if found:
+        return found, str(p / "model_card.json")
+    qc = p / "quant_config.json"
+    if qc.is_file():
+        meta = json.loads(qc.read_text()).get("meta") or {}
+        src = str(meta.get("source") or "")
+        if meta.get("decoding"):
+            return dict(meta["decoding"]), "the checkpoint's quant_config.json"
+        inner = None
+        if src.startswith(PREFIX):
+            try:
+                inner = _card_decoding(zoo_path(src))
+            except ModelLoadError:
+                inner = None
+        elif src and Path(src).is_dir():
+            inner = _card_decoding(Path(src))
+        if inner:
+            return inner, f"the model card of the checkpoint's source {src}"
+    return None
+
+
+def decoding_defaults(source: str | Path, path: str | Path | None = None, *, required: bool = False) -> dict:
+    """The one home of a model's recorded default decoding settings (DecodeConfig fields: policy,
+    gen_length, steps, ...), as recorded under "decoding" in its model card (accuracy in a card is
+    measured with them): see `recorded_decoding`. {} when none is recorded, or a ModelLoadError with
+    `required=True`. With the LLaDA / Dream families' documented defaults as the fallback (and where
+    the values came from): faircalib.models.model_decoding."""
+    found = recorded_decoding(source, path)
     if not found and required:
-        raise ModelLoadError(f"model {s!r} has no decoding settings in a model_card.json; regenerate the card "
-                             f"with `faircalib zoo card` or pass the decoding settings explicitly")
-    return dict(found or {})
+        raise ModelLoadError(f"model {str(source)!r} has no decoding settings in a model_card.json; regenerate the "
+                             f"card with `faircalib zoo card` or pass the decoding settings explicitly")
+    return dict(found[0]) if found else {}

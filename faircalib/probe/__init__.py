@@ -14,16 +14,18 @@ from faircalib.probe.prior import (
                                    sharpness,
 )
 from faircalib.probe.rollout import (
+                                   PAPER_SCALE,
                                    ProbeConfig,
                                    batch_seed,
                                    probe_cache_key,
                                    probe_data_hash,
+                                   probe_defaults,
                                    probe_meta,
                                    probe_prior,
                                    probe_priors,
                                    probe_shard,
 )
 
-__all__ = ["DEFAULT_FLOOR", "RELIABILITY", "SCHEDULES", "PositionPrior", "PriorAccumulator", "PriorSettings",
-           "ProbeConfig", "batch_seed", "minmax_over_masked", "prior_cache_key", "probe_cache_key", "probe_data_hash", "probe_meta", "probe_prior",
-           "probe_priors", "probe_shard", "sharpness"]
+__all__ = ["DEFAULT_FLOOR", "PAPER_SCALE", "RELIABILITY", "SCHEDULES", "PositionPrior", "PriorAccumulator",
+           "PriorSettings", "ProbeConfig", "batch_seed", "minmax_over_masked", "prior_cache_key", "probe_cache_key",
+           "probe_data_hash", "probe_defaults", "probe_meta", "probe_prior", "probe_priors", "probe_shard", "sharpness"]

@@ -36,6 +36,7 @@ from faircalib.probe.prior import PositionPrior, PriorAccumulator, PriorSettings
 
 ProgressFn = Callable[[dict[str, Any]], None]
 PROBE_POLICY = "random"
+PAPER_SCALE: dict[str, Any] = {"n_samples": 512, "steps": 256, "window": 256, "block_length": None}
 
 
 @dataclass(frozen=True)
@@ -82,8 +83,56 @@ class ProbeConfig(Config):
                             block_length=self.block_length, temperature=self.temperature, seed=self.seed,
                             schedule=self.schedule)
 
+    @classmethod
+    def for_decoding(cls, decoding: Mapping[str, Any], **overrides: Any) -> ProbeConfig:
+        """Probe the states the model's own decoding visits: T = decoding steps, L = gen_length, the
+        same semi-AR block (None when it is the whole window); `overrides` (any field) win.
+        `decoding` is e.g. `faircalib.models.model_decoding(source).values` (a model card's settings)."""
+        steps, window = int(decoding.get("steps", cls.steps)), int(decoding.get("gen_length", cls.window))
+        block = decoding.get("block_length")
+        d: dict[str, Any] = {"steps": steps, "window": window,
+                             "block_length": None if block in (None, window) else int(block)}
+        d.update(overrides)
+        return cls(**d)
+
+    @classmethod
+    def paper_scale(cls, **overrides: Any) -> ProbeConfig:
+        """The paper's Stage I scale (docs/method.md §4): 512 prompts, T = L = 256, one block."""
+        return cls(**{**PAPER_SCALE, **overrides})
+
 
 _DECODE_TO_PROBE = {"gen_length": "window"}  # DecodeConfig's name for a probe field
+
+
+def probe_defaults(source: str | None = None, path: Any = None, *, arch: str | None = None,
+                   paper_scale: bool = False, **overrides: Any) -> tuple[ProbeConfig, str]:
+    """Stage I settings for a model, and where T / L came from: `overrides` (ProbeConfig fields) win;
+    then `paper_scale` (PAPER_SCALE); else the model's own decoding, T = its steps and L = its gen_length
+    (faircalib.models.model_decoding of SOURCE: the model card, else the family's documented defaults;
+    a model with no source: the `arch` family's defaults)."""
+    from faircalib.errors import ModelLoadError
+    from faircalib.models.defaults import FAMILY_DECODING, FAMILY_SOURCES, model_decoding
+
+    if paper_scale:
+        cfg, origin = ProbeConfig.from_dict({**PAPER_SCALE, **overrides}, "probe"), "paper scale"
+    else:
+        dec = None
+        if source is not None:
+            try:
+                dec = model_decoding(source, path)
+            except ModelLoadError:
+                if arch is None:
+                    raise
+        if dec is not None:
+            values, origin = dec.values, dec.origin
+        elif arch is not None:
+            values, origin = FAMILY_DECODING[arch], FAMILY_SOURCES[arch]
+        else:
+            raise ConfigError("probe_defaults needs a model source or its architecture", field="probe")
+        cfg = ProbeConfig.for_decoding(values, **overrides)
+    if {"steps", "window"} <= set(overrides):
+        origin = "given steps / window"
+    return cfg, origin
 
 
 # ---------------------------------------------------------------------------------------------- hashes
@@ -155,7 +204,9 @@ def probe_priors(model, tokenizer, prompts: Sequence[str] | None, cfg: ProbeConf
     """
     from faircalib.diffusion import generate, policy_logits, resolve_config
     from faircalib.diffusion.config import model_default_policy
+    from faircalib.models.loader import require_dllm
 
+    require_dllm(model, "faircalib.probe (Stage I)")
     variants = dict(variants) if variants is not None else {"prior": cfg.prior}
     if not variants:
         raise ConfigError("probe_priors needs at least one PriorSettings variant")

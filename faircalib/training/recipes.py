@@ -106,6 +106,7 @@ def build_tokenizer(vocab_size: int):
 def train_zoo_model(name: str, out: str | Path, seed: int | None = None, minutes: float | None = None,
                     steps: int | None = None, threads: int | None = None, command: str = "",
                     log: Callable[[str], None] = print, init_from: str | Path | None = None,
+                    progress: Callable[[dict], None] | None = None,
                     **train_overrides) -> tuple[Path, TrainResult]:
     """Train recipe `name` into directory `out` (official layout + tokenizer + training.json).
 
@@ -114,7 +115,8 @@ def train_zoo_model(name: str, out: str | Path, seed: int | None = None, minutes
     init_from: continue from a model trained by this function (same recipe) instead of a fresh init: its
     weights and tokenizer, a fresh optimiser and LR schedule (warm restart), and by default the seed
     recipe seed + number of earlier stages so data order and masks do not repeat. The record lists every
-    stage and the command chain that reproduces the result.
+    stage and the command chain that reproduces the result. progress: per-step train_step events
+    (faircalib.training.trainer.train).
     """
     recipe = get_recipe(name)
     tcfg = recipe.train
@@ -169,7 +171,7 @@ def train_zoo_model(name: str, out: str | Path, seed: int | None = None, minutes
         save_model_dir(model, out, tokenizer)
         log(f"checkpoint at step {step} -> {out}")
 
-    result = train(model, tokenizer, tcfg, log=log, checkpoint=checkpoint)
+    result = train(model, tokenizer, tcfg, log=log, checkpoint=checkpoint, progress=progress)
     save_model_dir(model, out, tokenizer)
     save_history(result, out / "training_log.jsonl")
     record = {

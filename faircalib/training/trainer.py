@@ -139,8 +139,11 @@ def one_shot_probe_accuracy(model, tokenizer, gen_length: int, n: int = 200, see
 
 
 def train(model, tokenizer, cfg: TrainConfig, log: Callable[[str], None] = print,
-          checkpoint: Callable[[int], None] | None = None) -> TrainResult:
-    """Train `model` in place. `checkpoint(step)` is called every cfg.checkpoint_every steps."""
+          checkpoint: Callable[[int], None] | None = None,
+          progress: Callable[[dict], None] | None = None) -> TrainResult:
+    """Train `model` in place. `checkpoint(step)` is called every cfg.checkpoint_every steps;
+    `progress(event)` after every step with {"event": "train_step", "step", "total" (None in minutes
+    mode), "elapsed_s", "budget_s" (minutes mode), "loss" (the SFT loss EMA)}."""
     torch.set_flush_denormal(True)
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
@@ -166,14 +169,14 @@ def train(model, tokenizer, cfg: TrainConfig, log: Callable[[str], None] = print
         if total:
             if step >= total:
                 break
-            progress = (step - cfg.warmup_steps) / max(1, total - cfg.warmup_steps)
+            sched_frac = (step - cfg.warmup_steps) / max(1, total - cfg.warmup_steps)
         else:  # wall-clock budget: the cosine runs over the time left after warm-up, then training stops
             if elapsed >= budget_s:
                 break
             if step == cfg.warmup_steps:
                 t_warm = elapsed
-            progress = 0.0 if t_warm is None else (elapsed - t_warm) / max(1e-9, budget_s - t_warm)
-        lr = lr_at(step, progress, cfg)
+            sched_frac = 0.0 if t_warm is None else (elapsed - t_warm) / max(1e-9, budget_s - t_warm)
+        lr = lr_at(step, sched_frac, cfg)
         for g in opt.param_groups:
             g["lr"] = lr
         batch = collate_sft(tasks.sample(cfg.sft_batch), tokenizer.pad_token_id)
@@ -200,6 +203,10 @@ def train(model, tokenizer, cfg: TrainConfig, log: Callable[[str], None] = print
                 ema[k] = v if k not in ema else 0.98 * ema[k] + 0.02 * v
         step += 1
         last = step == total or (not total and time.perf_counter() - t0 >= budget_s)
+        if progress is not None:
+            progress({"event": "train_step", "step": step, "total": total or None,
+                      "elapsed_s": round(time.perf_counter() - t0, 2), "budget_s": None if total else budget_s,
+                      "loss": ema.get("sft")})
         if step % cfg.log_every == 0 or last:
             now = time.perf_counter()
             rec = {"step": step, "lr": round(lr, 6), "tok_s": round(tok_log / (now - t_log)),

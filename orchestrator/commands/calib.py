@@ -1,8 +1,9 @@
 """`faircalib probe`, `faircalib prior-merge`, `faircalib quantize`: library-level Stage I / Stage II runs
 on one machine, without the job service (which runs the same calls sharded over Ray workers).
 
-    faircalib probe zoo:tiny-dream --n 128 --steps 16 --window 16 --out prior/
-    faircalib probe zoo:tiny-dream --n 128 --steps 16 --window 16 --shard 0:64 --out part0/   # one shard
+    faircalib probe zoo:tiny-dream --n 128 --out prior/        # T / L: the model card's decoding (16 / 16)
+    faircalib probe zoo:tiny-dream --n 128 --shard 0:64 --out part0/   # one shard
+    faircalib probe zoo:tiny-dream --paper-scale --out prior/  # 512 prompts, T = L = 256
     faircalib prior-merge prior/ part0/ part1/
     faircalib quantize zoo:tiny-dream --method faircalib --bits w4a4 --prior prior/ --out ckpt/
 """
@@ -12,6 +13,7 @@ import json
 from collections.abc import Callable
 
 import click
+from faircalib.orchestrator.progress import ProgressView, quiet_option
 
 
 class LibraryChoice(click.Choice):
@@ -59,9 +61,15 @@ def _probe_options(f):
     opts = [
         click.option("--prompts", default=None, help=f"Prompt source ({LIB} §4)."),
         click.option("--n", "n_samples", type=int, default=None, help=f"Probe prompts ({LIB} §4)."),
-        click.option("--steps", type=int, default=None, help=f"Diffusion steps T ({LIB} §4)."),
-        click.option("--window", type=int, default=None, help=f"Answer window L ({LIB} §4)."),
-        click.option("--block-length", type=int, default=None, help="Semi-AR block (default: the window)."),
+        click.option("--steps", type=int, default=None,
+                     help="Diffusion steps T (default: the model's decoding steps: its card, else its family's)."),
+        click.option("--window", type=int, default=None,
+                     help="Answer window L (default: the model's decoding gen_length: its card, else its family's)."),
+        click.option("--block-length", type=int, default=None,
+                     help="Semi-AR block (default: the model's decoding block, else the window)."),
+        click.option("--paper-scale", is_flag=True,
+                     help="The paper's Stage I scale (docs/method.md §4): 512 prompts, T = L = 256, one block; "
+                          "explicit flags still win."),
         click.option("--schedule", type=LibraryChoice(_prior_values("SCHEDULES")), default=None,
                      help=f"alpha(t) schedule of the frontier-hit term ({LIB} §4)."),
         click.option("--a-min", type=float, default=None, help=f"alpha(t) minimum ({LIB} §4)."),
@@ -88,10 +96,19 @@ def _probe_dict(kw: dict) -> dict:
     return out
 
 
-def _probe_config(kw: dict):
-    from faircalib.probe import ProbeConfig
+def _probe_config(kw: dict, source: str):
+    """(ProbeConfig, where T / L came from): the given flags, then --paper-scale, then the model's own
+    decoding (faircalib.probe.probe_defaults); every other field: the library's default."""
+    from faircalib.probe import probe_defaults
 
-    return ProbeConfig.from_dict(_probe_dict(kw), "probe")
+    return probe_defaults(source, paper_scale=bool(kw.get("paper_scale")), **_probe_dict(kw))
+
+
+def _probe_line(cfg, origin: str) -> str:
+    block = "one block" if cfg.block_length in (None, cfg.window) else f"block {cfg.block_length}"
+    hint = ": --paper-scale" if origin == "paper scale" else "; --paper-scale for T = L = 256"
+    return (f"Stage I probe: T={cfg.steps} steps, L={cfg.window} window, {block}, {cfg.n_samples} prompts "
+            f"({origin}{hint})")
 
 
 def _load(source: str, threads: int):
@@ -118,22 +135,26 @@ def _summary(prior) -> dict:
 @click.option("--shard", default=None, help="START:STOP of the probe set (START a multiple of --probe-batch).")
 @click.option("--threads", type=int, default=1, show_default=True)
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Prior directory to write.")
-def probe_cmd(source: str, shard: str | None, threads: int, out: str, **kw) -> None:
-    """Stage I: probe model SOURCE (directory or zoo:NAME) with random-commit rollouts; save the prior."""
+@quiet_option
+def probe_cmd(source: str, shard: str | None, threads: int, out: str, quiet: bool, **kw) -> None:
+    """Stage I: probe model SOURCE (directory or zoo:NAME) with random-commit rollouts; save the prior.
+    T / L default to the model's own decoding settings (zoo model card, or the family's documented
+    defaults for a model directory); --paper-scale or --steps / --window choose others."""
     from faircalib.errors import ConfigError
     from faircalib.probe import probe_prior, probe_shard
 
-    cfg = _probe_config(kw)
-    loaded, mhash = _load(source, threads)
-    progress = lambda e: click.echo(f"probe {e['done']}/{e['total']}", err=True)
-    if shard:
-        try:
-            start, stop = (int(x) for x in shard.split(":"))
-        except ValueError:
-            raise ConfigError(f"--shard={shard!r} must be START:STOP (integers)") from None
-        prior = probe_shard(loaded.model, loaded.tokenizer, cfg, start, stop, model_hash=mhash, progress=progress)
-    else:
-        prior = probe_prior(loaded.model, loaded.tokenizer, None, cfg, model_hash=mhash, progress=progress)
+    cfg, origin = _probe_config(kw, source)
+    with ProgressView(quiet=quiet) as view:
+        view.note(_probe_line(cfg, origin))
+        loaded, mhash = _load(source, threads)
+        if shard:
+            try:
+                start, stop = (int(x) for x in shard.split(":"))
+            except ValueError:
+                raise ConfigError(f"--shard={shard!r} must be START:STOP (integers)") from None
+            prior = probe_shard(loaded.model, loaded.tokenizer, cfg, start, stop, model_hash=mhash, progress=view)
+        else:
+            prior = probe_prior(loaded.model, loaded.tokenizer, None, cfg, model_hash=mhash, progress=view)
     prior.save(out)
     click.echo(json.dumps({"out": out, **_summary(prior)}, indent=2))
 
@@ -170,31 +191,36 @@ def prior_merge_cmd(out: str, parts: tuple[str, ...]) -> None:
 @click.option("--state-dir", default=None, type=click.Path(file_okay=False), help="Per-block state (resume).")
 @click.option("--threads", type=int, default=1, show_default=True)
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Checkpoint directory to write.")
+@quiet_option
 def quantize_cmd(source: str, method: str, bits: str, prior_dir: str | None, floor: float | None,
                  qdrop_weighted: bool, calib_source: str | None, calib_n: int | None, calib_seq_len: int | None,
                  calib_seed: int | None, epochs: int | None, seed: int, state_dir: str | None, threads: int,
-                 out: str, **kw) -> None:
-    """Quantize model SOURCE with one method (Stage I + Stage II for faircalib) and save the checkpoint."""
+                 out: str, quiet: bool, **kw) -> None:
+    """Quantize model SOURCE with one method (Stage I + Stage II for faircalib) and save the checkpoint.
+    Probing (without --prior) uses the model's own decoding T / L unless --paper-scale or flags say
+    otherwise; the chosen values are printed first."""
     from faircalib.checkpoint import save_quantized
     from faircalib.pipeline import MethodConfig, run_method
     from faircalib.probe import PositionPrior
 
-    probe = _probe_dict(kw)
+    probe, origin = _probe_config(kw, source)
     prior = PositionPrior.load(prior_dir) if prior_dir else None
     if prior is not None:
-        probe["prior"] = prior.settings.to_dict()
+        probe = probe.replace(prior=prior.settings)
     calib = {k: v for k, v in (("floor", floor), ("data", calib_source), ("n", calib_n), ("seq_len", calib_seq_len),
                                ("data_seed", calib_seed), ("epochs", epochs)) if v is not None}
     cfg = MethodConfig.from_dict({"method": method, "bits": bits, "seed": seed, "qdrop_weighted": qdrop_weighted,
-                                  "probe": probe, "calibration": calib})
-    loaded, _ = _load(source, threads)
-
-    def progress(e: dict) -> None:
-        if e.get("event") == "block_done":
-            click.echo(f"block {e['block'] + 1}/{e['n_blocks']} loss {e.get('final_loss')}", err=True)
-
-    model, info = run_method(loaded.model, loaded.tokenizer, cfg, prior=prior, state_dir=state_dir,
-                             progress=progress, inplace=True)
+                                  "probe": probe.to_dict(), "calibration": calib})
+    c = cfg.calibration
+    with ProgressView(quiet=quiet) as view:
+        view.note(f"{source}: {cfg.method} {cfg.bits}, calibration {c.n} x {c.seq_len} tokens of {c.data}, "
+                  f"{c.epochs} epochs per block")
+        if cfg.uses_prior:
+            view.note(f"prior from {prior_dir} ({prior.n_samples} prompts, L={prior.window})" if prior is not None
+                      else _probe_line(cfg.probe, origin))
+        loaded, _ = _load(source, threads)
+        model, info = run_method(loaded.model, loaded.tokenizer, cfg, prior=prior, state_dir=state_dir,
+                                 progress=view, inplace=True)
     save_quantized(model, out, meta={"source": source, "method_config": cfg.to_dict(),
                                      "prior": info.get("prior")}, tokenizer=loaded.tokenizer)
     click.echo(json.dumps({"out": out, "method": method, "bits": cfg.bits, "wall_time_s": info["wall_time_s"],

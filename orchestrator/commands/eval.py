@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import click
+from faircalib.orchestrator.progress import ProgressView, quiet_option
 
 
 @click.command("eval")
@@ -28,15 +29,18 @@ import click
 @click.option("--device", default="cpu", show_default=True)
 @click.option("--threads", type=int, default=1, show_default=True, help="torch threads (the machine is shared).")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None, help="Write the result here.")
-@click.option("--quiet", is_flag=True, help="No progress bars.")
+@quiet_option
 def eval_cmd(source: str, tasks: str, limit: float | None, mc_num: int, batch_size: int, gen_batch_size: int,
              gen_length: int | None, steps: int | None, block_length: int | None, policy: str | None,
              no_greedy_check: bool, seed: int, device: str, threads: int, json_out: str | None, quiet: bool) -> None:
-    """Evaluate SOURCE (model dir, zoo:NAME or quantized checkpoint dir) with lm-eval on --tasks."""
+    """Evaluate SOURCE (model dir, zoo:NAME or quantized checkpoint dir) with lm-eval on --tasks.
+    Decoding defaults to the model card's settings (a model directory without one: its family's
+    documented defaults); the chosen values are printed first."""
     import os
 
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TQDM_DISABLE", "1")  # lm-eval's own bars; progress comes from faircalib's events
     import torch
 
     from faircalib.eval.harness import evaluate_source, format_table
@@ -46,16 +50,32 @@ def eval_cmd(source: str, tasks: str, limit: float | None, mc_num: int, batch_si
     decoding = {k: v for k, v in (("gen_length", gen_length), ("steps", steps), ("block_length", block_length),
                                   ("policy", policy)) if v is not None}
     lim = None if limit is None else (int(limit) if limit >= 1 else limit)
-    res = evaluate_source(source, tasks, device=device, decoding=decoding, limit=lim, mc_num=mc_num,
-                          batch_size=batch_size, gen_batch_size=gen_batch_size, seed=seed,
-                          check_greedy=not no_greedy_check, progress=not quiet,
-                          report=None if quiet else (lambda m: click.echo(m["message"], err=True)))
+    with ProgressView(quiet=quiet) as view:
+        view.note(_decoding_line(source, decoding))
+        res = evaluate_source(source, tasks, device=device, decoding=decoding, limit=lim, mc_num=mc_num,
+                              batch_size=batch_size, gen_batch_size=gen_batch_size, seed=seed,
+                              check_greedy=not no_greedy_check, progress=False, report=view)
     click.echo(format_table(res))
     click.echo(f"total {res['wall_s']:.1f}s (load {res['load_s']:.1f}s) on {res['device']}, {res['threads']} thread(s)")
     if json_out:
         Path(json_out).parent.mkdir(parents=True, exist_ok=True)
         Path(json_out).write_text(json.dumps(res, indent=2, sort_keys=True))
         click.echo(f"wrote {json_out}")
+
+
+def _decoding_line(source: str, overrides: dict) -> str:
+    from faircalib.errors import ModelLoadError
+    from faircalib.models import model_decoding
+
+    try:
+        d = model_decoding(source)
+    except ModelLoadError:
+        return f"decoding: {overrides or 'DecodeConfig defaults'}"
+    if overrides:
+        from faircalib.models.defaults import DecodingDefaults
+
+        d = DecodingDefaults({**d.values, **overrides}, f"{d.origin}; flags: {', '.join(overrides)}", d.unsupported)
+    return f"decoding: {d.describe()}"
 
 
 def register(group: click.Group) -> None:

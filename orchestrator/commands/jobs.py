@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import click
+from faircalib.orchestrator.progress import JobWatcher, ProgressView, quiet_option
 
 _db_option = click.option("--db", "db_url", envvar="FAIRCALIB_DB", default=None, metavar="URL",
                           help="Job database URL (default: $FAIRCALIB_DB or sqlite under $FAIRCALIB_HOME).")
@@ -55,6 +56,30 @@ def _validate_job(config):
         resolve_source(config.model)
 
 
+def _probe_note(config, raw) -> str | None:
+    """A hint when a job probes at the library's default T / L (the paper's 256 / 256) although the model
+    decodes at other settings: the job file left probe.steps / window out (the job file keeps the
+    library's defaults; `faircalib probe` / `quantize` use the model's)."""
+    if not config.run.uses_prior:
+        return None
+    given = (raw.get("probe") or {}) if isinstance(raw, dict) else {}
+    if not isinstance(given, dict) or ("steps" in given and "window" in given):
+        return None
+    from faircalib.errors import FaircalibError
+    from faircalib.probe import probe_defaults
+
+    try:
+        model_cfg, origin = probe_defaults(config.model)
+    except (FaircalibError, OSError):
+        return None
+    p = config.run.probe
+    if (p.steps, p.window) == (model_cfg.steps, model_cfg.window):
+        return None
+    return (f"note: Stage I probes at T={p.steps} L={p.window} (the library's default, the paper's scale); the "
+            f"model decodes at T={model_cfg.steps} L={model_cfg.window} ({origin}): set probe.steps / "
+            f"probe.window in the job file to probe at that")
+
+
 def _reject(store, reason: str, text: str | None, raw) -> str:
     fields = raw if isinstance(raw, dict) else {}
     return store.record_rejected(reason, config_text=text, name=str(fields.get("name") or "rejected"),
@@ -67,21 +92,26 @@ def _reject(store, reason: str, text: str | None, raw) -> str:
 @click.option("--wait", is_flag=True, help="Follow the job's progress until it ends.")
 @click.option("--run", "run_here", is_flag=True, help="Also run a scheduler in this process until the queue is empty.")
 @click.option("--ray-address", default=None, help="With --run: Ray cluster to use (default: local).")
+@quiet_option
 @_db_option
-def submit_cmd(job_file: Path, wait: bool, run_here: bool, ray_address: str | None, db_url: str | None) -> None:
-    """Validate JOB_FILE (YAML) and queue it. Invalid input is recorded as a failed job with the reason."""
+def submit_cmd(job_file: Path, wait: bool, run_here: bool, ray_address: str | None, quiet: bool,
+               db_url: str | None) -> None:
+    """Validate JOB_FILE (YAML) and queue it. A file that cannot be read is refused (no job is recorded);
+    invalid contents are recorded as a failed job with the reason. With --wait / --run, each running
+    stage's progress is shown live (bars on a terminal, event lines otherwise)."""
     from faircalib.orchestrator.config import JobConfig, parse_yaml
 
     from faircalib.errors import FaircalibError
 
-    store = _store(db_url)
     text, raw = None, None
     try:
         text = job_file.read_text(encoding="utf-8")
-    except OSError as e:
-        reason = f"job file {str(job_file)!r}: cannot read it ({e.strerror or e}); check the path"
-        job_id = _reject(store, reason, None, None)
-        raise click.ClickException(f"{reason} (recorded as failed job {job_id})") from e
+    except (OSError, UnicodeDecodeError) as e:
+        why = getattr(e, "strerror", None) or (f"not UTF-8 text: {e.reason}" if isinstance(e, UnicodeDecodeError)
+                                               else str(e))
+        raise click.ClickException(f"job file {str(job_file)!r}: cannot read it ({why}); check the path "
+                                   f"(no job was recorded)") from e
+    store = _store(db_url)
     try:
         raw = parse_yaml(text, str(job_file))
         config = JobConfig.from_dict(raw)
@@ -91,10 +121,18 @@ def submit_cmd(job_file: Path, wait: bool, run_here: bool, ray_address: str | No
         raise click.ClickException(f"{e} (recorded as failed job {job_id})") from e
     job_id = store.create_job(config, config_text=text)
     click.echo(job_id)
+    note = None if quiet else _probe_note(config, raw)
+    if note:
+        click.echo(note, err=True)
+    after = 0
     if run_here:
-        _run_scheduler(store, once=True, ray_address=ray_address)
+        con = _console()
+        with ProgressView(quiet=quiet, console=con) as view:
+            watcher = JobWatcher(store, view, jobs=lambda: [job_id], printer=lambda e: _print_event(con, e))
+            _run_scheduler(store, once=True, ray_address=ray_address, watcher=watcher)
+        after = watcher.last_id.get(job_id, 0)
     if wait or run_here:
-        state = _follow(store, job_id)
+        state = _follow(store, job_id, after_id=after, quiet=quiet)
         if state != "succeeded":
             sys.exit(1)
         _print_results(store.get_job(job_id))
@@ -102,11 +140,15 @@ def submit_cmd(job_file: Path, wait: bool, run_here: bool, ray_address: str | No
 
 # ---------------------------------------------------------------- run
 def _run_scheduler(store, *, once: bool, ray_address: str | None, max_jobs: int | None = None,
-                   lease_s: float = 30.0, heartbeat_s: float = 5.0) -> list[str]:
+                   lease_s: float = 30.0, heartbeat_s: float = 5.0, watcher=None) -> list[str]:
+    """Run a scheduler here; `watcher` (a JobWatcher with jobs=None) renders the progress of the jobs it runs."""
     from faircalib.orchestrator.scheduler import Scheduler, SchedulerOptions
 
     sched = Scheduler(store, options=SchedulerOptions(ray_address=ray_address, lease_s=lease_s,
                                                       heartbeat_s=heartbeat_s))
+    if watcher is not None:
+        watcher.jobs = watcher.jobs or (lambda: list(sched.jobs_run))
+        watcher.start()
 
     def _term(signum, frame):  # finish the current job, then exit
         sched.request_stop()
@@ -119,6 +161,8 @@ def _run_scheduler(store, *, once: bool, ray_address: str | None, max_jobs: int 
         return sched.run(once=once, max_jobs=max_jobs)
     finally:
         signal.signal(signal.SIGTERM, old)
+        if watcher is not None:
+            watcher.stop()
 
 
 @click.command("run")
@@ -128,14 +172,20 @@ def _run_scheduler(store, *, once: bool, ray_address: str | None, max_jobs: int 
 @click.option("--lease-s", type=float, default=30.0, show_default=True,
               help="A scheduler silent this long is presumed dead; its running jobs are requeued.")
 @click.option("--heartbeat-s", type=float, default=5.0, show_default=True)
+@quiet_option
 @_db_option
 def run_cmd(once: bool, ray_address: str | None, max_jobs: int | None, lease_s: float, heartbeat_s: float,
-            db_url: str | None) -> None:
-    """Run the scheduler: claim queued jobs and drive them through their stages."""
+            quiet: bool, db_url: str | None) -> None:
+    """Run the scheduler: claim queued jobs and drive them through their stages. Each running job's stage
+    progress is shown live on stderr (bars on a terminal, one line per event otherwise)."""
+    from faircalib.orchestrator.progress import stderr_console
+
     store = _store(db_url)
     click.echo(f"scheduler on {store.url_masked}" + (f", Ray at {ray_address}" if ray_address else ""), err=True)
-    ran = _run_scheduler(store, once=once, ray_address=ray_address, max_jobs=max_jobs, lease_s=lease_s,
-                         heartbeat_s=heartbeat_s)
+    with ProgressView(quiet=quiet, console=stderr_console()) as view:
+        ran = _run_scheduler(store, once=once, ray_address=ray_address, max_jobs=max_jobs, lease_s=lease_s,
+                             heartbeat_s=heartbeat_s, watcher=JobWatcher(store, view, jobs=None,
+                                                                         keep_finished=False))
     for job_id in ran:
         job = store.get_job(job_id)
         click.echo(f"{job_id} {job.state.value}" + (f": {job.reason}" if job.reason else ""))
@@ -195,25 +245,25 @@ def _print_event(con, e) -> None:
     con.print(f"{_fmt_ts(e.ts)} {e.kind:<10} {stage}{e.message}", markup=False, soft_wrap=True)
 
 
-def _follow(store, job_id: str, *, poll_s: float = 0.5, after_id: int = 0, alive=None, con=None) -> str:
-    """Print events as they arrive, with a live status line, until the job is terminal (or until
-    `alive()` turns False: the scheduler running it here is gone)."""
+def _follow(store, job_id: str, *, poll_s: float = 0.5, after_id: int = 0, alive=None, con=None,
+            quiet: bool = False) -> str:
+    """Show the job's events as they arrive until the job is terminal (or until `alive()` turns False:
+    the scheduler running it here is gone): on a terminal a live bar per running stage plus a line per
+    state change and milestone, otherwise one line per event; only the final line when quiet."""
     con = con or _console()
-    last = after_id
-    with con.status("waiting for a scheduler to claim the job...") as status:
+    view = ProgressView(quiet=quiet, console=con)
+    watcher = JobWatcher(store, view, jobs=lambda: [job_id], printer=lambda e: _print_event(con, e))
+    watcher.last_id[job_id] = after_id
+    with view:
+        if view.live and store.get_job(job_id).state.value == "queued":
+            view.note("waiting for a scheduler to claim the job...")
         while True:
-            for e in store.events(job_id, after_id=last):
-                _print_event(con, e)
-                last = e.id
+            watcher.poll()
             job = store.get_job(job_id)
             if job.state.is_terminal() or (alive is not None and not alive()):
                 break
-            running = [s.name for s in store.stages(job_id) if s.state == "running"]
-            status.update(f"{job.state.value}" + (f": stage {running[0]}" if running else "")
-                          + f" ({_duration(job)})")
             time.sleep(poll_s)
-    for e in store.events(job_id, after_id=last):
-        _print_event(con, e)
+        watcher.poll()
     from rich.markup import escape
 
     job = store.get_job(job_id)
@@ -335,8 +385,9 @@ def _print_results(row) -> None:
 @click.command("fetch")
 @click.argument("job")
 @click.argument("dest", type=click.Path(file_okay=False, path_type=Path))
+@quiet_option
 @_db_option
-def fetch_cmd(job: str, dest: Path, db_url: str | None) -> None:
+def fetch_cmd(job: str, dest: Path, quiet: bool, db_url: str | None) -> None:
     """Download a finished job's artifacts to DEST and verify every sha256 against its manifest."""
     from faircalib.service.storage import fetch_tree, open_storage
 
@@ -348,7 +399,8 @@ def fetch_cmd(job: str, dest: Path, db_url: str | None) -> None:
         raise click.ClickException(f"job {row.id} ({row.state.value}) has not uploaded its artifacts yet "
                                    "(no manifest); wait for it to succeed or retry it")
     t0 = time.monotonic()
-    manifest = fetch_tree(open_storage(row.storage_uri).child(row.id), dest)
+    with ProgressView(quiet=quiet) as view:
+        manifest = fetch_tree(open_storage(row.storage_uri).child(row.id), dest, progress=view)
     size = sum(o["size"] for o in manifest["objects"].values())
     click.echo(f"fetched {len(manifest['objects'])} objects ({size / 1e6:.2f} MB) from {row.storage_uri}/{row.id} "
                f"to {dest} in {time.monotonic() - t0:.1f}s; all sha256 verified")

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 
 import click
+from faircalib.orchestrator.progress import ProgressView, quiet_option
 
 
 @click.group("models")
@@ -62,8 +63,9 @@ def zoo_list(as_json: bool) -> None:
                    "optimiser and LR schedule; the card records every stage.")
 @click.option("--card/--no-card", default=True, show_default=True,
               help="Evaluate on held-out data and write model_card.json after training.")
+@quiet_option
 def zoo_train(name: str, minutes: float | None, steps: int | None, seed: int | None, threads: int | None,
-              out: str | None, init_from: str | None, card: bool) -> None:
+              out: str | None, init_from: str | None, card: bool, quiet: bool) -> None:
     """Train zoo model NAME (tiny-llada, tiny-dream) with the masked-diffusion objective (from scratch, or
     continuing a previous run with --init-from)."""
     import sys
@@ -75,11 +77,11 @@ def zoo_train(name: str, minutes: float | None, steps: int | None, seed: int | N
     recipe = get_recipe(name)
     dest = out or str(ZOO_DIR / recipe.name)
     command = "faircalib " + " ".join(sys.argv[1:]) if sys.argv else ""
-    log = lambda msg: click.echo(msg)
-    path, _ = train_zoo_model(recipe.name, dest, seed=seed, minutes=minutes, steps=steps, threads=threads,
-                              command=command, log=log, init_from=init_from)
-    if card:
-        write_model_card(path, threads=threads or 1, log=log)
+    with ProgressView(quiet=quiet) as view:
+        path, _ = train_zoo_model(recipe.name, dest, seed=seed, minutes=minutes, steps=steps, threads=threads,
+                                  command=command, log=view.note, init_from=init_from, progress=view)
+        if card:
+            write_model_card(path, threads=threads or 1, log=view.note)
     click.echo(str(path))
 
 
@@ -88,14 +90,15 @@ def zoo_train(name: str, minutes: float | None, steps: int | None, seed: int | N
 @click.option("--n-per-family", type=int, default=100, show_default=True,
               help="Held-out task examples per family for exact match.")
 @click.option("--threads", type=int, default=1, show_default=True)
-def zoo_card(source: str, n_per_family: int, threads: int) -> None:
+@quiet_option
+def zoo_card(source: str, n_per_family: int, threads: int, quiet: bool) -> None:
     """(Re)evaluate a trained zoo model (zoo:NAME or a directory from `zoo train --out`) and write its
     model_card.json: held-out masked-token NLL and per-family exact match under its default decoding."""
     from faircalib.models import resolve_source
     from faircalib.training.card import write_model_card
 
-    card = write_model_card(resolve_source(source), n_per_family=n_per_family, threads=threads,
-                            log=lambda msg: click.echo(msg))
+    with ProgressView(quiet=quiet) as view:
+        card = write_model_card(resolve_source(source), n_per_family=n_per_family, threads=threads, log=view.note)
     click.echo(json.dumps({"heldout_masked_nll": card["heldout_masked_nll"]["nll"],
                            "heldout_exact_match": card["heldout_exact_match"]["per_family"],
                            "mean": card["heldout_exact_match"]["mean"]}, indent=2))

@@ -21,6 +21,7 @@ from faircalib.orchestrator.commands.jobs import (
     _validate_job,
     results_table,
 )
+from faircalib.orchestrator.progress import quiet_option
 
 
 @click.command("quickstart")
@@ -30,8 +31,10 @@ from faircalib.orchestrator.commands.jobs import (
               help="Leave the local S3 server running at the end if this command started it.")
 @click.option("--show-job", is_flag=True, help="Print the built-in job YAML and exit.")
 @click.option("--ray-address", default=None, help="Use a running Ray cluster instead of a local one.")
+@quiet_option
 @_db_option
-def quickstart_cmd(model: str, keep_storage: bool, show_job: bool, ray_address: str | None, db_url: str | None) -> None:
+def quickstart_cmd(model: str, keep_storage: bool, show_job: bool, ray_address: str | None, quiet: bool,
+                   db_url: str | None) -> None:
     """Run a whole FAIR-Calib W4A4 job on the embedded defaults and print FP vs W4A4 results."""
     from faircalib.orchestrator.quickstart import ensure_local_storage, quickstart_job
 
@@ -76,7 +79,7 @@ def quickstart_cmd(model: str, keep_storage: bool, show_job: bool, ray_address: 
         thread = threading.Thread(target=run_scheduler, name="quickstart-scheduler", daemon=True)
         thread.start()
         try:
-            state = _follow(store, job_id, alive=thread.is_alive, con=con)
+            state = _follow(store, job_id, alive=thread.is_alive, con=con, quiet=quiet)
         except KeyboardInterrupt:
             con.print("interrupted: cancelling the job (its finished stages are kept; `faircalib retry "
                       f"{job_id}` resumes it)", markup=False, soft_wrap=True)

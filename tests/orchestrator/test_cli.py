@@ -25,7 +25,7 @@ def _write(tmp_path, data, name="job.yaml"):
     return p
 
 
-@pytest.mark.parametrize("case", ["yaml", "field", "zoo", "unknown-task", "missing-file"])
+@pytest.mark.parametrize("case", ["yaml", "field", "zoo", "unknown-task"])
 def test_bad_job_input_is_one_line_and_a_failed_row(case, tmp_path, sqlite_url, job_dict, tiny_model_dir):
     good = job_dict(tiny_model_dir, f"file://{tmp_path / 'art'}")
     content, expect = {
@@ -34,17 +34,42 @@ def test_bad_job_input_is_one_line_and_a_failed_row(case, tmp_path, sqlite_url, 
         "zoo": ({**good, "model": "zoo:nope"}, "unknown zoo model 'zoo:nope'"),
         "unknown-task": ({**good, "evaluation": {"tasks": ["fidelity", "faircalib_sum"]}},
                          "evaluation.tasks[1]: 'faircalib_sum' is not a known task; offered: fidelity, faircalib_suite"),
-        "missing-file": (None, "cannot read it"),
     }[case]
-    path = tmp_path / "nope.yaml" if content is None else _write(tmp_path, content)
+    path = _write(tmp_path, content)
     res = _invoke("submit", path, "--db", sqlite_url, ok=False)
     assert res.exit_code == 1
     err = res.output.strip()
     assert err.startswith("Error: ") and expect in err and "\n" not in err and "recorded as failed job" in err
     [row] = JobStore(sqlite_url).list_jobs()
     assert row.state.value == "failed" and expect in row.reason
-    if case != "missing-file":
-        assert row.config_text == path.read_text()  # the input is kept: nothing lost
+    assert row.config_text == path.read_text()  # the input is kept: nothing lost
+
+
+@pytest.mark.parametrize("case", ["missing", "directory", "unreadable", "not-utf8"])
+def test_submit_of_an_unreadable_file_fails_without_a_job_row(case, tmp_path, sqlite_url):
+    """Nothing was submitted, so nothing is recorded: one line naming the file, exit code 1, no row."""
+    import os
+
+    path = tmp_path / "job.yaml"
+    if case == "directory":
+        path.mkdir()
+    elif case == "unreadable":
+        path.write_text("model: zoo:tiny-llada\n")
+        path.chmod(0)
+        if os.access(path, os.R_OK):  # root reads anything: use a file that vanishes as it is opened
+            path.chmod(0o644)
+            path = tmp_path / "dangling.yaml"
+            path.symlink_to(tmp_path / "gone.yaml")
+    elif case == "not-utf8":
+        path.write_bytes(b"model: \xff\xfe\n")
+    res = _invoke("submit", path, "--db", sqlite_url, ok=False)
+    err = res.output.strip()
+    if case == "directory":  # Click's own argument check (a usage error, exit code 2)
+        assert res.exit_code == 2 and "is a directory" in err
+    else:
+        assert res.exit_code == 1 and err.startswith("Error: ") and "\n" not in err
+        assert f"job file {str(path)!r}: cannot read it" in err and "no job was recorded" in err
+    assert JobStore(sqlite_url).list_jobs() == []
 
 
 @pytest.mark.parametrize("case", ["model-dir", "credentials", "unwritable"])
@@ -105,3 +130,17 @@ def test_sweep_cli(tmp_path, sqlite_url, tiny_model_dir):
                             "name": "b"}, "bad.yaml")
     res = _invoke("sweep", bad, "--db", sqlite_url, ok=False)
     assert "model: required field is missing" in res.output and "recorded as failed job" in res.output
+
+
+def test_submit_notes_a_probe_scale_that_differs_from_the_models_decoding(tmp_path, sqlite_url):
+    """The job file keeps the library's defaults (T = L = 256); submit says so when the model decodes at
+    other settings, and stays silent once the job file sets them."""
+    job = {"model": "zoo:tiny-llada", "method": "faircalib", "storage": f"file://{tmp_path / 'art'}"}
+    res = CliRunner().invoke(main, ["submit", str(_write(tmp_path, job)), "--db", sqlite_url], catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    assert ("note: Stage I probes at T=256 L=256 (the library's default, the paper's scale); the model decodes at "
+            "T=16 L=16 (model card of zoo:tiny-llada)") in res.stderr
+    job["probe"] = {"steps": 16, "window": 16}
+    res = CliRunner().invoke(main, ["submit", str(_write(tmp_path, job, "j2.yaml")), "--db", sqlite_url])
+    assert res.exit_code == 0 and "note:" not in res.stderr
+    assert JobStore(sqlite_url).list_jobs()[0].config.run.probe.steps == 16

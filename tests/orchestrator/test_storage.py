@@ -79,6 +79,24 @@ def test_upload_writes_manifest_last_and_fetch_verifies(storage, tmp_path):
     assert [(i.key, i.skipped) for i in infos] == [("ckpt/weights.bin", True), ("report.json", False)]
 
 
+def test_upload_and_fetch_report_byte_progress(storage, tmp_path):
+    src = _tree(tmp_path / "src")
+    sizes = {k: p.stat().st_size for k, p in ((p.relative_to(src).as_posix(), p) for p in src.rglob("*"))
+             if p.is_file()}
+    total = sum(sizes.values())
+    up: list[dict] = []
+    upload_tree(storage.child("jp"), src, progress=up.append)
+    assert all(e["event"] == "transfer" and e["direction"] == "upload" and e["total"] == total for e in up)
+    assert [e["done"] for e in up] == sorted(e["done"] for e in up) and up[-1]["done"] == total  # monotonic
+    # bytes as they go (S3 callbacks, a local copy's one step) and after each object, in upload order
+    assert {(e["key"], e["done"]) for e in up} >= {("ckpt/weights.bin", sizes["ckpt/weights.bin"]),
+                                                   ("report.json", total)}
+    down: list[dict] = []
+    fetch_tree(storage.child("jp"), tmp_path / "dst", progress=down.append)
+    assert [(e["direction"], e["key"], e["done"]) for e in down] == [
+        ("download", "ckpt/weights.bin", sizes["ckpt/weights.bin"]), ("download", "report.json", total)]
+
+
 def test_fetch_detects_tampering_and_missing_manifest(storage, tmp_path):
     src = _tree(tmp_path / "src")
     upload_tree(storage.child("j2"), src)

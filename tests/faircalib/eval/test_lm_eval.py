@@ -99,7 +99,9 @@ def test_loglikelihood_rolling_sums_window_estimates(tiny_random, byte_tokenizer
 def test_model_args_and_errors(tiny_dir, byte_tokenizer):
     m = FaircalibLM.create_from_arg_string(f"pretrained={tiny_dir},mc_num=4,gen_length=8,steps=4,block_length=4",
                                            {"batch_size": "auto", "device": "cpu"})
-    assert m.settings.mc_num == 4 and m.settings.decoding == {"gen_length": 8, "steps": 4, "block_length": 4}
+    # a plain LLaDA directory (no model card): the LLaDA family's documented defaults under the model_args
+    assert m.settings.mc_num == 4 and m.settings.decoding == {"policy": "low_confidence", "temperature": 0.0,
+                                                              "gen_length": 8, "steps": 4, "block_length": 4}
     with pytest.raises(ConfigError, match="unknown model_args"):
         FaircalibLM.create_from_arg_string(f"pretrained={tiny_dir},mcnum=4")
     with pytest.raises(ConfigError, match="pretrained"):
@@ -129,9 +131,20 @@ def test_simple_evaluate_runs_the_offline_suite_end_to_end(tiny_dir):
 
 
 def test_run_lm_eval_result_has_scores_and_wall_time_per_task(tiny_trained, byte_tokenizer):
+    events: list[dict] = []
     res = run_lm_eval(tiny_trained, byte_tokenizer, "faircalib_mc,faircalib_arith", limit=3, mc_num=4,
-                      decoding=DECODE, bootstrap_iters=0, progress=False)
+                      decoding=DECODE, bootstrap_iters=0, progress=False, report=events.append)
     assert set(res["tasks"]) == {"faircalib_tasks_mc", "faircalib_kjv_cloze", "faircalib_arith"}
+    # progress events: each task starts and ends (index / total), request rows counted up to their total
+    starts = [(e["task"], e["index"], e["total"]) for e in events if e.get("event") == "eval_task"]
+    assert starts == [("faircalib_tasks_mc", 0, 3), ("faircalib_kjv_cloze", 1, 3), ("faircalib_arith", 2, 3)]
+    ends = [e for e in events if e.get("event") == "eval_task_done"]
+    assert [e["index"] for e in ends] == [0, 1, 2] and all(e["wall_s"] > 0 and e["message"] for e in ends)
+    rows = [e for e in events if e.get("event") == "eval_requests"]
+    last = {(e["task"], e["kind"]): e for e in rows}
+    assert set(last) >= {("faircalib_tasks_mc", "loglikelihood"), ("faircalib_arith", "generate_until")}
+    assert all(e["done"] == e["total"] > 0 for e in last.values())
+    assert last[("faircalib_arith", "generate_until")]["total"] == 3
     for e in res["tasks"].values():
         assert e["n_samples"] == 3 and e["wall_s"] >= e["model_s"] > 0
     g = res["groups"]["faircalib_mc"]

@@ -61,3 +61,12 @@ def test_schedule_warms_up_then_follows_the_cosine():
 def test_config_is_validated(bad, match):
     with pytest.raises(ConfigError, match=match):
         TrainConfig(**bad)
+
+
+def test_progress_events_every_step(small_tokenizer):
+    model = make_tiny("llada", small_tokenizer)
+    events: list[dict] = []
+    train(model, small_tokenizer, TrainConfig(steps=3, **FAST), log=lambda s: None, progress=events.append)
+    assert [(e["event"], e["step"], e["total"]) for e in events] == [("train_step", s, 3) for s in (1, 2, 3)]
+    assert all(e["budget_s"] is None and e["loss"] > 0 for e in events)
+    assert events[0]["elapsed_s"] <= events[-1]["elapsed_s"]
