@@ -22,6 +22,7 @@ import subprocess
 import sys
 import uuid
 from pathlib import Path
+from typing import Any
 
 log = logging.getLogger(__name__)
 OWNER_VAR = "FAIRCALIB_RAY_OWNER"
@@ -97,7 +98,6 @@ def start_reaper(mark: str) -> subprocess.Popen | None:
 def start_local_ray(num_cpus: int | None = None) -> dict:
     """ray.init of a new local node as described in the module docstring; returns what it set up."""
     from faircalib.service.paths import short_path
-    from faircalib.workers.pool import init_ray_with_retry
 
     loopback_only()
     _private_token()
@@ -112,3 +112,19 @@ def start_local_ray(num_cpus: int | None = None) -> dict:
     finally:
         os.environ.pop(OWNER_VAR, None)
     return {"temp_dir": str(temp), "owner": owner, "token_path": os.environ.get("RAY_AUTH_TOKEN_PATH")}
+
+
+def init_ray_with_retry(attempts: int = 3, **kwargs: Any) -> None:
+    """ray.init(**kwargs) (re-exported by faircalib.workers.pool), retried when a local node fails to come up in time: Ray gives a starting
+    raylet a fixed 30 s to register with its GCS, which a heavily loaded machine can miss."""
+    import ray
+
+    for attempt in range(1, attempts + 1):
+        try:
+            ray.init(**kwargs)
+            return
+        except Exception as e:
+            if "timed out during startup" not in str(e) or attempt == attempts:
+                raise
+            log.warning("local Ray node did not start in time (attempt %d/%d); retrying", attempt, attempts)
+            ray.shutdown()

@@ -64,7 +64,8 @@ def test_loading_refuses_nan_weights_naming_file_and_tensor(nan_model_dir):
 
 
 def test_quantize_refuses_a_non_finite_quantized_model(nan_model_dir):
-    from faircalib.quant import QuantConfig, quantize
+    from faircalib.calibrate import quantize
+    from faircalib.quant import QuantConfig
 
     m = load_dllm(nan_model_dir, check_finite=False)  # past the loading check on purpose
     with pytest.raises(NonFiniteError, match=r"^quantize \(rtn W4A4\): the quantized model: tensor "
