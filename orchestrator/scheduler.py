@@ -12,6 +12,10 @@ Boundary: control flow, persistence of progress, and failure handling. Stage bod
   so a retry or a requeued job resumes at the next incomplete stage. Every write is fenced by the
   claim's `attempt`. A FaircalibError fails the job with its one-line message as the reason; any
   other exception fails it as an internal error with the traceback in the job log.
+- Signals: `interrupt()` (the CLI's SIGINT / SIGTERM handlers call it; it only sets flags) stops the
+  running job at its next stop check and requeues or cancels it (`SchedulerOptions.on_interrupt`),
+  recorded as the transition's event; `request_stop()` (SIGTERM of `faircalib run`) finishes it first.
+  Heartbeats continue until the scheduler really stops, so a draining scheduler keeps its lease.
 - Logs: each job's events and the process's log records go to <workdir>/logs/job.log, uploaded with
   the job (and on failure, best effort, so the reason survives the machine).
 """
