@@ -268,8 +268,12 @@ def _classify(fault: str, facts: dict, fetched) -> str:
     extras = []
     if facts["attempts"] > 1:
         extras.append(f"resumed on attempt {facts['attempts']}")
+    elif fault == "kill_scheduler":
+        extras.append("killed before it claimed the job")
     if facts["retries"]:
         extras.append("shard retried")
+    elif fault == "kill_worker":
+        extras.append("the killed worker held no shard of the job")
     if facts["repairs"]:
         extras.append("corrupted object repaired at the seal")
     return how + (f" ({', '.join(extras)})" if extras else "")
