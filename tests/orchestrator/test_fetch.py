@@ -22,7 +22,7 @@ _spec.loader.exec_module(sw)
 
 
 def _fetch(*args, ok: bool = True):
-    res = CliRunner().invoke(main, ["fetch", *map(str, args)], catch_exceptions=False)
+    res = CliRunner().invoke(main, ["fetch", "--quiet", *map(str, args)], catch_exceptions=False)
     assert (res.exit_code == 0) == ok, res.output
     return res.output
 
