@@ -41,3 +41,7 @@ class CalibrationError(FaircalibError):
 
 class CheckpointError(FaircalibError):
     """A quantized checkpoint is missing files, has a bad checksum, or an unknown format."""
+
+
+class NonFiniteError(FaircalibError):
+    """A tensor or metric at a stage boundary holds NaN or inf (names the first one and the stage)."""

@@ -12,6 +12,10 @@ Boundary: control flow, persistence of progress, and failure handling. Stage bod
   so a retry or a requeued job resumes at the next incomplete stage. Every write is fenced by the
   claim's `attempt`. A FaircalibError fails the job with its one-line message as the reason; any
   other exception fails it as an internal error with the traceback in the job log.
+- Signals: `interrupt()` (the CLI's SIGINT / SIGTERM handlers call it; it only sets flags) stops the
+  running job at its next stop check and requeues or cancels it (`SchedulerOptions.on_interrupt`),
+  recorded as the transition's event; `request_stop()` (SIGTERM of `faircalib run`) finishes it first.
+  Heartbeats continue until the scheduler really stops, so a draining scheduler keeps its lease.
 - Logs: each job's events and the process's log records go to <workdir>/logs/job.log, uploaded with
   the job (and on failure, best effort, so the reason survives the machine).
 """
@@ -35,6 +39,16 @@ from faircalib.errors import FaircalibError
 log = logging.getLogger(__name__)
 
 
+class Interrupted(BaseException):
+    """Raised after `run()` when a signal interrupted the scheduler (see `Scheduler.interrupt`), or from a
+    second signal to stop at once. Like KeyboardInterrupt it is not an Exception, so no stage swallows it;
+    `run_job` ends the current job (SchedulerOptions.on_interrupt) and re-raises it."""
+
+    def __init__(self, signal_name: str = "SIGINT"):
+        super().__init__(signal_name)
+        self.signal_name = signal_name
+
+
 @dataclass
 class SchedulerOptions:
     heartbeat_s: float = 5.0
@@ -44,6 +58,10 @@ class SchedulerOptions:
     ray_address: str | None = None
     workdir_root: Path | None = None  # default $FAIRCALIB_HOME/work
     preflight: bool = True
+    # what an interrupt (Interrupted / KeyboardInterrupt) does to the running job: "requeue" (back to queued,
+    # finished stages kept: another scheduler resumes it) or "cancel" (cancelled; `faircalib retry` resumes it)
+    on_interrupt: str = "requeue"
+    interrupt_origin: str = "the scheduler"  # named in the job's reason / event
 
 
 class _JobLog:
@@ -78,9 +96,11 @@ class Scheduler:
     id: str | None = None
 
     def __post_init__(self) -> None:
-        self._stop = threading.Event()
+        self._stop = threading.Event()      # claim no more jobs
+        self._hb_stop = threading.Event()   # stop heartbeating (only when the scheduler really stops)
         self._hb_thread: threading.Thread | None = None
         self.jobs_run: list[str] = []
+        self.interrupted: str | None = None  # the signal that interrupted the running job, if any
 
     # ------------------------------------------------------------ lifecycle
     def start(self) -> list[str]:
@@ -94,7 +114,7 @@ class Scheduler:
         return requeued
 
     def _heartbeat_loop(self) -> None:
-        while not self._stop.wait(self.options.heartbeat_s):
+        while not self._hb_stop.wait(self.options.heartbeat_s):
             try:
                 self.store.heartbeat(self.id)
             except Exception as e:  # noqa: BLE001 - keep trying; a long outage ends our lease
@@ -102,13 +122,21 @@ class Scheduler:
 
     def stop(self) -> None:
         self._stop.set()
+        self._hb_stop.set()
         if self._hb_thread is not None:
             self._hb_thread.join(timeout=5)
         if self.id is not None:
             self.store.stop_scheduler(self.id)
 
     def request_stop(self) -> None:
-        """Ask `run()` to return after the current job (e.g. on SIGTERM)."""
+        """Ask `run()` to return after the current job (e.g. on SIGTERM); the lease is kept meanwhile."""
+        self._stop.set()
+
+    def interrupt(self, signal_name: str) -> None:
+        """Stop the running job at its next stop check (the pool polls every 0.25 s; a stage that does not
+        poll finishes first) and end it per options.on_interrupt, recorded as an event; then `run()`
+        returns. Only sets flags: safe in a signal handler (raising there would land inside Ray's C code)."""
+        self.interrupted = signal_name
         self._stop.set()
 
     def run(self, *, once: bool = False, max_jobs: int | None = None,
@@ -159,6 +187,8 @@ class Scheduler:
                 self.store.add_event(job.id, kind, message, stage=stage, data=data)
 
             def should_stop() -> bool:
+                if self.interrupted:
+                    return True
                 now = time.monotonic()
                 if now - last_check["t"] >= self.options.cancel_check_s:
                     last_check.update(t=now, v=self.store.cancel_requested(job.id))
@@ -204,14 +234,21 @@ class Scheduler:
                     set_stage(st.name, "succeeded", output=output)
                     ctx.outputs[st.name] = output
                     current["stage"] = None
-                self.store.transition(job.id, JobState.RUNNING, JobState.SUCCEEDED, attempt=job.attempt)
+                self.store.transition(job.id, JobState.RUNNING, JobState.SUCCEEDED, attempt=job.attempt,
+                                      action="finish")
                 joblog.write("job succeeded")
                 return JobState.SUCCEEDED
+            except (KeyboardInterrupt, Interrupted) as e:
+                self._end_interrupted(job, current["stage"], getattr(e, "signal_name", "SIGINT"), joblog)
+                raise
             except TransitionConflict as e:
                 joblog.write(f"lost the job (someone else owns it now): {e}")
                 log.warning("job %s: %s", job.id, e)
                 return self.store.get_job(job.id).state
             except Exception as e:  # noqa: BLE001 - every failure ends the job with a reason
+                if self.interrupted:  # the stop check fired because of a signal (or the stage broke off)
+                    joblog.write(f"stopped after the interrupt: {type(e).__name__}: {e}")
+                    return self._end_interrupted(job, current["stage"], self.interrupted, joblog)
                 if isinstance(e, JobCancelled):  # the pool's PoolCancelled included
                     reason, new = f"cancelled: {e}", JobState.CANCELLED
                 elif isinstance(e, FaircalibError):
@@ -225,13 +262,36 @@ class Scheduler:
                 try:
                     if current["stage"]:
                         set_stage(current["stage"], "failed", error=reason)
-                    self.store.transition(job.id, JobState.RUNNING, new, attempt=job.attempt, reason=reason)
+                    self.store.transition(job.id, JobState.RUNNING, new, attempt=job.attempt, reason=reason,
+                                          action="finish")
                 except TransitionConflict as conflict:
                     joblog.write(f"could not record the failure: {conflict}")
                     return self.store.get_job(job.id).state
                 if ctx is not None and not isinstance(e, StorageError):
                     self._upload_log_best_effort(ctx, joblog)
                 return new
+
+    def _end_interrupted(self, job: JobRow, stage: str | None, signal_name: str, joblog: _JobLog) -> JobState:
+        """The job this scheduler runs when a signal stops it: back to queued or cancelled (on_interrupt),
+        recorded as the transition's event; its finished stages are kept either way."""
+        where = f" in stage {stage}" if stage else ""
+        try:
+            if self.options.on_interrupt == "cancel":
+                reason = (f"cancelled: {self.options.interrupt_origin} was interrupted by {signal_name}{where}; "
+                          f"`faircalib retry {job.id}` resumes after its last finished stage")
+                if stage:
+                    self.store.set_stage(job.id, stage, "failed", attempt=job.attempt, error=f"interrupted by {signal_name}")
+                self.store.transition(job.id, JobState.RUNNING, JobState.CANCELLED, attempt=job.attempt,
+                                      reason=reason, action="cancel")
+            else:
+                reason = (f"requeued: {self.options.interrupt_origin} was interrupted by {signal_name}{where}; "
+                          "finished stages are kept")
+                self.store.requeue(job.id, attempt=job.attempt, reason=reason)
+            joblog.write(f"job {reason}")
+            log.warning("job %s %s", job.id, reason)
+        except TransitionConflict as conflict:  # it was reconciled or cancelled meanwhile
+            joblog.write(f"interrupted by {signal_name}; could not record it: {conflict}")
+        return self.store.get_job(job.id).state
 
     def _preflight(self, ctx: StageContext) -> None:
         """Fail fast with a one-line reason: the model must resolve, the storage must take writes."""

@@ -23,7 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from faircalib.orchestrator.config import JobConfig, check_job
+from faircalib.orchestrator.finite_checks import check_stage_metrics
 from faircalib.orchestrator.results import evaluation_summary
+from faircalib.orchestrator.seal import verify_recorded
 from faircalib.service.storage import MANIFEST, Storage, endpoint_hint, fetch_tree, upload_tree
 
 from faircalib.errors import FaircalibError
@@ -253,6 +255,7 @@ def run_evaluate(ctx: StageContext) -> StageResult:
     summary = evaluation_summary(ctx.job.id, ctx.job.name, cfg, merged, round(time.monotonic() - t0, 3))
     out_dir = ctx.stage_dir("evaluate")
     (out_dir / "results.json").write_text(json.dumps(summary, indent=1, sort_keys=True, default=str))
+    check_stage_metrics(ctx, summary["metrics"])  # a NaN metric fails the job (results.json stays in the work dir)
     (out_dir / "report.md").write_text(results_markdown(summary))
     artifacts = ctx.upload_stage_dir("evaluate")
     return StageResult(output={"metrics": summary["metrics"], "wall_s": summary["wall_s"]}, artifacts=artifacts,
@@ -260,8 +263,10 @@ def run_evaluate(ctx: StageContext) -> StageResult:
 
 
 def run_upload(ctx: StageContext) -> StageResult:
-    """job.json (config, stage outputs, results, versions) + the job log, then the job's top-level
-    manifest LAST, covering every object under <storage>/<job id>/ (earlier stages' included)."""
+    """Every earlier object read back and checked against the job store's records (orchestrator.seal:
+    repaired from the local copy, or the job fails naming it), job.json (config, stage outputs, results,
+    versions) + the job log, then the job's top-level manifest LAST, covering every object under
+    <storage>/<job id>/ (earlier stages' included)."""
     import faircalib
 
     wd = ctx.workdir
@@ -271,6 +276,7 @@ def run_upload(ctx: StageContext) -> StageResult:
                "created_at": job.created_at.isoformat() + "Z"}
     previous = {a["name"]: {"sha256": a["sha256"], "size": a["size"]} for a in ctx.store.artifacts(job.id)
                 if a["name"] != MANIFEST}
+    verify_recorded(ctx.storage, previous, wd, emit=lambda msg: ctx.emit("repair", msg))  # before the seal
     staging = ctx.stage_dir("upload")
     (staging / "job.json").write_text(json.dumps(summary, indent=1, sort_keys=True, default=str))
     log_file = wd / "logs" / "job.log"

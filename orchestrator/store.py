@@ -3,11 +3,15 @@ scheduler leases. SQLite file by default, PostgreSQL by URL (`postgresql+psycopg
 
 Boundary: persistence and concurrency control only. Nothing here runs a stage or touches storage.
 
-State machine (one `transition()` does every change, as a compare-and-set UPDATE):
+State machine (one `transition()` does every change, as a compare-and-set UPDATE). Every move belongs
+to a named action, and a transition made for an action (`action="retry"`) must be one of its moves:
 
-    queued  -> running (claim) | cancelled
-    running -> succeeded | failed | cancelled | queued (reconciliation of a dead scheduler)
-    failed, cancelled -> queued (explicit retry only)          succeeded -> (nothing)
+    claim    queued -> running                      cancel   queued | running -> cancelled
+    finish   running -> succeeded | failed | cancelled
+    requeue  running -> queued (reconciliation of a dead scheduler, or a scheduler handing its job back)
+    retry    failed | cancelled -> queued           (succeeded is final)
+
+So `retry` of a running job is refused by the state machine itself, not by its callers.
 
 `attempt` is the fencing token: a claim increments it, and every later write by the claiming
 scheduler (stage changes, the final transition) includes `attempt = :mine`, so a scheduler whose job
@@ -28,9 +32,17 @@ from typing import Any
 
 from faircalib.orchestrator import db
 from faircalib.orchestrator.errors import InvalidTransition, JobNotFound, StoreError, TransitionConflict
+from faircalib.orchestrator.redact import (
+    redact_message,
+    redact_text,
+    redact_url,
+    redact_urls_in,
+    split_url,
+    userinfo_parts,
+)
 from sqlalchemy import Connection, and_, create_engine, event, func, insert, or_, select, text, update
-from sqlalchemy.engine import Engine, make_url
-from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
+from sqlalchemy.engine import URL, Engine, make_url
+from sqlalchemy.exc import ArgumentError, IntegrityError, OperationalError, SQLAlchemyError
 
 _MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 _PG_MIGRATION_LOCK = 7243001  # pg_advisory_xact_lock key: one migrator at a time
@@ -48,13 +60,16 @@ class JobState(str, Enum):
 
 
 Q, R, S, F, C = (JobState.QUEUED, JobState.RUNNING, JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED)
-TRANSITIONS: dict[JobState, frozenset[JobState]] = {
-    Q: frozenset({R, C}),
-    R: frozenset({S, F, C, Q}),
-    F: frozenset({Q}),
-    C: frozenset({Q}),
-    S: frozenset(),
+ACTIONS: dict[str, frozenset[tuple[JobState, JobState]]] = {
+    "claim": frozenset({(Q, R)}),
+    "cancel": frozenset({(Q, C), (R, C)}),
+    "finish": frozenset({(R, S), (R, F), (R, C)}),
+    "requeue": frozenset({(R, Q)}),
+    "retry": frozenset({(F, Q), (C, Q)}),
 }
+TRANSITIONS: dict[JobState, frozenset[JobState]] = {
+    src: frozenset(b for moves in ACTIONS.values() for a, b in moves if a is src) for src in JobState}
+RETRYABLE = frozenset(a for a, _ in ACTIONS["retry"])
 STAGE_STATES = ("pending", "running", "succeeded", "failed")
 
 
@@ -63,11 +78,31 @@ def utcnow() -> datetime:
 
 
 def mask_url(url: str) -> str:
-    """The database URL with any password replaced by ***, safe for logs, errors and rows."""
+    """The database URL with any password replaced by ***, safe for logs, errors and rows (redacted on
+    the parsed URL: an unescaped "@" or ":" in a password does not leak its tail)."""
+    return redact_url(url)
+
+
+def parse_db_url(url: str) -> URL:
+    """A database URL as SQLAlchemy's URL object, its userinfo split at the last "@" (redact.split_url),
+    so a password with an unescaped "@" is passed whole; StoreError (one line, masked) if malformed."""
+    from sqlalchemy.exc import ArgumentError
+
+    hint = "use sqlite:///PATH or postgresql+psycopg://USER[:PASSWORD]@HOST[:PORT]/DB (percent-encode @ : / in passwords)"
+    parts = split_url(str(url))
+    if parts is None:
+        raise StoreError(f"job database URL {mask_url(str(url))!r} is not a URL; {hint}")
+    scheme, userinfo, rest = parts
     try:
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:  # noqa: BLE001 - an unparsable URL is shown without its credentials part
-        return url.split("@")[-1]
+        u = make_url(f"{scheme}://{rest}")
+        if u.get_backend_name() != "sqlite" and not u.host:
+            raise ValueError("no host")
+    except (ArgumentError, ValueError) as e:
+        raise StoreError(f"job database URL {mask_url(str(url))!r} is malformed ({_first_line(e)}); {hint}") from None
+    if userinfo is not None:
+        user, password = userinfo_parts(userinfo)
+        u = u.set(username=user or None, password=password)
+    return u
 
 
 @dataclass(frozen=True)
@@ -166,12 +201,21 @@ def _stage(row) -> StageRow:
                     error=m["error"], started_at=m["started_at"], finished_at=m["finished_at"])
 
 
+def stored_text(text: str | None) -> str | None:
+    """A job or sweep file as the store keeps it: credentials replaced by *** (redact.redact_text), with a
+    first line saying so when anything was replaced. Raw secrets never reach the database."""
+    if text is None:
+        return None
+    red, n = redact_text(text)
+    return red if n == 0 else f"# faircalib: {n} credential value(s) replaced by *** before storing\n{red}"
+
+
 def _dumps(obj: Any) -> str | None:
     return None if obj is None else json.dumps(obj, sort_keys=True, default=str)
 
 
 def _make_engine(url: str) -> Engine:
-    u = make_url(url)
+    u = parse_db_url(url)
     if u.get_backend_name() == "postgresql":
         if u.drivername == "postgresql":  # default to psycopg 3 (the postgres extra), not psycopg2
             u = u.set(drivername="postgresql+psycopg")
@@ -180,6 +224,8 @@ def _make_engine(url: str) -> Engine:
         except ModuleNotFoundError as e:
             raise StoreError(f"PostgreSQL job database {mask_url(url)} needs a driver ({e.name} is missing); "
                              "install it with: pip install 'faircalib[postgres]'") from e
+        except ArgumentError as e:  # e.g. an unknown +driver
+            raise StoreError(f"job database {mask_url(url)}: {_first_line(e)}; use postgresql+psycopg://...") from None
     if u.get_backend_name() != "sqlite":
         raise StoreError(f"job database {mask_url(url)}: unsupported backend {u.get_backend_name()!r}; "
                          "use sqlite:///PATH or postgresql+psycopg://USER@HOST/DB")
@@ -219,6 +265,7 @@ class JobStore:
         self.url = url or default_db_url()
         self.url_masked = mask_url(self.url)
         self.engine = _make_engine(self.url)
+        self._password = self.engine.url.password
         self.is_postgres = self.engine.dialect.name == "postgresql"
         if migrate:
             self.migrate()
@@ -238,9 +285,14 @@ class JobStore:
                 cfg.attributes["connection"] = conn
                 command.upgrade(cfg, "head")
         except OperationalError as e:
-            raise StoreError(f"cannot open job database {self.url_masked}: {_first_line(e.orig)}") from e
+            raise StoreError(f"cannot open job database {self.url_masked}: {self._scrub(_first_line(e.orig))}") from e
         except SQLAlchemyError as e:
-            raise StoreError(f"cannot migrate job database {self.url_masked}: {_first_line(e)}") from e
+            raise StoreError(f"cannot migrate job database {self.url_masked}: {self._scrub(_first_line(e))}") from e
+
+    def _scrub(self, message: str) -> str:
+        """A driver's error text without the password (or any URL's password) in it."""
+        message = redact_urls_in(message)
+        return message.replace(self._password, "***") if self._password else message
 
     def schema_revision(self) -> str | None:
         with self.engine.connect() as conn:
@@ -258,7 +310,7 @@ class JobStore:
         with self.engine.begin() as conn:
             conn.execute(insert(db.jobs).values(
                 id=job_id, name=config.name, state=Q.value, model=config.model, method=config.method,
-                bits=config.bits, config_json=config.to_json(), config_text=config_text,
+                bits=config.bits, config_json=config.to_json(), config_text=stored_text(config_text),
                 labels_json=_dumps(dict(config.labels)), storage_uri=config.storage, sweep_id=sweep_id,
                 prior_key=prior_key, attempt=0, cancel_requested=False, created_at=now, updated_at=now,
                 queued_at=now))
@@ -270,10 +322,12 @@ class JobStore:
         """A job that failed validation at submit: a failed row keeping the raw input and the reason."""
         job_id = new_job_id()
         now = utcnow()
+        reason = redact_message(reason)
+        name, model, method, bits = (redact_message(str(v)) for v in (name, model, method, bits))
         with self.engine.begin() as conn:
             conn.execute(insert(db.jobs).values(
                 id=job_id, name=str(name)[:100], state=F.value, model=str(model)[:1024], method=str(method)[:32],
-                bits=str(bits)[:16], config_json=None, config_text=config_text, labels_json="{}",
+                bits=str(bits)[:16], config_json=None, config_text=stored_text(config_text), labels_json="{}",
                 sweep_id=sweep_id, attempt=0, cancel_requested=False, reason=reason, created_at=now,
                 updated_at=now, finished_at=now))
             self._event(conn, job_id, "error", f"rejected at submit: {reason}")
@@ -313,19 +367,24 @@ class JobStore:
 
     def transition(self, job_id: str, expected: JobState | str, new: JobState | str, *,
                    reason: str | None = None, attempt: int | None = None, scheduler_id: str | None = None,
-                   conn: Connection | None = None) -> JobRow:
+                   action: str | None = None, conn: Connection | None = None) -> JobRow:
         """Move a job from `expected` to `new` with one compare-and-set UPDATE; raises InvalidTransition
-        for a move the table forbids and TransitionConflict when the job is no longer in `expected`
-        (or, with `attempt`, was claimed again since)."""
+        for a move the table forbids (or, with `action`, that is not one of that action's moves) and
+        TransitionConflict when the job is no longer in `expected` (or, with `attempt`, was claimed
+        again since)."""
         expected, new = JobState(expected), JobState(new)
         if new not in TRANSITIONS[expected]:
             allowed = ", ".join(sorted(s.value for s in TRANSITIONS[expected])) or "none (terminal)"
             raise InvalidTransition(f"job {job_id}: {expected.value} -> {new.value} is not allowed; "
                                     f"from {expected.value}: {allowed}")
+        if action is not None and (expected, new) not in ACTIONS[action]:
+            moves = ", ".join(sorted(f"{a.value} -> {b.value}" for a, b in ACTIONS[action]))
+            raise InvalidTransition(f"job {job_id}: {action} does not move {expected.value} -> {new.value}; "
+                                    f"{action} moves only {moves}")
         if conn is None:
             with self.engine.begin() as conn:
                 return self.transition(job_id, expected, new, reason=reason, attempt=attempt,
-                                       scheduler_id=scheduler_id, conn=conn)
+                                       scheduler_id=scheduler_id, action=action, conn=conn)
         now = utcnow()
         values: dict[str, Any] = {"state": new.value, "updated_at": now, "reason": reason}
         if new is R:
@@ -373,7 +432,8 @@ class JobStore:
                 if cand is None:
                     return None
                 try:
-                    return self.transition(cand.id, Q, R, attempt=cand.attempt, scheduler_id=scheduler_id, conn=conn)
+                    return self.transition(cand.id, Q, R, attempt=cand.attempt, scheduler_id=scheduler_id,
+                                           action="claim", conn=conn)
                 except TransitionConflict:
                     continue  # someone else got it first (only without row locks); try the next one
         return None
@@ -383,7 +443,7 @@ class JobStore:
         job = self.get_job(job_id)
         if job.state is Q:
             try:
-                return self.transition(job_id, Q, C, reason="cancelled by user").state
+                return self.transition(job_id, Q, C, reason="cancelled by user", action="cancel").state
             except TransitionConflict:
                 job = self.get_job(job_id)
         if job.state is R:
@@ -401,14 +461,21 @@ class JobStore:
             return bool(conn.execute(select(db.jobs.c.cancel_requested).where(db.jobs.c.id == job_id)).scalar())
 
     def retry(self, job_id: str) -> JobRow:
-        """failed/cancelled -> queued; stages that succeeded are kept (their artifacts are reused)."""
+        """failed/cancelled -> queued (the `retry` action); stages that succeeded are kept (their artifacts
+        are reused). A queued, running or succeeded job is refused: InvalidTransition."""
         job = self.get_job(job_id)
         if job.config_json is None:
             raise InvalidTransition(f"job {job_id} was rejected at submit ({job.reason}); "
                                     "fix the job file and submit it again")
+        if job.state not in RETRYABLE:
+            why = {R: f"it is running (attempt {job.attempt}); cancel it first (faircalib cancel {job_id}) or "
+                      "wait for it to end",
+                   Q: "it is queued already", S: "it succeeded (a succeeded job is final; submit it again to rerun)"}
+            raise InvalidTransition(f"job {job_id} cannot be retried: {why[job.state]}; only failed or cancelled "
+                                    "jobs can be retried")
         with self.engine.begin() as conn:
             row = self.transition(job_id, job.state, Q, reason=f"retry (was {job.state.value}: {job.reason})"
-                                  if job.reason else "retry", conn=conn)
+                                  if job.reason else "retry", action="retry", conn=conn)
             conn.execute(update(db.stages).where(and_(db.stages.c.job_id == job_id,
                                                       db.stages.c.state != "succeeded"))
                          .values(state="pending", error=None, started_at=None, finished_at=None))
@@ -597,16 +664,21 @@ class JobStore:
         requeued = []
         for job_id, attempt, owner in orphans:
             try:
-                with self.engine.begin() as conn:
-                    self.transition(job_id, R, Q, attempt=attempt, conn=conn,
-                                    reason=f"requeued: scheduler {owner} stopped or missed its {lease_s:.0f}s lease")
-                    conn.execute(update(db.stages).where(and_(db.stages.c.job_id == job_id,
-                                                              db.stages.c.state == "running"))
-                                 .values(state="pending", started_at=None))
+                self.requeue(job_id, attempt=attempt,
+                             reason=f"requeued: scheduler {owner} stopped or missed its {lease_s:.0f}s lease")
                 requeued.append(job_id)
             except TransitionConflict:
                 continue  # it finished or was reconciled by someone else meanwhile
         return requeued
+
+    def requeue(self, job_id: str, *, attempt: int, reason: str) -> JobRow:
+        """running (attempt `attempt`) -> queued, its running stage back to pending (finished stages are
+        kept): reconciliation of a dead scheduler, or a scheduler handing back its job when interrupted."""
+        with self.engine.begin() as conn:
+            row = self.transition(job_id, R, Q, attempt=attempt, conn=conn, action="requeue", reason=reason)
+            conn.execute(update(db.stages).where(and_(db.stages.c.job_id == job_id, db.stages.c.state == "running"))
+                         .values(state="pending", started_at=None))
+        return row
 
 
 def new_job_id() -> str:

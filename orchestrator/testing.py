@@ -168,3 +168,77 @@ def standin_zoo_model(dest: str | Path, name: str = "tiny-llada", seed: int = 0)
         {"name": f"standin-{recipe.name}", "trained": False, "decoding": dict(recipe.decoding),
          "note": f"untrained stand-in for zoo:{recipe.name} (random weights, seed {seed})"}, indent=1))
     return dest
+
+
+def processes_with_env(prefix: str) -> list[int]:
+    """Pids of this user's processes whose initial environment has an entry starting with `prefix`
+    (e.g. "FAIRCALIB_RAY_OWNER=1234-": every process of scheduler 1234's local Ray). Linux (/proc)."""
+    want = prefix.encode()
+    out = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/environ", "rb") as fh:
+                if any(e.startswith(want) for e in fh.read().split(b"\0")):
+                    out.append(int(entry))
+        except OSError:
+            continue
+    return out
+
+
+def listening_sockets(pids) -> dict[int, list[tuple[str, int]]]:
+    """{pid: [(ip, port), ...]} of the TCP sockets in LISTEN state that each process holds, read from
+    /proc/<pid>/fd and /proc/net/tcp{,6} (what `ss -ltnp` shows). IPv4-mapped IPv6 addresses are shown
+    as ::ffff:a.b.c.d."""
+    import ipaddress
+    import socket
+    import struct
+
+    def parse(path: str, v6: bool) -> dict[str, tuple[str, int]]:
+        table = {}
+        try:
+            lines = Path(path).read_text().splitlines()[1:]
+        except OSError:
+            return table
+        for line in lines:
+            cols = line.split()
+            local, state, inode = cols[1], cols[3], cols[9]
+            if state != "0A":  # TCP_LISTEN
+                continue
+            hexip, hexport = local.split(":")
+            raw = bytes.fromhex(hexip)
+            if v6:  # four little-endian 32-bit words
+                raw = b"".join(struct.pack(">I", w) for w in struct.unpack("<4I", raw))
+                ip = str(ipaddress.IPv6Address(raw))
+            else:
+                ip = socket.inet_ntoa(struct.pack("<I", int(hexip, 16)))
+            table[inode] = (ip, int(hexport, 16))
+        return table
+
+    out: dict[int, list[tuple[str, int]]] = {}
+    for pid in pids:
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+        except OSError:
+            continue
+        inodes = set()
+        for fd in fds:
+            try:
+                target = os.readlink(f"/proc/{pid}/fd/{fd}")
+            except OSError:
+                continue
+            if target.startswith("socket:["):
+                inodes.add(target[8:-1])
+        table = {**parse(f"/proc/{pid}/net/tcp", False), **parse(f"/proc/{pid}/net/tcp6", True)}
+        out[pid] = sorted(table[i] for i in inodes if i in table)
+    return out
+
+
+def is_loopback(ip: str) -> bool:
+    import ipaddress
+
+    addr = ipaddress.ip_address(ip)
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+        addr = addr.ipv4_mapped
+    return addr.is_loopback

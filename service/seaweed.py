@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from faircalib.service.errors import StorageError
+from faircalib.service.paths import short_path
 
 DEFAULT_BUCKET = "faircalib"
 DEFAULT_S3_PORT = 8333
@@ -51,6 +52,16 @@ def free_port_pair(rng_seed: int | None = None, exclude: set[int] | None = None)
     raise StorageError("no free port pair for SeaweedFS in 20000-29999 on 127.0.0.1")
 
 
+MAX_S3_PORT = 65535 - 10000  # SeaweedFS also listens on PORT + 10000 (gRPC)
+
+
+def check_s3_port(port: int | None) -> None:
+    """StorageError (one line) unless port is None (choose one) or in 1..MAX_S3_PORT."""
+    if port is not None and not (isinstance(port, int) and 1 <= port <= MAX_S3_PORT):
+        raise StorageError(f"S3 port {port!r} is out of range: SeaweedFS listens on PORT and PORT + 10000 (gRPC), "
+                           f"so choose a port in 1-{MAX_S3_PORT} (e.g. the default {DEFAULT_S3_PORT})")
+
+
 def weed_binary() -> str:
     exe = shutil.which("weed")
     if exe is None:
@@ -78,6 +89,7 @@ class SeaweedServer:
     def command(self) -> list[str]:
         if not self.ports:
             used: set[int] = set()
+            check_s3_port(self.s3_port)
             s3 = self.s3_port or free_port_pair()
             if self.s3_port and not (_port_free(s3) and _port_free(s3 + 10000)):
                 raise StorageError(f"port {s3} or {s3 + 10000} on 127.0.0.1 is in use; choose another S3 port")
@@ -88,16 +100,25 @@ class SeaweedServer:
                 used |= {p, p + 10000}
                 self.ports[name] = p
         p = self.ports
-        return [weed_binary(), "mini", f"-dir={self.data_dir}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
-                "-admin.ui=false", "-webdav=false", "-s3.port.iceberg=0", "-s3.port.lance=0",
+        sock = short_path(Path(self.data_dir) / "sock", longest_name=len(f"filer-{p['filer']}.sock"))
+        return [weed_binary(), f"-logdir={self.log_dir}", "mini", f"-dir={self.data_dir}", "-ip=127.0.0.1",
+                "-ip.bind=127.0.0.1", "-admin.ui=false", "-webdav=false", "-s3.port.iceberg=0", "-s3.port.lance=0",
                 "-master.telemetry=false", f"-s3.port={p['s3']}", f"-master.port={p['master']}",
-                f"-volume.port={p['volume']}", f"-filer.port={p['filer']}", f"-admin.port={p['admin']}"]
+                f"-volume.port={p['volume']}", f"-filer.port={p['filer']}", f"-admin.port={p['admin']}",
+                f"-s3.localSocket={sock}/s3-{p['s3']}.sock", f"-filer.localSocket={sock}/filer-{p['filer']}.sock"]
+
+    @property
+    def log_dir(self) -> Path:
+        return Path(self.data_dir) / "logs"
 
     def start(self, wait_s: float = 60.0) -> SeaweedServer:
         self.data_dir = Path(self.data_dir)
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        for sub in ("sock", "logs", "tmp"):  # sockets, glog files and temp files stay under data_dir
+            (self.data_dir / sub).mkdir(mode=0o700, exist_ok=True)
         cmd = self.command()
         env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+        env["TMPDIR"] = str(self.data_dir / "tmp")
         env.update(self.env)
         log = open(self.data_dir / "weed.log", "ab")
         self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
@@ -133,18 +154,30 @@ class SeaweedServer:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait(5)
+        remove_grpc_sockets(self.ports)
 
     def kill(self) -> None:
         """Hard stop (SIGKILL), as a crashed server would."""
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(5)
+        remove_grpc_sockets(self.ports)
 
     def __enter__(self) -> SeaweedServer:
         return self.start() if self.proc is None else self
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+def remove_grpc_sockets(ports: dict[str, int]) -> None:
+    """The weed binary puts its gRPC unix sockets at a fixed /tmp/seaweedfs-<service>-grpc-<port>.sock (no
+    flag moves them; everything else is under data_dir) and removes them on a clean stop only: remove
+    ours after any stop."""
+    for service, port in ports.items():
+        path = Path(f"/tmp/seaweedfs-{service}-grpc-{port + 10000}.sock")
+        if path.is_socket():
+            path.unlink(missing_ok=True)
 
 
 # ---------------------------------------------------------------- the embedded server (storage up/down)
@@ -189,6 +222,7 @@ def local_endpoint() -> str | None:
 def start_local_server(port: int = DEFAULT_S3_PORT) -> dict:
     """Start the embedded server in the background (idempotent); its state (pid, endpoint, ports, ...).
     `faircalib.service.storage.storage_up` also creates the default bucket."""
+    check_s3_port(port)
     state = local_state()
     if state is None:
         data = _state_dir() / "data"
@@ -213,5 +247,6 @@ def storage_down(timeout: float = 20.0) -> bool:
         time.sleep(0.2)
     if _alive(pid):
         os.kill(pid, signal.SIGKILL)
+    remove_grpc_sockets(state.get("ports") or {})
     _state_file().unlink(missing_ok=True)
     return True

@@ -472,7 +472,17 @@ def upload_tree(storage: Storage, local_dir: str | Path, *, meta: dict | None = 
             progress({"event": "transfer", "direction": "upload", "key": key, "done": done, "total": total})
         if on_object:
             on_object(info)
-    return write_manifest(storage, objects, meta)
+    manifest = write_manifest(storage, objects, meta)
+    keep_local_manifest(local_dir, manifest)
+    return manifest
+
+
+def keep_local_manifest(local_dir: Path, manifest: dict) -> None:
+    """A copy of the uploaded manifest next to the files it lists (never uploaded as an object itself),
+    so the job can repair the bucket's copy from it (orchestrator.seal)."""
+    data = json.dumps({k: v for k, v in manifest.items() if k != "manifest_object"}, indent=1, sort_keys=True).encode()
+    if hashlib.sha256(data).hexdigest() == manifest["manifest_object"]["sha256"]:
+        (Path(local_dir) / MANIFEST).write_bytes(data)
 
 
 def write_manifest(storage: Storage, objects: dict[str, dict], meta: dict | None = None) -> dict:

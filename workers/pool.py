@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -29,6 +31,7 @@ from typing import Any
 
 import ray
 from faircalib.service.errors import PoolCancelled, WorkerError
+from faircalib.workers.local_ray import init_ray_with_retry, is_loopback_address, loopback_only, start_local_ray
 
 from faircalib.errors import FaircalibError
 
@@ -248,31 +251,26 @@ def run_single(task: ShardTask, item: Any, *, resources: WorkerResources = Worke
                        on_event=on_event, should_stop=should_stop)[0]
 
 
-def init_ray_with_retry(attempts: int = 3, **kwargs: Any) -> None:
-    """ray.init(**kwargs), retried when a local node fails to come up in time: Ray gives a starting
-    raylet a fixed 30 s to register with its GCS, which a heavily loaded machine can miss."""
-    for attempt in range(1, attempts + 1):
-        try:
-            ray.init(**kwargs)
-            return
-        except Exception as e:
-            if "timed out during startup" not in str(e) or attempt == attempts:
-                raise
-            log.warning("local Ray node did not start in time (attempt %d/%d); retrying", attempt, attempts)
-            ray.shutdown()
-
-
 def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     """Connect to `address` (a running cluster: 'auto', 'ray://host:10001', 'host:6379') or start a
-    local Ray instance, unless this process is already connected."""
+    local Ray instance (loopback only, private token, state under $FAIRCALIB_HOME, reaped with this
+    process: faircalib.workers.local_ray), unless this process is already connected."""
     if ray.is_initialized():
         return
+    address = address or os.environ.get("RAY_ADDRESS") or None
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    keep_sigterm = None  # a SIGTERM handler this process installed itself (the scheduler's) survives ray.init
+    if threading.current_thread() is threading.main_thread() and callable(signal.getsignal(signal.SIGTERM)):
+        keep_sigterm = signal.getsignal(signal.SIGTERM)
     t0 = time.monotonic()
     if address and address.startswith("ray://"):
         ray.init(address=address)  # Ray Client: the cluster's own settings apply
     elif address:
+        if is_loopback_address(address):  # a loopback-only Ray on this machine (e.g. another scheduler's)
+            loopback_only()
         ray.init(address=address, log_to_driver=False)
     else:
-        init_ray_with_retry(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
+        start_local_ray(num_cpus=num_cpus)
+    if keep_sigterm is not None:  # ray.init replaced it with its own (exit at once)
+        signal.signal(signal.SIGTERM, keep_sigterm)
     log.info("ray ready in %.1fs: %s", time.monotonic() - t0, ray.cluster_resources())

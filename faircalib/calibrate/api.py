@@ -22,6 +22,7 @@ from faircalib.calibrate.config import CalibConfig
 from faircalib.calibrate.engine import ProgressFn, calibrate_layerwise
 from faircalib.errors import ConfigError
 from faircalib.models.base import DiffusionLM
+from faircalib.finite import check_module
 from faircalib.quant.bits import FP_BITS
 from faircalib.quant.config import QuantConfig
 from faircalib.quant.fold import fold_block, quantize_head_and_embed
@@ -63,5 +64,7 @@ def quantize(model: DiffusionLM, qcfg: QuantConfig | str, calib_ids: torch.Tenso
         info["calib_sequences"] = list(calib_ids.shape)
     quantize_head_and_embed(model, qcfg)
     model.requires_grad_(False)
+    check_module(model, where=f"quantize ({qcfg.method} W{qcfg.w_bits}A{qcfg.a_bits}): the quantized model",
+                 fix="check the input weights for NaN/inf (faircalib models inspect) or lower the calibration lr")
     setattr(model, INFO_ATTR, info)
     return model.eval()

@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
 
@@ -32,7 +31,7 @@ from faircalib.errors import CheckpointError
 from faircalib.models.adapter import DLLMAdapter
 from faircalib.models.base import DiffusionLM
 from faircalib.models.config import read_config
-from faircalib.models.io import build_model, load_tokenizer
+from faircalib.models.io import build_model, load_tokenizer, open_safetensors
 from faircalib.models.loader import LoadedDLLM
 from faircalib.models.replace import set_submodule
 from faircalib.quant.runtime import INFO_ATTR, QuantEmbedding, QuantLinear, build_module, module_spec
@@ -178,7 +177,8 @@ def load_quantized(directory: str | Path, device: str | torch.device = "cpu") ->
                                   f"incompatible faircalib version") from None
     state: dict[str, torch.Tensor] = {}
     for fname in TENSOR_FILES:
-        with safe_open(str(directory / fname), framework="pt", device="cpu") as sf:
+        with open_safetensors(directory / fname, error=CheckpointError,
+                              fix="re-fetch or re-export the checkpoint (`faircalib fetch` verifies it)") as sf:
             for key in sf.keys():  # noqa: SIM118 (safe_open is not a dict)
                 state[key] = sf.get_tensor(key)
     expected = model.state_dict()

@@ -6,13 +6,15 @@ from __future__ import annotations
 
 import json
 import logging
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from faircalib.errors import ModelLoadError
+from faircalib.errors import FaircalibError, ModelLoadError
+from faircalib.finite import check_tensors
 from faircalib.models.base import DiffusionLM
 from faircalib.models.config import DLLMConfig
 from faircalib.models.dream import DreamModel
@@ -61,14 +63,49 @@ def weight_files(directory: Path) -> list[Path]:
                          f"safetensors weights")
 
 
+@contextmanager
+def open_safetensors(path: Path, error: type[FaircalibError] = ModelLoadError,
+                     fix: str = "re-download or re-export it (a safetensors file that was cut short or overwritten)"):
+    """safe_open(path) whose failures (a truncated or corrupt file: bad header, short data, unreadable
+    tensor) are one-line `error`s naming the file and the fix, instead of a SafetensorError traceback."""
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as sf:
+            yield _CheckedSafetensors(sf, path, error, fix)
+    except (SafetensorError, OSError) as e:
+        raise error(f"{path}: not a readable safetensors file ({_one_line(e)}); {fix}") from None
+
+
+class _CheckedSafetensors:
+    def __init__(self, sf, path: Path, error: type[FaircalibError], fix: str):
+        self._sf, self._path, self._error, self._fix = sf, path, error, fix
+
+    def keys(self):
+        return self._sf.keys()
+
+    def get_slice(self, key: str):
+        return self._sf.get_slice(key)
+
+    def get_tensor(self, key: str) -> torch.Tensor:
+        try:
+            return self._sf.get_tensor(key)
+        except (SafetensorError, OSError, RuntimeError) as e:
+            raise self._error(f"{self._path}: tensor {key} cannot be read ({_one_line(e)}); {self._fix}") from None
+
+
+def _one_line(e: BaseException) -> str:
+    lines = str(e).strip().splitlines()
+    return lines[0] if lines else type(e).__name__
+
+
 def load_state_dict_into(model: DiffusionLM, files: list[Path], dtype: torch.dtype,
-                         device: torch.device | str, where: str) -> None:
-    """Copy tensors from safetensors files into `model`, checking names and shapes first."""
+                         device: torch.device | str, where: str, check_finite: bool = True) -> None:
+    """Copy tensors from safetensors files into `model`, checking names and shapes first (and, with
+    check_finite, that every value is finite: NonFiniteError naming the file and tensor)."""
     expected = {k: v.shape for k, v in model.state_dict().items()}
     seen: dict[str, torch.Tensor] = {}
     extra: list[str] = []
     for f in files:
-        with safe_open(str(f), framework="pt", device="cpu") as sf:
+        with open_safetensors(f) as sf:
             for key in sf.keys():
                 if key not in expected:
                     if not key.endswith(_IGNORABLE_SUFFIXES):
@@ -78,6 +115,9 @@ def load_state_dict_into(model: DiffusionLM, files: list[Path], dtype: torch.dty
                 if tuple(t.shape) != tuple(expected[key]):
                     raise ModelLoadError(f"{where}: tensor {key} has shape {tuple(t.shape)} but config.json implies "
                                          f"{tuple(expected[key])}; config and weights do not belong together")
+                if check_finite:
+                    check_tensors([(key, t)], where=f"loading {f}",
+                                  fix="the weights are corrupt or diverged; re-export or re-download them")
                 seen[key] = t.to(device=device, dtype=dtype)
     missing = sorted(set(expected) - set(seen))
     if missing:
@@ -90,14 +130,14 @@ def load_state_dict_into(model: DiffusionLM, files: list[Path], dtype: torch.dty
 
 
 def load_model_dir(directory: str | Path, dtype: torch.dtype = torch.float32,
-                   device: torch.device | str = "cpu") -> DiffusionLM:
+                   device: torch.device | str = "cpu", check_finite: bool = True) -> DiffusionLM:
     from faircalib.models.config import read_config
 
     directory = Path(directory)
     cfg = read_config(directory)
     files = weight_files(directory)
     model = build_model(cfg, device="meta")
-    load_state_dict_into(model, files, dtype, device, where=str(directory))
+    load_state_dict_into(model, files, dtype, device, where=str(directory), check_finite=check_finite)
     return model.eval()
 
 

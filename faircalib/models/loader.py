@@ -6,12 +6,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import safe_open
 
 from faircalib.models.adapter import DLLMAdapter
 from faircalib.models.base import DiffusionLM
 from faircalib.models.config import DLLMConfig, read_config
-from faircalib.models.io import load_model_dir, load_tokenizer, weight_files
+from faircalib.models.io import load_model_dir, load_tokenizer, open_safetensors, weight_files
 from faircalib.models.zoo import PREFIX, zoo_path
 
 
@@ -65,13 +64,14 @@ def default_dtype(device: torch.device | str) -> torch.dtype:
 
 
 def load_dllm(source: str | Path, dtype: torch.dtype | None = None,
-              device: torch.device | str = "cpu") -> LoadedDLLM:
+              device: torch.device | str = "cpu", check_finite: bool = True) -> LoadedDLLM:
     """Load a LLaDA or Dream model from a Hugging Face-format directory or a zoo name.
 
-    dtype defaults to float32 on CPU and bfloat16 on CUDA. Raises ModelLoadError with a one-line reason.
+    dtype defaults to float32 on CPU and bfloat16 on CUDA. Raises ModelLoadError with a one-line reason
+    (NonFiniteError naming the tensor when a weight is NaN/inf, unless check_finite=False).
     """
     path = resolve_source(source)
-    model = load_model_dir(path, dtype or default_dtype(device), device)
+    model = load_model_dir(path, dtype or default_dtype(device), device, check_finite=check_finite)
     return LoadedDLLM(model=model, tokenizer=load_tokenizer(path), adapter=DLLMAdapter(model),
                       source=str(source), path=path)
 
@@ -87,7 +87,7 @@ def inspect_model(source: str | Path) -> dict[str, Any]:
     files = weight_files(path)
     n_params, dtypes, nbytes = 0, {}, 0
     for f in files:
-        with safe_open(str(f), framework="pt", device="cpu") as sf:
+        with open_safetensors(f) as sf:
             for key in sf.keys():
                 sl = sf.get_slice(key)
                 numel = 1

@@ -30,7 +30,8 @@ from typing import Any
 import torch
 
 from faircalib.configs import Config, check_int, check_str
-from faircalib.errors import ConfigError, DataError
+from faircalib.errors import ConfigError, DataError, NonFiniteError
+from faircalib.finite import check_tensors, describe_non_finite
 from faircalib.models.hashing import state_dict_hash
 from faircalib.probe.prior import PositionPrior, PriorAccumulator, PriorSettings, prior_cache_key, sharpness
 
@@ -238,7 +239,12 @@ def probe_priors(model, tokenizer, prompts: Sequence[str] | None, cfg: ProbeConf
             k = (sample_offset + start) // bs
             accs = {name: PriorAccumulator(len(chunk), L, T, s) for name, s in variants.items()}
 
-            def on_step(st, accs=accs) -> None:
+            def on_step(st, k=k, accs=accs) -> None:
+                bad = describe_non_finite(st.logits)
+                if bad:  # a NaN/inf model still "commits" tokens: its prior would look finite, so stop here
+                    raise NonFiniteError(f"probe: the model's logits at diffusion step {st.step} of probe batch {k} "
+                                         f"have {bad}; the model is broken (NaN/inf weights or activations), no "
+                                         "prior is built from it")
                 scores = {}
                 if kinds:
                     plog = policy_logits(st.logits, mask_id)  # (B, L, V) [MASK] excluded, as the policies
@@ -256,8 +262,11 @@ def probe_priors(model, tokenizer, prompts: Sequence[str] | None, cfg: ProbeConf
         if was_training:
             model.train()
     sample_ids = torch.arange(sample_offset, sample_offset + len(ids), dtype=torch.long)
-    return {name: PositionPrior(torch.cat(r), sample_ids.clone(), variants[name], dict(meta))
-            for name, r in rows.items()}
+    out = {name: PositionPrior(torch.cat(r), sample_ids.clone(), variants[name], dict(meta)) for name, r in rows.items()}
+    for name, prior in out.items():
+        check_tensors([(f"{name}.per_sample", prior.per_sample)], where="probe: the position prior",
+                      fix="the rollouts produced non-finite scores; check the model and the prior settings")
+    return out
 
 
 def probe_prior(model, tokenizer, prompts: Sequence[str] | None, cfg: ProbeConfig, *, sample_offset: int = 0,

@@ -80,6 +80,19 @@ def _probe_note(config, raw) -> str | None:
             f"probe.window in the job file to probe at that")
 
 
+def _read_text(path: Path, what: str) -> str:
+    """A job or sweep file's text; ConfigError (one line) when it cannot be read or is not UTF-8."""
+    from faircalib.errors import ConfigError
+
+    try:
+        return path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise ConfigError(f"{what} {str(path)!r}: cannot read it ({e.strerror or e}); check the path") from e
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{what} {str(path)!r} is not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset "
+                          f"{e.start}); save it as UTF-8 YAML") from None
+
+
 def _reject(store, reason: str, text: str | None, raw) -> str:
     fields = raw if isinstance(raw, dict) else {}
     return store.record_rejected(reason, config_text=text, name=str(fields.get("name") or "rejected"),
@@ -126,10 +139,20 @@ def submit_cmd(job_file: Path, wait: bool, run_here: bool, ray_address: str | No
         click.echo(note, err=True)
     after = 0
     if run_here:
+        from faircalib.orchestrator.scheduler import Interrupted
+
         con = _console()
-        with ProgressView(quiet=quiet, console=con) as view:
-            watcher = JobWatcher(store, view, jobs=lambda: [job_id], printer=lambda e: _print_event(con, e))
-            _run_scheduler(store, once=True, ray_address=ray_address, watcher=watcher)
+        try:  # SIGINT / SIGTERM cancel the job (recorded with the reason); `faircalib retry` resumes it
+            with ProgressView(quiet=quiet, console=con) as view:
+                watcher = JobWatcher(store, view, jobs=lambda: [job_id], printer=lambda e: _print_event(con, e))
+                _run_scheduler(store, once=True, ray_address=ray_address, watcher=watcher, interrupt="cancel",
+                               interrupt_signals=(signal.SIGINT, signal.SIGTERM), origin="`faircalib submit --run`")
+        except (Interrupted, KeyboardInterrupt) as e:
+            name = getattr(e, "signal_name", "SIGINT")
+            row = store.get_job(job_id)
+            click.echo(f"interrupted by {name}: job {job_id} {row.state.value}" + (f": {row.reason}" if row.reason
+                                                                                     else ""), err=True)
+            sys.exit(128 + int(getattr(signal, name, signal.SIGINT)))
         after = watcher.last_id.get(job_id, 0)
     if wait or run_here:
         state = _follow(store, job_id, after_id=after, quiet=quiet)
@@ -140,12 +163,19 @@ def submit_cmd(job_file: Path, wait: bool, run_here: bool, ray_address: str | No
 
 # ---------------------------------------------------------------- run
 def _run_scheduler(store, *, once: bool, ray_address: str | None, max_jobs: int | None = None,
-                   lease_s: float = 30.0, heartbeat_s: float = 5.0, watcher=None) -> list[str]:
-    """Run a scheduler here; `watcher` (a JobWatcher with jobs=None) renders the progress of the jobs it runs."""
-    from faircalib.orchestrator.scheduler import Scheduler, SchedulerOptions
+                   lease_s: float = 30.0, heartbeat_s: float = 5.0, job_ids: list[str] | None = None,
+                   watcher=None, interrupt: str = "requeue", interrupt_signals: tuple = (),
+                   origin: str = "`faircalib run`"):
+    """Run a scheduler here; `watcher` (a JobWatcher with jobs=None) renders the progress of the jobs it runs.
+    SIGTERM (unless in interrupt_signals): finish the current job, then exit. A signal in interrupt_signals
+    (and SIGINT, Ctrl-C): stop the running job at its next check and requeue or cancel it (`interrupt`),
+    recorded as an event; then Interrupted is raised. A second such signal raises Interrupted at once (the
+    job is still ended the same way, best effort)."""
+    from faircalib.orchestrator.scheduler import Interrupted, Scheduler, SchedulerOptions
 
     sched = Scheduler(store, options=SchedulerOptions(ray_address=ray_address, lease_s=lease_s,
-                                                      heartbeat_s=heartbeat_s))
+                                                      heartbeat_s=heartbeat_s, on_interrupt=interrupt,
+                                                      interrupt_origin=origin))
     if watcher is not None:
         watcher.jobs = watcher.jobs or (lambda: list(sched.jobs_run))
         watcher.start()
@@ -153,16 +183,27 @@ def _run_scheduler(store, *, once: bool, ray_address: str | None, max_jobs: int 
     def _term(signum, frame):  # finish the current job, then exit
         sched.request_stop()
 
-    old = signal.signal(signal.SIGTERM, _term)
+    def _interrupt(signum, frame):
+        name = signal.Signals(signum).name
+        if sched.interrupted:
+            raise Interrupted(name)  # a second signal: stop now
+        sched.interrupt(name)
+
+    handlers = {signal.SIGTERM: _term} | {sig: _interrupt for sig in (signal.SIGINT, *interrupt_signals)}
+    old = {sig: signal.signal(sig, h) for sig, h in handlers.items()}
     try:
         requeued = sched.start()
         if requeued:
             click.echo(f"requeued {len(requeued)} job(s) of a stopped scheduler: {', '.join(requeued)}", err=True)
-        return sched.run(once=once, max_jobs=max_jobs)
+        ran = sched.run(once=once, max_jobs=max_jobs, job_ids=job_ids)
     finally:
-        signal.signal(signal.SIGTERM, old)
+        for sig, h in old.items():
+            signal.signal(sig, h)
         if watcher is not None:
             watcher.stop()
+    if sched.interrupted:
+        raise Interrupted(sched.interrupted)
+    return ran
 
 
 @click.command("run")
@@ -182,13 +223,25 @@ def run_cmd(once: bool, ray_address: str | None, max_jobs: int | None, lease_s: 
 
     store = _store(db_url)
     click.echo(f"scheduler on {store.url_masked}" + (f", Ray at {ray_address}" if ray_address else ""), err=True)
-    with ProgressView(quiet=quiet, console=stderr_console()) as view:
-        ran = _run_scheduler(store, once=once, ray_address=ray_address, max_jobs=max_jobs, lease_s=lease_s,
-                             heartbeat_s=heartbeat_s, watcher=JobWatcher(store, view, jobs=None,
-                                                                         keep_finished=False))
+    from faircalib.orchestrator.scheduler import Interrupted
+
+    try:  # Ctrl-C: the running job goes back to the queue (recorded); SIGTERM: finish it, then exit
+        with ProgressView(quiet=quiet, console=stderr_console()) as view:
+            ran = _run_scheduler(store, once=once, ray_address=ray_address, max_jobs=max_jobs, lease_s=lease_s,
+                                 heartbeat_s=heartbeat_s, watcher=JobWatcher(store, view, jobs=None,
+                                                                             keep_finished=False))
+    except (Interrupted, KeyboardInterrupt) as e:
+        name = getattr(e, "signal_name", "SIGINT")
+        click.echo(f"interrupted by {name}; the running job (if any) was requeued", err=True)
+        sys.exit(128 + int(getattr(signal, name, signal.SIGINT)))
+    not_ok = 0
     for job_id in ran:
         job = store.get_job(job_id)
+        not_ok += job.state.value != "succeeded"
         click.echo(f"{job_id} {job.state.value}" + (f": {job.reason}" if job.reason else ""))
+    if not_ok:  # the exit code reflects the jobs this scheduler ran
+        click.echo(f"{not_ok} of {len(ran)} job(s) did not succeed", err=True)
+        sys.exit(1)
 
 
 # ---------------------------------------------------------------- status / logs / follow
@@ -208,6 +261,7 @@ def _job_dict(store, job) -> dict:
 @_db_option
 def status_cmd(job: str | None, as_json: bool, state: str | None, limit: int, db_url: str | None) -> None:
     """Show jobs (newest first), or one JOB with its stages."""
+    from rich.markup import escape
     from rich.table import Table
 
     store = _store(db_url)
@@ -218,16 +272,16 @@ def status_cmd(job: str | None, as_json: bool, state: str | None, limit: int, db
             click.echo(json.dumps(d, indent=1, default=str))
             return
         con = _console()
-        con.print(f"[bold]{row.id}[/] {row.name}  [bold]{row.state.value}[/]  attempt {row.attempt}  "
-                  f"{row.method}/{row.bits}  {row.model}")
+        con.print(f"[bold]{escape(row.id)}[/] {escape(row.name)}  [bold]{row.state.value}[/]  attempt {row.attempt}  "
+                  f"{escape(row.method)}/{escape(row.bits)}  {escape(row.model)}")
         if row.reason:
             con.print(f"reason: {row.reason}", markup=False)
         t = Table("stage", "state", "attempt", "detail")
         for s in d["stages"]:
-            t.add_row(s["name"], s["state"], str(s["attempt"]), s["error"] or "")
+            t.add_row(*_plain(s["name"], s["state"], s["attempt"], s["error"] or ""))
         con.print(t)
         con.print(f"storage: {row.storage_uri}/{row.id}  artifacts: {d['artifacts']}  "
-                  f"created {_fmt_ts(row.created_at)}  ran {_duration(row)}")
+                  f"created {_fmt_ts(row.created_at)}  ran {_duration(row)}", markup=False)
         return
     rows = store.list_jobs(state=state, limit=limit)
     if as_json:
@@ -235,9 +289,16 @@ def status_cmd(job: str | None, as_json: bool, state: str | None, limit: int, db
         return
     t = Table("id", "name", "state", "method", "bits", "created", "ran", "reason")
     for r in rows:
-        t.add_row(r.id, r.name, r.state.value, r.method, r.bits, _fmt_ts(r.created_at), _duration(r),
-                  (r.reason or "")[:80])
+        t.add_row(*_plain(r.id, r.name, r.state.value, r.method, r.bits, _fmt_ts(r.created_at), _duration(r),
+                          (r.reason or "")[:80]))
     _console().print(t)
+
+
+def _plain(*values):
+    """Table cells shown as they are: job text (names, models, reasons) is never read as rich markup."""
+    from rich.text import Text
+
+    return [Text(str(v)) for v in values]
 
 
 def _print_event(con, e) -> None:
@@ -357,7 +418,7 @@ def results_table(row):
 
     quant = row.method != "fp"
     what = f"{row.method} {row.bits.upper()} vs FP" if quant else "FP"
-    t = Table(title=f"{row.name}: {what} (job {row.id}, {row.state.value})", title_justify="left")
+    t = Table(title=Text(f"{row.name}: {what} (job {row.id}, {row.state.value})"), title_justify="left")
     t.add_column("task")
     t.add_column("metric")
     t.add_column("FP", justify="right")
@@ -385,25 +446,21 @@ def _print_results(row) -> None:
 @click.command("fetch")
 @click.argument("job")
 @click.argument("dest", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--force", is_flag=True, help="Write into a non-empty DEST (files there are overwritten).")
 @quiet_option
 @_db_option
-def fetch_cmd(job: str, dest: Path, quiet: bool, db_url: str | None) -> None:
-    """Download a finished job's artifacts to DEST and verify every sha256 against its manifest."""
-    from faircalib.service.storage import fetch_tree, open_storage
+def fetch_cmd(job: str, dest: Path, force: bool, quiet: bool, db_url: str | None) -> None:
+    """Download a finished job's artifacts to DEST (new or empty unless --force) and verify every object
+    against the sha256 the job store recorded at upload (the bucket's manifest is cross-checked too)."""
+    from faircalib.orchestrator.fetch import fetch_job
 
     store = _store(db_url)
     row = store.get_job(store.resolve(job))
-    from faircalib.service.storage import MANIFEST
-
-    if not any(a["name"] == MANIFEST for a in store.artifacts(row.id)):
-        raise click.ClickException(f"job {row.id} ({row.state.value}) has not uploaded its artifacts yet "
-                                   "(no manifest); wait for it to succeed or retry it")
     t0 = time.monotonic()
     with ProgressView(quiet=quiet) as view:
-        manifest = fetch_tree(open_storage(row.storage_uri).child(row.id), dest, progress=view)
-    size = sum(o["size"] for o in manifest["objects"].values())
-    click.echo(f"fetched {len(manifest['objects'])} objects ({size / 1e6:.2f} MB) from {row.storage_uri}/{row.id} "
-               f"to {dest} in {time.monotonic() - t0:.1f}s; all sha256 verified")
+        got = fetch_job(store, row, dest, force=force, progress=view)
+    click.echo(f"fetched {got.objects} objects ({got.bytes / 1e6:.2f} MB) from {got.uri} to {dest} in "
+               f"{time.monotonic() - t0:.1f}s; all sha256 verified against the job store's upload records")
 
 
 # ---------------------------------------------------------------- sweep
@@ -422,7 +479,7 @@ def sweep_cmd(sweep_file: Path, dry_run: bool, db_url: str | None) -> None:
     store = None if dry_run else _store(db_url)
     text = None
     try:
-        text = sweep_file.read_text(encoding="utf-8")
+        text = _read_text(sweep_file, "sweep file")
         sweep = SweepConfig.from_dict(parse_yaml(text, str(sweep_file)))
         for cfg in sweep.jobs:
             _validate_job(cfg)

@@ -50,3 +50,34 @@ def test_probe_shards_merge_and_quantize(model_dir, tmp_path):
             assert torch.isfinite(loaded.model(torch.randint(3, 50, (1, 8)))).all()
     finally:
         torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("damage", ["nan", "truncated"])
+def test_quantize_and_inspect_fail_in_one_line_on_a_broken_model(model_dir, tmp_path, damage):
+    """`faircalib quantize` exits non-zero on a NaN weight (naming the tensor) or a truncated
+    model.safetensors (naming the file), and writes no checkpoint; `models inspect` names the file too."""
+    import math
+    from pathlib import Path
+
+    from safetensors.torch import load_file, save_file
+
+    f = Path(model_dir) / "model.safetensors"
+    if damage == "nan":
+        sd = load_file(f)
+        sd["model.transformer.blocks.1.q_proj.weight"][0, 0] = math.nan
+        save_file(sd, str(f), metadata={"format": "pt"})
+        expect = "tensor model.transformer.blocks.1.q_proj.weight has 1 of 4096 values non-finite (nan)"
+    else:
+        f.write_bytes(f.read_bytes()[:1000])
+        expect = f"{f}: not a readable safetensors file"
+    out = tmp_path / "ckpt"
+    res = CliRunner().invoke(main, ["quantize", model_dir, "--method", "rtn", "--out", str(out)])
+    errors = [line for line in res.output.splitlines() if line.startswith("Error: ")]  # (after the settings line)
+    assert res.exit_code == 1 and len(errors) == 1 and expect in errors[0], res.output
+    assert "Traceback" not in res.output
+    assert not out.exists()
+    res = CliRunner().invoke(main, ["models", "inspect", model_dir])
+    if damage == "truncated":
+        assert res.exit_code == 1 and res.output.count("\n") == 1 and expect in res.output
+    else:  # headers only: inspect describes it; loading is what refuses it
+        assert res.exit_code == 0 and json.loads(res.output)["parameters"] > 0

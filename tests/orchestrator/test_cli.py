@@ -88,8 +88,9 @@ def test_bad_runtime_input_fails_the_job_with_a_reason(case, tmp_path, sqlite_ur
         storage, expect = f"file://{tmp_path / 'file'}/jobs", "is not writable"
     if case == "credentials":
         job = _invoke("submit", _write(tmp_path, job_dict(model, storage)), "--db", sqlite_url).output.strip()
-        out = _invoke("run", "--once", "--db", sqlite_url).output
-        assert f"{job} failed: " in out
+        res = _invoke("run", "--once", "--db", sqlite_url, ok=False)
+        assert res.exit_code == 1  # the exit code reflects the failed job it ran
+        assert f"{job} failed: " in res.output and "1 of 1 job(s) did not succeed" in res.output
     else:  # submit --run: queue, run a scheduler here, follow the job; exit 1 when it fails
         res = _invoke("submit", _write(tmp_path, job_dict(model, storage)), "--run", "--db", sqlite_url, ok=False)
         job = res.output.splitlines()[0].strip()
@@ -144,3 +145,60 @@ def test_submit_notes_a_probe_scale_that_differs_from_the_models_decoding(tmp_pa
     res = CliRunner().invoke(main, ["submit", str(_write(tmp_path, job, "j2.yaml")), "--db", sqlite_url])
     assert res.exit_code == 0 and "note:" not in res.stderr
     assert JobStore(sqlite_url).list_jobs()[0].config.run.probe.steps == 16
+
+
+# ---------------------------------------------------------------- hardening (issue 16)
+def test_status_shows_job_text_as_text_not_markup(tmp_path, sqlite_url):
+    """A rejected job whose reason reads like rich markup (`s3://BUCKET[/PREFIX]`) and a name with
+    brackets: `status` and `status JOB` print them literally instead of failing with MarkupError."""
+    bad = _write(tmp_path, "model: zoo:tiny-llada\nmethod: fp\nstorage: http://x\nname: a[bold]b[/bold]\n")
+    res = _invoke("submit", bad, "--db", sqlite_url, ok=False)
+    assert "s3://BUCKET[/PREFIX]" in res.output
+    [row] = JobStore(sqlite_url).list_jobs()
+    store = JobStore(sqlite_url)
+    job = store.record_rejected("closing tag [/x] and [red]not red[/red]", config_text=None, name="n[/i]",
+                                model="m[link=x]", method="[b]")
+    listing = _invoke("status", "--db", sqlite_url, "--limit", "5").output  # raised MarkupError before
+    assert "[/x]" in listing and "n[/i]" in listing and "a[bold]b[/bold]" in listing
+    one = _invoke("status", job, "--db", sqlite_url).output
+    assert "n[/i]" in one and "[b]/?" in one and "m[link=x]" in one and "reason: closing tag [/x] and [red]not red[/red]" in one
+    assert "storage: 'http://x' has an unsupported scheme" in _invoke("status", row.id, "--db", sqlite_url).output
+
+
+def test_retry_of_a_running_job_is_refused_by_the_cli(tmp_path, sqlite_url, job_dict, tiny_model_dir):
+    job = _invoke("submit", _write(tmp_path, job_dict(tiny_model_dir, f"file://{tmp_path}/a")),
+                  "--db", sqlite_url).output.strip()
+    store = JobStore(sqlite_url)
+    store.claim("elsewhere")
+    res = _invoke("retry", job, "--db", sqlite_url, ok=False)
+    assert res.exit_code == 1 and res.output.count("\n") == 1
+    assert f"job {job} cannot be retried: it is running (attempt 1); cancel it first" in res.output
+    assert store.get_job(job).state.value == "running" and store.get_job(job).attempt == 1
+
+
+def test_non_utf8_sweep_file_is_a_one_line_error(tmp_path, sqlite_url):
+    """(A non-UTF-8 job file: test_submit_of_an_unreadable_file_fails_without_a_job_row.) A sweep file that
+    is not UTF-8 is refused in one line and recorded as a rejected sweep, like any other bad sweep file."""
+    p = tmp_path / "sweep.yaml"
+    p.write_bytes("model: zoo:tiny-llada\nname: caf\xe9\n".encode("latin-1"))
+    res = _invoke("sweep", p, "--db", sqlite_url, ok=False)
+    assert res.exit_code == 1 and res.output.count("\n") == 1 and "Traceback" not in res.output
+    assert f"sweep file '{p}' is not UTF-8 text (byte 0xe9 at offset 31); save it as UTF-8 YAML" in res.output
+    [row] = JobStore(sqlite_url).list_jobs()
+    assert row.state.value == "failed" and "is not UTF-8 text" in row.reason
+    res = _invoke("sweep", p, "--dry-run", ok=False)
+    assert res.exit_code == 1 and res.output.count("\n") == 1 and "is not UTF-8 text" in res.output
+
+
+def test_storage_up_with_a_port_out_of_range_is_one_line():
+    for port in ("99999", "60000", "0"):
+        res = _invoke("storage", "up", "--port", port, ok=False)
+        assert res.exit_code == 1 and res.output.count("\n") == 1, res.output
+        assert f"S3 port {port} is out of range" in res.output and "choose a port in 1-55535" in res.output
+
+
+@pytest.mark.parametrize("url", ["foo", "postgresql://u:Pa:ss@w0rd@host:nope/db", "postgresql+nodriver://u:pw@h/d"])
+def test_malformed_db_urls_are_one_line_errors_without_the_password(url):
+    res = _invoke("status", "--db", url, ok=False)
+    assert res.exit_code == 1 and res.output.count("\n") == 1 and res.output.startswith("Error: ")
+    assert "Traceback" not in res.output and "w0rd" not in res.output and ":pw@" not in res.output

@@ -177,3 +177,36 @@ def test_two_scheduler_processes_run_each_job_exactly_once(backend, tmp_path, re
     assert store.counts() == {"succeeded": N_JOBS}
     pids = {j: {pid for jj, _, pid in ex if jj == j} for j in jobs}
     assert all(len(p) == 1 for p in pids.values())  # a job's stages all ran in the process that claimed it
+
+
+@pytest.mark.parametrize("on_interrupt", ["requeue", "cancel"])
+def test_interrupt_hands_the_job_back_or_cancels_it_with_an_event(on_interrupt, db_url, tmp_path):
+    """Scheduler.interrupt (what SIGINT / SIGTERM handlers call) stops the running job at its next stop
+    check: `run` requeues it (finished stages kept), `submit --run` cancels it; either way recorded as the
+    transition's event, and run() returns."""
+    store = JobStore(db_url)
+    block = tmp_path / "block"
+    block.write_text("x")
+    job = store.create_job(_cfg(tmp_path))
+    sched = _sched(store, sw.make_registry(str(tmp_path / "c"), block_file=str(block)), on_interrupt=on_interrupt,
+                   interrupt_origin="`faircalib run`")
+    t = threading.Thread(target=sched.run)  # not --once: it would keep polling but for the interrupt
+    t.start()
+    deadline = time.monotonic() + 30
+    while not any(e.message == "second: started" for e in store.events(job)):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    sched.interrupt("SIGINT")
+    t.join(30)
+    assert not t.is_alive()
+    row = store.get_job(job)
+    if on_interrupt == "requeue":
+        assert row.state is JobState.QUEUED and row.reason == ("requeued: `faircalib run` was interrupted by SIGINT "
+                                                               "in stage second; finished stages are kept")
+        assert [s.state for s in store.stages(job)] == ["succeeded", "pending", "pending"]
+        assert f"running -> queued: {row.reason}" in [e.message for e in store.events(job)]
+    else:
+        assert row.state is JobState.CANCELLED and row.reason.startswith("cancelled: `faircalib run` was interrupted "
+                                                                         "by SIGINT in stage second")
+        assert [(s.state, s.error) for s in store.stages(job)][1] == ("failed", "interrupted by SIGINT")
+    assert store.live_schedulers(lease_s=30) == []  # it stopped (and said so)

@@ -7,6 +7,7 @@ import hashlib
 import os
 import threading
 import time
+from pathlib import Path
 
 import pytest
 from faircalib.service.errors import StorageError
@@ -209,3 +210,36 @@ def test_unreachable_server_fails_with_reason(tmp_path, monkeypatch):
         S3Storage("bkt", "j", FAST).put_bytes("a", b"x")
     assert "endpoint unreachable after 3 attempts" in str(e.value) and "\n" not in str(e.value)
     assert time.monotonic() - t0 < 20
+
+
+def test_seaweedfs_keeps_its_sockets_logs_and_temp_files_under_its_data_dir(tmp_path):
+    """`weed mini` defaults its local sockets and glog files to /tmp; ours go to <data_dir>/sock, /logs and
+    /tmp (the embedded server's data_dir is under $FAIRCALIB_HOME), and the gRPC sockets the binary
+    hard-codes to /tmp are removed when the server stops, even by SIGKILL. (/tmp is shared: sockets are
+    told apart by inode, so another process's server on a reused port number is not counted.)"""
+    import glob
+
+    from faircalib.service.seaweed import SeaweedServer
+
+    def sockets() -> set[tuple[str, int]]:
+        out = set()
+        for p in glob.glob("/tmp/seaweedfs-*.sock"):
+            try:
+                out.add((p, os.stat(p).st_ino))
+            except OSError:
+                pass
+        return out
+
+    for how in ("stop", "kill"):
+        existing = sockets()
+        server = SeaweedServer(tmp_path / f"sw-{how}").start()
+        ports, data = server.ports, server.data_dir
+        assert (data / "sock" / f"s3-{ports['s3']}.sock").is_socket()
+        assert list((data / "logs").glob("weed.*.log.INFO.*"))
+        assert not Path(f"/tmp/seaweedfs-s3-{ports['s3']}.sock").exists()
+        assert not glob.glob(f"/tmp/weed.*.{server.proc.pid}")  # glog files of this process
+        ours = {(p, ino) for p, ino in sockets() - existing
+                if any(p.endswith(f"-grpc-{port + 10000}.sock") for port in ports.values())}
+        assert len(ours) >= 4  # master, volume, filer, s3 (+ admin): the fixed-path gRPC sockets
+        server.stop() if how == "stop" else server.kill()
+        assert ours & sockets() == set()

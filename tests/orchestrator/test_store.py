@@ -248,3 +248,92 @@ def test_bad_database_url_is_one_line_without_password(pg_cluster):
     assert "hunter2" not in msg and "\n" not in msg and msg.startswith("cannot open job database")
     with pytest.raises(StoreError, match="unsupported backend 'mysql'"):
         JobStore("mysql://u:p@h/db")
+
+
+# ---------------------------------------------------------------- hardening (issue 16)
+def test_retry_is_refused_unless_the_job_failed_or_was_cancelled(db_url):
+    """Retry is the state machine's `retry` action (failed | cancelled -> queued): a running job is not
+    requeued behind its scheduler's back (that ran attempt 1 and attempt 2 at once), nor a queued or a
+    succeeded one; nothing about the job changes."""
+    store, running = _store_in(db_url, JobState.RUNNING)
+    before = store.events(running)
+    with pytest.raises(InvalidTransition, match=r"cannot be retried: it is running \(attempt 1\); cancel it first"):
+        store.retry(running)
+    with pytest.raises(InvalidTransition, match="retry does not move running -> queued"):
+        store.transition(running, "running", "queued", action="retry")
+    row = store.get_job(running)
+    assert (row.state, row.attempt) == (JobState.RUNNING, 1) and store.events(running) == before
+    assert store.claim("s2", job_ids=[running]) is None  # no second scheduler can take it
+    queued, done = store.create_job(CFG), store.create_job(CFG)
+    store.claim("s3", job_ids=[done])
+    store.transition(done, "running", "succeeded", attempt=1, action="finish")
+    for job, state, why in ((queued, JobState.QUEUED, "it is queued already"),
+                            (done, JobState.SUCCEEDED, "it succeeded")):
+        with pytest.raises(InvalidTransition, match=why):
+            store.retry(job)
+        assert store.get_job(job).state is state
+    # once it ended (here: failed), retry is allowed and the next claim is attempt 2
+    store.transition(running, "running", "failed", attempt=1, reason="boom", action="finish")
+    assert store.retry(running).state is JobState.QUEUED
+    assert store.claim("s2", job_ids=[running]).attempt == 2
+
+
+def test_actions_cover_exactly_the_transition_table():
+    from faircalib.orchestrator.store import ACTIONS
+
+    moves = {(a, b) for pairs in ACTIONS.values() for a, b in pairs}
+    assert moves == {(a, b) for a, targets in TRANSITIONS.items() for b in targets}
+    assert ACTIONS["retry"] == {(JobState.FAILED, JobState.QUEUED), (JobState.CANCELLED, JobState.QUEUED)}
+    assert TRANSITIONS[JobState.SUCCEEDED] == frozenset()
+
+
+def test_password_with_unescaped_at_and_colon_is_parsed_and_masked_whole(pg_cluster):
+    """`u:Pa:ss@w0rd@host`: the userinfo ends at the last '@', so the password is `Pa:ss@w0rd` and the host
+    is 127.0.0.1 (the private cluster trusts any password: the store really connects), and no part of
+    the password appears in the masked URL or in a connection error."""
+    from faircalib.orchestrator.store import parse_db_url
+
+    db = pg_cluster.create_database("t_atpw")
+    url = db.replace("postgresql+psycopg://fc@", "postgresql+psycopg://fc:Pa:ss@w0rd@")
+    u = parse_db_url(url)
+    assert (u.username, u.password, u.host, u.port) == ("fc", "Pa:ss@w0rd", "127.0.0.1", pg_cluster.port)
+    store = JobStore(url)
+    assert store.create_job(CFG) and store.url_masked == f"postgresql+psycopg://fc:***@127.0.0.1:{pg_cluster.port}/t_atpw"
+    bad = url.replace(str(pg_cluster.port), "1")  # nothing listens there
+    with pytest.raises(StoreError) as e:
+        JobStore(bad)
+    assert "fc:***@127.0.0.1:1/t_atpw" in str(e.value)
+    for part in ("Pa", "ss", "w0rd"):
+        assert part not in str(e.value)
+    assert mask_url("postgresql://u:Pa:ss@w0rd@host/db") == "postgresql://u:***@host/db"
+
+
+@pytest.mark.parametrize("url, expect", [
+    ("foo", "'foo' is not a URL"),
+    ("postgresql://u:pw@host:notaport/db", "is malformed (invalid literal for int()"),
+    ("postgresql+nodriver://u:pw@host/db", "Can't load plugin: sqlalchemy.dialects:postgresql.nodriver"),
+    ("postgresql:///db", "is malformed (no host)"),
+    ("mysql://u:pw@h/db", "unsupported backend 'mysql'"),
+])
+def test_malformed_database_urls_are_one_line_errors(url, expect):
+    with pytest.raises(StoreError) as e:
+        JobStore(url)
+    msg = str(e.value)
+    assert expect in msg and "\n" not in msg and ":pw@" not in msg
+
+
+def test_rejected_job_text_is_stored_without_its_secrets(db_url):
+    """A rejected job file keeps its input for diagnosis, but credentials in it (secret-looking keys, URL
+    passwords, AWS key ids) are replaced by *** before the row is written, in the text and the reason."""
+    text = ("model: zoo:tiny-llada\nstorage: s3://AKIAIOSFODNN7EXAMPLE:wJalrXUtnFEMI@bucket/x\n"
+            "aws_secret_access_key: wJalrXUtnFEMI/K7MDENG\ndb_password: \"hunter 2\"\nlabels: {team: a, token: t0k3n}\n"
+            "evaluation: {max_tokens: 64}\n")
+    store = JobStore(db_url)
+    job = store.record_rejected("storage: 's3://AKIAIOSFODNN7EXAMPLE:wJalrXUtnFEMI@bucket/x' is not allowed",
+                                config_text=text, model="zoo:tiny-llada")
+    row = store.get_job(job)
+    for secret in ("AKIAIOSFODNN7EXAMPLE", "wJalrXUtnFEMI", "hunter 2", "t0k3n"):
+        assert secret not in row.config_text and secret not in row.reason
+    assert row.config_text.startswith("# faircalib: 5 credential value(s) replaced by *** before storing\n")
+    assert "db_password: \"***\"" in row.config_text and "max_tokens: 64" in row.config_text
+    assert "model: zoo:tiny-llada" in row.config_text and row.reason.startswith("storage: 's3://***:***@bucket/x'")

@@ -310,3 +310,21 @@ def test_tiny_config_validation():
         tiny_config(n_kv_heads=3)
     with pytest.raises(ModelLoadError, match="mask_token_id=200 is outside"):
         tiny_config(mask_token_id=200)
+
+
+@pytest.mark.parametrize("damage", ["truncated", "header", "empty"])
+def test_corrupt_safetensors_names_the_file_and_the_fix(tmp_path, damage):
+    """A cut-short or overwritten model.safetensors: one-line ModelLoadError naming the file (loading and
+    inspecting), not a SafetensorError traceback."""
+    path = tmp_path / "m"
+    save_model_dir(tiny_model("llada", seed=0), path)
+    f = path / "model.safetensors"
+    data = f.read_bytes()
+    f.write_bytes({"truncated": data[: len(data) // 2], "header": data[:5], "empty": b""}[damage])
+    for call in (load_dllm, inspect_model):
+        with pytest.raises(ModelLoadError) as e:
+            call(path)
+        msg = str(e.value)
+        assert msg.startswith(f"{f}: not a readable safetensors file (Error while deserializing header: ")
+        assert msg.endswith("re-download or re-export it (a safetensors file that was cut short or overwritten)")
+        assert "\n" not in msg
