@@ -124,8 +124,8 @@ def generate(model: Any, prompts: Any, policy: str | None = None, *, config: Dec
     """Decode an answer window of `gen_length` tokens after each prompt.
 
     prompts: list of 1-D LongTensors (any lengths) or a left-padded (B, P) tensor + `attention_mask`.
-    policy / options: DecodeConfig fields (steps, gen_length, block_length, temperature, alg_temp, seed,
-    eps, schedule), applied over `config`. policy=None uses `model.default_policy`.
+    policy / options: DecodeConfig fields (steps, gen_length, block_length, temperature, alg_temp, top_k,
+    top_p, seed, eps, schedule), applied over `config`. policy=None uses `model.default_policy`.
     record: None | True | RecordSpec | names -> per-step arrays in `trajectory.records`.
     on_step: called once per step with a DecodeStep (state before the commit, window logits, masks).
     """
@@ -190,6 +190,7 @@ def _policy_step(cfg: DecodeConfig, plogits: torch.Tensor, eligible: torch.Tenso
                  gen_token: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     """One step of the configured policy -> (commit (B, L) bool, proposed tokens x0 (B, L) int64)."""
     policy, temp = cfg.policy, cfg.temperature
+    filters = {"top_k": cfg.top_k, "top_p": cfg.top_p}  # Dream policies only (DecodeConfig validates)
     if policy == "low_confidence":
         x0, p_x0 = llada_proposals(plogits, temp, gen_token)
         return topk_commit(p_x0.masked_fill(~eligible, NEG_INF), k), x0
@@ -197,14 +198,14 @@ def _policy_step(cfg: DecodeConfig, plogits: torch.Tensor, eligible: torch.Tenso
         if cfg.schedule == "llada":
             x0 = llada_proposals(plogits, temp, gen_token)[0]
         else:
-            x0 = dream_sample_tokens(plogits, temp, gen_token)[1]
+            x0 = dream_sample_tokens(plogits, temp, gen_token, **filters)[1]
         return random_commit(eligible, k, gen_commit), x0
     if policy == "origin":
         assert timesteps is not None
-        x0 = dream_sample_tokens(plogits, temp, gen_token)[1]
+        x0 = dream_sample_tokens(plogits, temp, gen_token, **filters)[1]
         return bernoulli_commit(eligible, dream_transfer_prob(step, cfg.steps, timesteps), gen_commit), x0
     if policy in DREAM_CONFIDENCE_POLICIES:
-        conf, x0 = dream_sample_tokens(plogits, temp, gen_token, confidence=policy)
+        conf, x0 = dream_sample_tokens(plogits, temp, gen_token, confidence=policy, **filters)
         if cfg.alg_temp > 0:
             return sampled_commit(conf, eligible, k, cfg.alg_temp, gen_commit), x0
         return topk_commit(conf.masked_fill(~eligible, NEG_INF), k), x0
