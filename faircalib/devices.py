@@ -11,7 +11,9 @@ resolution; moving models is the caller's business.
 """
 from __future__ import annotations
 
+import contextlib
 import re
+from collections.abc import Iterator
 
 import torch
 
@@ -54,3 +56,28 @@ def describe_device(device: torch.device) -> str:
     if device.type == "cuda":
         return f"{device} ({torch.cuda.get_device_name(device)})"
     return str(device)
+
+
+def module_device(module: torch.nn.Module) -> torch.device:
+    """Where a module's first parameter (else buffer) lives; cpu for an empty module."""
+    for t in module.parameters():
+        return t.device
+    for t in module.buffers():
+        return t.device
+    return torch.device("cpu")
+
+
+@contextlib.contextmanager
+def on_device(module: torch.nn.Module, device: str | torch.device | None) -> Iterator[torch.device]:
+    """Run a block of code with `module` on `device` (resolved; None = auto), then put it back where it was
+    (e.g. probe on the GPU, then calibrate from the host)."""
+    target = resolve_device(device)
+    home = module_device(module)
+    moved = target != home
+    if moved:
+        module.to(target)
+    try:
+        yield target
+    finally:
+        if moved:
+            module.to(home)

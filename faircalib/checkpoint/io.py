@@ -199,7 +199,9 @@ def load_quantized(directory: str | Path, device: str | torch.device = "cpu") ->
             "fallbacks": record.get("fallbacks", []), "prior_hash": record.get("prior_hash"),
             "calib_sequences": record.get("calib_sequences")}
     setattr(model, INFO_ATTR, info)
-    model = model.to(device).eval()
+    from faircalib.devices import resolve_device
+
+    model = model.to(resolve_device(device)).eval()
     return LoadedDLLM(model=model, tokenizer=load_tokenizer(directory), adapter=DLLMAdapter(model),
                       source=str(directory), path=directory)
 

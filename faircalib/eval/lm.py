@@ -91,7 +91,7 @@ class FaircalibLM(LM):
             if pretrained is None:
                 raise ConfigError("faircalib lm-eval model needs pretrained=SOURCE (a model directory, zoo:NAME or "
                                   "a quantized checkpoint directory) or an in-memory model=")
-            loaded = load_for_eval(str(pretrained), device=device or "cpu", dtype=dtype)
+            loaded = load_for_eval(str(pretrained), device=device or "auto", dtype=dtype)
             model, tokenizer = loaded.model, tokenizer or loaded.tokenizer
             self.source = str(pretrained)
             card_decoding = model_decoding(str(pretrained), loaded.path).values

@@ -49,16 +49,19 @@ class ActPoint(nn.Module):
         return 1.0 if self.clip_logit is None else torch.sigmoid(self.clip_logit)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(…, K) -> (…, K)."""
+        """(…, K) -> (…, K) in x's dtype; the transform and the quantizer compute in (at least) float32, so a
+        bf16 model stays bf16 around float32 quantization parameters."""
+        dtype = x.dtype
         if self.transform is not None:
             x = self.transform(x)
         if self.a_bits >= FP_BITS:
-            return x
+            return x.to(dtype)
+        x = x if x.dtype in (torch.float32, torch.float64) else x.float()
         xq = fake_quant(x, self.a_bits, self.clip())
         if self.training and self.drop_prob > 0:  # QDrop: keep each element FP with prob drop_prob
             keep_fp = torch.rand(x.shape, generator=self.generator, device=x.device) < self.drop_prob
             xq = torch.where(keep_fp, x, xq)
-        return xq
+        return xq.to(dtype)
 
     def extra_repr(self) -> str:
         return f"a_bits={self.a_bits}, learn_clip={self.clip_logit is not None}, drop_prob={self.drop_prob}"
@@ -97,8 +100,11 @@ class FakeQuantLinear(nn.Module):
         return self.weight_transform(self.weight, dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        w = fake_quant(self.transformed_weight(), self.w_bits, self.clip())  # (N, K)
-        return F.linear(x, w, self.bias)
+        """The weight is transformed and fake-quantized in (at least) float32, then used in x's dtype."""
+        w = fake_quant(self.transformed_weight(torch.promote_types(self.weight.dtype, torch.float32)),
+                       self.w_bits, self.clip())  # (N, K)
+        bias = None if self.bias is None else self.bias.to(x.dtype)
+        return F.linear(x, w.to(x.dtype), bias)
 
     def to_linear(self) -> nn.Linear:
         """The original FP linear (same Parameter objects)."""
