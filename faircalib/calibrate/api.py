@@ -61,7 +61,7 @@ def quantize(model: DiffusionLM, qcfg: QuantConfig | str, calib_ids: torch.Tenso
         info["fallbacks"] = result.fallbacks
         info["prior_hash"] = result.prior_hash
         info["calib_sequences"] = list(calib_ids.shape)
-    quantize_head_and_embed(model, qcfg)
+    info["head_and_embedding"] = quantize_head_and_embed(model, qcfg)
     model.requires_grad_(False)
     setattr(model, INFO_ATTR, info)
     return model.eval()
