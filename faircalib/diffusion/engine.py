@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from faircalib.diffusion.config import DREAM_CONFIDENCE_POLICIES, DecodeConfig, RecordSpec, resolve_config
 from faircalib.diffusion.policies import (
     NEG_INF,
+    add_gumbel_noise,
     bernoulli_commit,
     dream_sample_tokens,
     llada_proposals,
@@ -176,7 +177,8 @@ def generate(model: Any, prompts: Any, policy: str | None = None, *, config: Dec
         commit_step = commit_step.masked_fill(commit, s)
         if on_step is not None:
             on_step(DecodeStep(step=s, steps=S, ids=ids, attention_mask=full_mask, window_start=P, logits=logits,
-                               masked=masked, committed=commit, candidates=x0, tokens=new_window))
+                               masked=masked, committed=commit, candidates=x0, tokens=new_window,
+                               policy_logits=plogits))
         window, masked = new_window, masked & ~commit
 
     if bool(masked.any()):  # cannot happen with the schedules above; guard the invariant anyway
@@ -195,8 +197,8 @@ def _policy_step(cfg: DecodeConfig, plogits: torch.Tensor, eligible: torch.Tenso
         x0, p_x0 = llada_proposals(plogits, temp, gen_token)
         return topk_commit(p_x0.masked_fill(~eligible, NEG_INF), k), x0
     if policy == "random":
-        if cfg.schedule == "llada":
-            x0 = llada_proposals(plogits, temp, gen_token)[0]
+        if cfg.schedule == "llada":  # llada_proposals' x0 without its (unused) softmax confidence
+            x0 = add_gumbel_noise(plogits, temp, gen_token).argmax(dim=-1)
         else:
             x0 = dream_sample_tokens(plogits, temp, gen_token, **filters)[1]
         return random_commit(eligible, k, gen_commit), x0

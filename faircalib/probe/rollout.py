@@ -253,7 +253,8 @@ def _probe_priors(model, tokenizer, prompts: Sequence[str] | None, cfg: ProbeCon
             def on_step(st, accs=accs) -> None:
                 scores = {}
                 if kinds:
-                    plog = policy_logits(st.logits, mask_id)  # (B, L, V) [MASK] excluded, as the policies
+                    plog = st.policy_logits if st.policy_logits is not None else policy_logits(st.logits, mask_id)
+                    # (B, L, V) [MASK] excluded, as the policies saw it (generate's copy: no second one)
                     scores = {kind: sharpness(plog, kind) for kind in kinds}  # (B, L)
                 for name, acc in accs.items():
                     s = variants[name]
