@@ -221,3 +221,35 @@ def write_synthetic(like: str, layers: int, out: str | Path, *, seed: int = 0, d
         "note": "random weights (faircalib models synth): real shapes and names, meaningless outputs",
     }, indent=2) + "\n")
     return out
+
+
+def synthetic_model(like: str, layers: int, *, device: torch.device | str = "cpu",
+                    dtype: torch.dtype = torch.bfloat16, seed: int = 0, overrides: dict[str, Any] | None = None):
+    """The same random model as `write_synthetic` would write, built directly in memory on `device`
+    (no files; for benchmarks on a fresh GPU machine). Weights are drawn on the device, so values differ
+    from the on-disk version; shapes, names, config and special ids are identical."""
+    from faircalib.models.io import build_model
+
+    cfg = parse_config(synth_config(like, layers, overrides), where=f"synthetic {like}")
+    model = build_model(cfg, device="meta")
+    state = {}
+    dev = torch.device(device)
+    for name, t in model.state_dict().items():
+        if t.ndim == 1 and not name.endswith("bias"):
+            state[name] = torch.ones(t.shape, dtype=dtype, device=dev)
+            continue
+        g = torch.Generator(device=dev).manual_seed(_tensor_seed(seed, name))
+        scale = INIT_STD / 4 if name.endswith("bias") else INIT_STD
+        state[name] = (torch.randn(t.shape, generator=g, device=dev, dtype=torch.float32) * scale).to(dtype) \
+            if t.numel() <= _CHUNK else _chunked_randn(t.shape, g, dev, dtype, scale)
+    model.load_state_dict(state, strict=True, assign=True)
+    return model.eval()
+
+
+def _chunked_randn(shape, g: torch.Generator, device: torch.device, dtype: torch.dtype, scale: float) -> torch.Tensor:
+    out = torch.empty(shape, dtype=dtype, device=device)
+    flat = out.view(-1)
+    for i in range(0, flat.numel(), _CHUNK):
+        n = min(_CHUNK, flat.numel() - i)
+        flat[i:i + n] = (torch.randn(n, generator=g, device=device) * scale).to(dtype)
+    return out
