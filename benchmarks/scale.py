@@ -116,7 +116,7 @@ class MemorySampler:
             self.sample()
             self._stop.wait(self.period if not self.tree else 0.25)
 
-    def __enter__(self) -> MemorySampler:
+    def __enter__(self) -> MemorySampler:  # noqa: PYI034
         self._t.start()
         return self
 
@@ -270,7 +270,7 @@ def _stage_quantize(loaded, method: str, model_dir: str, work: Path, device) -> 
                            "final_loss": e.get("final_loss"), "rss": rss_now()})
 
     t0 = time.perf_counter()
-    model, info = run_method(loaded.model, loaded.tokenizer, cfg, prior=prior, progress=progress, device=device,
+    model, _ = run_method(loaded.model, loaded.tokenizer, cfg, prior=prior, progress=progress, device=device,
                              inplace=True)
     q_s = time.perf_counter() - t0
     ck = work / f"ck-{method}"
@@ -377,7 +377,7 @@ def child(stage: str, model_dir: Path, work: Path, device: str, threads: int, ti
            "--work", str(work), "--device", device, "--threads", str(threads)]
     t0 = time.perf_counter()
     try:
-        r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, cwd=str(ROOT))
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, cwd=str(ROOT), check=False)
     except subprocess.TimeoutExpired:
         return {"stage": stage, "error": f"timed out after {timeout_s}s", "wall_s": round(time.perf_counter() - t0)}
     lines = [ln for ln in r.stdout.splitlines() if ln.startswith("{")]
@@ -404,7 +404,7 @@ def ensure_model(like: str, layers: int, models: Path, tiny: bool) -> tuple[Path
                                        "parameters", "weight_bytes", "shards", "dtype", "mask_token_id")}}
 
 
-def _gb(x: float | int | None) -> float | None:
+def _gb(x: float | None) -> float | None:
     return None if x is None else round(x / 2 ** 30, 3)
 
 
@@ -468,7 +468,7 @@ def summarize(like: str, runs: dict[int, dict], models: dict[int, dict]) -> dict
                              "embed_bits = 8)")
         out["checkpoint"] = entry
     st = out["stages"].get("flatquant") or {}
-    if "peak_rss_at_%d_layers" % full in st:
+    if f"peak_rss_at_{full}_layers" in st:
         out["paper_comparison"] = {
             "paper_stage2_peak_gb_8b": list(PAPER_PEAK_GB_8B),
             "host_peak_rss_gb_extrapolated": st[f"peak_rss_at_{full}_layers"],

@@ -11,7 +11,7 @@ from safetensors import safe_open
 from faircalib.models.adapter import DLLMAdapter
 from faircalib.models.base import DiffusionLM
 from faircalib.models.config import DLLMConfig, read_config
-from faircalib.models.io import load_model_dir, load_tokenizer, stored_dtype, weight_files
+from faircalib.models.io import load_model_dir, load_tokenizer, weight_files
 from faircalib.models.zoo import PREFIX, zoo_path
 
 

@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_gpu_suite_cpu_mode_end_to_end(tmp_path):
     env = {**os.environ, "PYTHON": sys.executable, "OUT_DIR": str(tmp_path / "gpu")}
     r = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_suite.sh"), "--cpu"], cwd=ROOT, env=env,
-                       capture_output=True, text=True, timeout=900)
+                       capture_output=True, text=True, timeout=900, check=False)
     assert r.returncode == 0, r.stderr[-3000:]
     files = list((tmp_path / "gpu").glob("cpu-smoke-*.json"))
     assert len(files) == 1

@@ -6,8 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from faircalib.diffusion import DecodeConfig, generate, resolve_config
-from faircalib.diffusion import policies
+from faircalib.diffusion import DecodeConfig, generate, policies, resolve_config
 from faircalib.diffusion.policies import dream_sample_tokens, filter_logits
 from faircalib.errors import ConfigError
 from faircalib.models import tiny_model
@@ -185,7 +184,7 @@ def sharp_dream():
 def test_greedy_top_k_50_equals_reference_decode(alg):
     model = sharp_dream()
     prompts = [torch.tensor([5, 17, 33, 2]), torch.tensor([9, 9, 40, 41])]
-    kw = dict(gen_length=12, steps=6, policy=alg, top_k=50)
+    kw = {"gen_length": 12, "steps": 6, "policy": alg, "top_k": 50}
     ours = generate(model, prompts, **kw).tokens  # batched (equal lengths: no padding)
     for b, p in enumerate(prompts):
         ref = reference_dream_decode(model, p, 12, 6, alg, top_k=50, top_p=None)

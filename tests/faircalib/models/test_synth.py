@@ -9,7 +9,14 @@ import torch
 from safetensors import safe_open
 
 from faircalib.errors import ConfigError
-from faircalib.models import build_model, inspect_model, load_dllm, parse_config, synth_config, write_synthetic
+from faircalib.models import (
+    build_model,
+    inspect_model,
+    load_dllm,
+    parse_config,
+    synth_config,
+    write_synthetic,
+)
 from faircalib.models.synth import DREAM_7B_CONFIG, LLADA_8B_CONFIG, SPECIAL_TOKENS, synth_tokenizer
 
 # the width-shrinking overrides used to keep the on-disk test checkpoints small (vocabulary stays real)
@@ -73,7 +80,7 @@ def test_write_and_load_sharded(tmp_path, like):
     total = 0
     for s in shards:
         with safe_open(str(out / s), framework="pt") as f:
-            for k in f.keys():
+            for k in f.keys():  # noqa: SIM118 (safe_open is not a dict)
                 t = f.get_tensor(k)
                 assert t.dtype == torch.bfloat16
                 total += t.numel() * 2
