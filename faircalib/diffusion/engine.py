@@ -44,6 +44,7 @@ from faircalib.diffusion.schedule import (
 )
 from faircalib.diffusion.trajectory import DecodeStep, Trajectory
 from faircalib.errors import ConfigError
+from faircalib.models.base import DiffusionLM
 
 StepCallback = Callable[[DecodeStep], None]
 _TOKEN_STREAM = 0x9E3779B97F4A7C15  # derives the token generator's seed from `seed`
@@ -61,10 +62,12 @@ def window_logits(model: Any, ids: torch.Tensor, attention_mask: torch.Tensor | 
     return model(ids, attention_mask=attention_mask, window=(start, ids.shape[1])).float()
 
 
-def policy_logits(logits: torch.Tensor, mask_token_id: int) -> torch.Tensor:
-    """The logits policies decode from: [MASK] excluded. (B, L, V) -> (B, L, V)."""
+def policy_logits(logits: torch.Tensor, mask_token_id: int, inplace: bool = False) -> torch.Tensor:
+    """The logits policies decode from: [MASK] excluded. (B, L, V) -> (B, L, V). inplace=True edits
+    `logits` itself instead of copying it (for a caller that owns the tensor and needs no raw view)."""
     if 0 <= mask_token_id < logits.shape[-1]:
-        logits = logits.clone()
+        if not inplace:
+            logits = logits.clone()
         logits[..., mask_token_id] = NEG_INF
     return logits
 
@@ -164,7 +167,9 @@ def generate(model: Any, prompts: Any, policy: str | None = None, *, config: Dec
         # -- model call ------------------------------------------------------------------------------
         ids = torch.cat([prompt_ids, window], dim=1)  # (B, T) state before this step
         logits = window_logits(model, ids, attn, P)  # (B, L, V)
-        plogits = policy_logits(logits, mask_id)
+        # a native model's logits are a fresh tensor: without an on_step consumer of the raw logits, mask
+        # the [MASK] column in place (one (B, L, V) float32 copy less: 2 GB at B*L = 4096, V = 126k)
+        plogits = policy_logits(logits, mask_id, inplace=on_step is None and isinstance(model, DiffusionLM))
         if spec is not None:
             if recorder is None:
                 recorder = _Recorder(spec, S, B, L, logits.shape[-1])
