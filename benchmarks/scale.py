@@ -24,7 +24,8 @@ Ray, actors, the S3 server); `peak_over_loaded` = peak RSS - RSS after loading +
 the stage's own working memory on top of the model. Weights are memory-mapped bf16 safetensors, so
 the loaded model's RSS equals its bytes only after the touch. Results are kept in WORK/partial.json
 after every stage (a rerun skips what is done; --redo forces). CPU timings on a shared 2-core machine are
-noisy: the 1-minute load average is recorded around each stage.
+noisy: the 1-minute load average is recorded around each stage, and `cpu_s` (the stage process's CPU
+seconds over all its threads) is the load-independent cost (/ threads = the wall time on an idle machine).
 """
 from __future__ import annotations
 
@@ -32,6 +33,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import subprocess
 import sys
 import tempfile
@@ -219,8 +221,10 @@ def run_stage(stage: str, model_dir: str, work: Path, device_spec: str, threads:
             out["stage_s"] = round(time.perf_counter() - ts, 2)
             out["cuda_peak_bytes"] = _cuda_peak(torch, device)
         out["wall_s"] = round(time.perf_counter() - t0, 2)
+    ru = resource.getrusage(resource.RUSAGE_SELF)
     out.update(rss_before=base, peak_rss=mem.peak["rss"], peak_rss_anon=mem.peak["anon"],
-               vm_hwm=_status().get("VmHWM"), load1_after=load1())
+               vm_hwm=_status().get("VmHWM"), load1_after=load1(),
+               cpu_s=round(ru.ru_utime + ru.ru_stime, 2))  # this process's CPU seconds (all threads)
     if "rss_after_load" in out:
         out["peak_over_loaded"] = out["peak_rss"] - out["rss_after_load"]
     if stage == "service":
@@ -419,13 +423,14 @@ def summarize(like: str, runs: dict[int, dict], models: dict[int, dict]) -> dict
             continue
         ok = {L: r for L, r in rows.items() if "error" not in r}
         entry: dict[str, Any] = {"per_depth": {L: {
-            "wall_s": r.get("wall_s"), "stage_s": r.get("stage_s"), "peak_rss_gb": _gb(r.get("peak_rss")),
+            "wall_s": r.get("wall_s"), "stage_s": r.get("stage_s"), "cpu_s": r.get("cpu_s"),
+            "peak_rss_gb": _gb(r.get("peak_rss")),
             "peak_over_loaded_gb": _gb(r.get("peak_over_loaded")), "cuda_peak_gb": _gb(r.get("cuda_peak_bytes")),
             "peak_tree_rss_gb": _gb(r.get("peak_tree_rss")), "load1": [r.get("load1_before"), r.get("load1_after")],
             **({"error": r["error"]} if "error" in r else {})} for L, r in rows.items()}}
         if len(ok) >= 2:
             a, b = min(ok), max(ok)
-            for key in ("stage_s", "wall_s", "peak_rss", "peak_over_loaded"):
+            for key in ("stage_s", "wall_s", "cpu_s", "peak_rss", "peak_over_loaded"):
                 va, vb = ok[a].get(key), ok[b].get(key)
                 if va is None or vb is None:
                     continue
