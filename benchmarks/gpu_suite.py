@@ -237,7 +237,8 @@ def stage2_block(device: torch.device, tiny: bool) -> dict:
     of the block's time (FP pass, loss evaluations, fold) is the fixed part."""
     from faircalib.calibrate.engine import calibrate_layerwise
     from faircalib.models import synthetic_model
-    from faircalib.quant import CalibConfig, QuantConfig
+    from faircalib.calibrate import CalibConfig
+    from faircalib.quant import QuantConfig
 
     N, S = (4, 32) if tiny else (128, 1024)
     model = synthetic_model("llada-8b", 1, overrides=TINY_LLADA if tiny else None)

@@ -251,7 +251,6 @@ def _stage_quantize(loaded, method: str, model_dir: str, work: Path, device) -> 
     from faircalib.checkpoint import save_quantized
     from faircalib.pipeline import MethodConfig, run_method
     from faircalib.probe import PositionPrior
-    from faircalib.quant import CalibConfig
 
     c = SETTINGS["calib"]
     prior = None
@@ -261,11 +260,12 @@ def _stage_quantize(loaded, method: str, model_dir: str, work: Path, device) -> 
             raise SystemExit(f"faircalib needs the probe stage's prior in {pdir}; run the probe stage first")
         prior = PositionPrior.load(pdir)
     p = SETTINGS["probe"]
-    cfg = MethodConfig(method=method, bits="w4a4", calib_source=c["calib_source"], calib_n=c["calib_n"],
-                       calib_seq_len=c["calib_seq_len"],
-                       calib=CalibConfig(epochs=c["epochs"], batch_size=c["batch_size"]),
-                       probe={"prompts": p["prompts"], "n_samples": p["n_samples"], "steps": p["steps"],
-                              "window": p["window"], "batch_size": p["batch_size"]})
+    cfg = MethodConfig.from_dict({
+        "method": method, "bits": "w4a4",
+        "calibration": {"data": c["calib_source"], "n": c["calib_n"], "seq_len": c["calib_seq_len"],
+                        "epochs": c["epochs"], "batch_size": c["batch_size"]},
+        "probe": {"prompts": p["prompts"], "n_samples": p["n_samples"], "steps": p["steps"], "window": p["window"],
+                  "batch_size": p["batch_size"]}})
     blocks: list[dict] = []
 
     def progress(e: dict) -> None:
@@ -333,17 +333,17 @@ def _stage_service(model_dir: str, work: Path, threads: int) -> dict:
     os.environ["FAIRCALIB_HOME"] = str(work / "service-home")
     from faircalib.orchestrator.config import JobConfig
     from faircalib.orchestrator.scheduler import Scheduler, SchedulerOptions
-    from faircalib.orchestrator.seaweed import SeaweedServer
-    from faircalib.orchestrator.storage import S3Storage, StorageOptions
     from faircalib.orchestrator.store import JobStore
+    from faircalib.service.seaweed import SeaweedServer
+    from faircalib.service.storage import S3Storage, StorageOptions
     from faircalib.workers.pool import ensure_ray
 
     p, c, e = SETTINGS["probe"], SETTINGS["calib"], SETTINGS["lm_eval"]
     spec = {"name": "scale-rehearsal", "model": model_dir, "method": "faircalib", "bits": "w4a4",
-            "probe": {"prompts": p["prompts"], "n": p["n_samples"], "steps": p["steps"], "window": p["window"],
-                      "seed": 0},
+            "probe": {"prompts": p["prompts"], "n_samples": p["n_samples"], "steps": p["steps"],
+                      "window": p["window"], "seed": 0},
             "calibration": {"data": c["calib_source"], "n": c["calib_n"], "seq_len": c["calib_seq_len"],
-                            "epochs": c["epochs"], "batch_size": c["batch_size"], "seed": 0},
+                            "epochs": c["epochs"], "batch_size": c["batch_size"], "data_seed": 0},
             "evaluation": {"tasks": ["fidelity", "faircalib_tasks_mc"], "data": "builtin:kjv:heldout", "n": 2,
                            "seq_len": 32, "limit": e["limit"], "mc_num": e["mc_num"], "check_greedy": False,
                            "decoding": e["decoding"]},

@@ -44,7 +44,6 @@ from faircalib.diffusion.schedule import (
 )
 from faircalib.diffusion.trajectory import DecodeStep, Trajectory
 from faircalib.errors import ConfigError
-from faircalib.models.base import DiffusionLM
 
 StepCallback = Callable[[DecodeStep], None]
 _TOKEN_STREAM = 0x9E3779B97F4A7C15  # derives the token generator's seed from `seed`
@@ -167,9 +166,10 @@ def generate(model: Any, prompts: Any, policy: str | None = None, *, config: Dec
         # -- model call ------------------------------------------------------------------------------
         ids = torch.cat([prompt_ids, window], dim=1)  # (B, T) state before this step
         logits = window_logits(model, ids, attn, P)  # (B, L, V)
-        # a native model's logits are a fresh tensor: without an on_step consumer of the raw logits, mask
-        # the [MASK] column in place (one (B, L, V) float32 copy less: 2 GB at B*L = 4096, V = 126k)
-        plogits = policy_logits(logits, mask_id, inplace=on_step is None and isinstance(model, DiffusionLM))
+        # a native model's logits are a fresh tensor (`fresh_logits`): without an on_step consumer of the raw
+        # logits, mask the [MASK] column in place (one (B, L, V) float32 copy less: 2 GB at B*L = 4096, V = 126k)
+        inplace = on_step is None and bool(getattr(model, "fresh_logits", False))
+        plogits = policy_logits(logits, mask_id, inplace=inplace)
         if spec is not None:
             if recorder is None:
                 recorder = _Recorder(spec, S, B, L, logits.shape[-1])

@@ -67,6 +67,7 @@ class DiffusionLM(nn.Module):
 
     default_policy: ClassVar[str]
     arch: ClassVar[str]
+    fresh_logits: ClassVar[bool] = True  # forward() returns a new logits tensor (decoding may edit it in place)
 
     def __init__(self, config: DLLMConfig):
         super().__init__()
