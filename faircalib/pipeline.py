@@ -141,7 +141,7 @@ def calibration_ids(tokenizer, calib: CalibConfig, window: int | None = None,
 
 def run_method(model, tokenizer, cfg: MethodConfig, prior: PositionPrior | None = None, *,
                calib_ids: torch.Tensor | None = None, state_dir: str | Path | None = None,
-               progress: ProgressFn | None = None, device: str | torch.device = "cpu",
+               progress: ProgressFn | None = None, device: str | torch.device | None = "auto",
                inplace: bool = False) -> tuple[Any, dict[str, Any]]:
     """Quantize (a copy of) `model` with `cfg.method` -> (model, info).
 
@@ -149,14 +149,19 @@ def run_method(model, tokenizer, cfg: MethodConfig, prior: PositionPrior | None 
       A given prior must have been probed with cfg.probe.prior (ConfigError otherwise).
     calib_ids: (N, S) calibration ids to use instead of drawing cfg.calibration.n x seq_len from
       cfg.calibration.data (lets a benchmark give every method the same data).
+    device: where the compute runs (auto = CUDA when available): Stage I moves the model there for the
+      rollouts; Stage II keeps the model on the host and streams one block at a time to the device.
     info: method config, quantization info (faircalib.quant), prior key/curve, data hash, wall times.
     """
+    from faircalib.devices import resolve_device
     from faircalib.models.loader import require_dllm
 
     require_dllm(model, "faircalib.pipeline.run_method()")
     t0 = time.perf_counter()
+    device = resolve_device(device)
     emit = progress or (lambda event: None)
-    info: dict[str, Any] = {"method_config": cfg.to_dict(), "code_version": faircalib.__version__}
+    info: dict[str, Any] = {"method_config": cfg.to_dict(), "code_version": faircalib.__version__,
+                            "device": str(device)}
     target = model if inplace else copy.deepcopy(model)
     if not cfg.spec.quantizes:  # fp: the unquantized reference
         info["wall_time_s"] = time.perf_counter() - t0
@@ -167,7 +172,7 @@ def run_method(model, tokenizer, cfg: MethodConfig, prior: PositionPrior | None 
         if prior is None:
             emit({"event": "probe_start", "n_samples": cfg.probe.n_samples})
             tp = time.perf_counter()
-            prior = probe_prior(model, tokenizer, None, cfg.probe,
+            prior = probe_prior(model, tokenizer, None, cfg.probe, device=device,
                                 progress=lambda e: emit({**e, "stage": "probe"}))
             info["probe_time_s"] = time.perf_counter() - tp
         elif prior.settings != cfg.probe.prior:

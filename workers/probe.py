@@ -42,5 +42,5 @@ def run_probe_ranges(state: dict, ranges: list[tuple[int, int]], report: Callabl
                     "rows_done": e.get("done"), "rows": e.get("total"), "start": start, "pid": os.getpid()})
 
         out.append(probe_shard(m.model, m.tokenizer, cfg, start, stop, model_hash=state["model_hash"],
-                               progress=progress))
+                               progress=progress, device=state["device"]))
     return out

@@ -62,7 +62,7 @@ def quantize(model: DiffusionLM, qcfg: QuantConfig | str, calib_ids: torch.Tenso
         info["fallbacks"] = result.fallbacks
         info["prior_hash"] = result.prior_hash
         info["calib_sequences"] = list(calib_ids.shape)
-    quantize_head_and_embed(model, qcfg)
+    info["head_and_embedding"] = quantize_head_and_embed(model, qcfg)
     model.requires_grad_(False)
     check_module(model, where=f"quantize ({qcfg.method} W{qcfg.w_bits}A{qcfg.a_bits}): the quantized model",
                  fix="check the input weights for NaN/inf (faircalib models inspect) or lower the calibration lr")

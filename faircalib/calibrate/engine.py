@@ -38,6 +38,7 @@ from torch import nn
 import faircalib
 from faircalib.calibrate.config import CalibConfig
 from faircalib.calibrate.state import BlockStateStore
+from faircalib.devices import resolve_device
 from faircalib.errors import CalibrationError, ConfigError
 from faircalib.models.adapter import DLLMAdapter
 from faircalib.models.base import DecoderBlock, DiffusionLM
@@ -273,7 +274,7 @@ def calibrate_layerwise(adapter_or_model: DLLMAdapter | DiffusionLM, calib_ids: 
     weights = _check_inputs(calib_ids, position_weights)
     calib_ids = calib_ids.long().cpu()
     N, S = calib_ids.shape
-    device = torch.device(device)
+    device = resolve_device(device)
     emit: ProgressFn = progress or (lambda event: None)
     prior_hash = tensor_hash(torch.as_tensor(position_weights, dtype=torch.float32)) \
         if position_weights is not None else None
@@ -293,16 +294,18 @@ def calibrate_layerwise(adapter_or_model: DLLMAdapter | DiffusionLM, calib_ids: 
 
     eb = ccfg.eval_batch_size
     ctx = adapter.context(S, None, device)
+    act_dtype = _activation_dtype(model)  # block inputs / targets kept in the model dtype (bf16 stays bf16)
     resident: list[torch.Tensor] | None = None
     teacher = None
     if ccfg.streaming:
         with torch.no_grad():
-            h = torch.cat([adapter.embed(calib_ids[i:i + eb]).float() for i in range(0, N, eb)])  # (N, S, D) CPU
+            h = torch.cat([adapter.embed(calib_ids[i:i + eb]).to(act_dtype) for i in range(0, N, eb)])  # (N, S, D) CPU
     else:  # non-streaming reference: everything resident on `device`
         teacher = copy.deepcopy(model).to(device)
         model.to(device)
         with torch.no_grad():
-            resident = [torch.cat([teacher.embed(calib_ids[i:i + eb].to(device)).float() for i in range(0, N, eb)])]
+            resident = [torch.cat([teacher.embed(calib_ids[i:i + eb].to(device)).to(act_dtype)
+                                   for i in range(0, N, eb)])]
             for blk in teacher.blocks:
                 resident.append(_fp_pass(blk, resident[-1], ctx, device, eb, (), None))
         h = resident[0]
@@ -352,6 +355,13 @@ def calibrate_layerwise(adapter_or_model: DLLMAdapter | DiffusionLM, calib_ids: 
     result.wall_time_s = time.perf_counter() - t_start
     emit({"event": "done", "wall_time_s": result.wall_time_s, "fallbacks": result.fallbacks})
     return result
+
+
+def _activation_dtype(model: DiffusionLM) -> torch.dtype:
+    """The dtype hidden states are stored in between blocks: the model's FP dtype (a bf16 model keeps bf16
+    activations; a float32 model float32, as before)."""
+    dt = model.final_norm.weight.dtype
+    return dt if dt.is_floating_point else torch.float32
 
 
 def _learned_block(block: DecoderBlock, index: int, h_in: torch.Tensor, fp_out: torch.Tensor,

@@ -168,7 +168,9 @@ def load_quantized(directory: str | Path, device: str | torch.device = "cpu") ->
     record = json.loads((directory / QUANT_CONFIG).read_text())
     cfg = read_config(directory)
     dtype = getattr(torch, record.get("fp_dtype", "float32"))
-    model = build_model(cfg, dtype=dtype)
+    # the FP skeleton on the meta device: its linears are replaced by quantized modules below and the FP
+    # tensors are assigned from the files, so the full-precision model is never allocated (16 GB at 8B)
+    model = build_model(cfg, device="meta", dtype=dtype)
     for path in sorted(record["layout"], key=lambda p: p.count(".")):
         try:
             set_submodule(model, path, build_module(record["layout"][path]))
@@ -192,14 +194,19 @@ def load_quantized(directory: str | Path, device: str | torch.device = "cpu") ->
         if tuple(t.shape) != tuple(expected[k].shape):
             raise CheckpointError(f"{directory}: tensor {k} has shape {tuple(t.shape)}, layout implies "
                                   f"{tuple(expected[k].shape)}")
-    model.load_state_dict(state, strict=True)
+    model.load_state_dict(state, strict=True, assign=True)
+    left = [n for n, t in list(model.named_parameters()) + list(model.named_buffers()) if t.is_meta]
+    if left:
+        raise CheckpointError(f"{directory}: {left[0]} was not filled from the checkpoint; re-export it")
     model.requires_grad_(False)
     info = {"quant_config": record["quant_config"], "code_version": record.get("quantized_with_version"),
             "calib_config": record.get("calib_config"), "calibration": record.get("calibration"),
             "fallbacks": record.get("fallbacks", []), "prior_hash": record.get("prior_hash"),
             "calib_sequences": record.get("calib_sequences")}
     setattr(model, INFO_ATTR, info)
-    model = model.to(device).eval()
+    from faircalib.devices import resolve_device
+
+    model = model.to(resolve_device(device)).eval()
     return LoadedDLLM(model=model, tokenizer=load_tokenizer(directory), adapter=DLLMAdapter(model),
                       source=str(directory), path=directory)
 

@@ -4,7 +4,9 @@ the bf16 FP model. Used for the paper's compression figure (Table D: ≈3.1-3.2x
 Counted for the quantized model: packed integer weights (N·K·c/8 bytes, c = 4 for <= 4 bits, else 8),
 float32 per-channel scales (N·4) and activation clip (4) per quantized linear; online transforms as
 float32 (FlatQuant: diag K + P1 n1² + P2 n2² per point; QuaRot: the structured rotation factors +
-signs); every other tensor (embedding, LM head, norms, biases, unquantized linears) in bf16.
+signs); the LM head and embedding at QuantConfig.head_bits / embed_bits (int8 per row + float32 row
+scales by default); every other tensor (norms, biases, unquantized linears; head / embedding at 16
+bits) in bf16.
 """
 from __future__ import annotations
 
@@ -67,10 +69,12 @@ def checkpoint_bytes(cfg: DLLMConfig, qcfg: QuantConfig) -> dict[str, Any]:
             transforms += L * (k + n1 * n1 + n2 * n2) * F32
         elif qcfg.spec.transform == "hadamard" and point in ("o", "down"):
             transforms += L * _rotation_bytes(k, qcfg.effective_rotation_seed)
-    emb_b = (_quant_linear_bytes(V, d, qcfg.w_bits, False) - F32) if qcfg.quantize_embed else emb * BF16
+    eb, hb = qcfg.embed_weight_bits, qcfg.head_weight_bits
+    tied = cfg.tie_word_embeddings and not (qcfg.quantize_head or qcfg.quantize_embed)
+    emb_b = (_quant_linear_bytes(V, d, eb, False) - F32) if eb < FP_BITS and not tied else emb * BF16
     head_b = 0
     if head:
-        head_b = _quant_linear_bytes(V, d, qcfg.w_bits, cfg.out_bias) if qcfg.quantize_head else head * BF16
+        head_b = _quant_linear_bytes(V, d, hb, cfg.out_bias) if hb < FP_BITS else head * BF16
     quant_bytes = lin_q + lin_fp + transforms + emb_b + head_b + norms * BF16
     return {"fp_bytes": fp_bytes, "quant_bytes": quant_bytes, "ratio": fp_bytes / quant_bytes,
             "breakdown": {"quantized_linears": lin_q, "fp_linears": lin_fp, "online_transforms": transforms,

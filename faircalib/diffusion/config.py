@@ -52,6 +52,12 @@ class DecodeConfig(Config):
     # sampling from softmax(logits / temperature) (Dream policies, and `random` on the Dream schedule)
     temperature: float = 0.0
     alg_temp: float = 0.0  # Dream confidence policies: >0 samples the commit set from softmax(conf/alg_temp)
+    # Dream policies only (Dream's `diffusion_generate` semantics): after the temperature, keep the top-p
+    # nucleus (top_p < 1), then the top_k largest logits; confidence and argmax/sample use the filtered
+    # distribution. None = no filter. Dream's documented calls use top_p=0.95 and get top_k=50 from
+    # transformers' generation defaults (faircalib.models.defaults.FAMILY_DECODING["dream"]).
+    top_k: int | None = None
+    top_p: float | None = None
     seed: int = 0
     eps: float = 1e-3  # Dream: timesteps = linspace(1, eps, steps + 1)
     schedule: str | None = None  # only meaningful for `random`: "llada" | "dream" (default: the model's)
@@ -74,6 +80,10 @@ class DecodeConfig(Config):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
                 _bad(name, f"{value!r} must be a finite number >= 0")
+        check_int("top_k", self.top_k, 1, optional=True)  # None = no filter
+        if self.top_p is not None and (isinstance(self.top_p, bool) or not isinstance(self.top_p, (int, float))
+                                       or not 0.0 < self.top_p <= 1.0):
+            _bad("top_p", f"{self.top_p!r} must be in (0, 1] or None (no filter)")
         if isinstance(self.eps, bool) or not isinstance(self.eps, (int, float)) or not 0.0 < self.eps < 1.0:
             _bad("eps", f"{self.eps!r} must be in (0, 1)")
         if self.schedule is not None:
@@ -87,6 +97,10 @@ class DecodeConfig(Config):
                 _bad("alg_temp", f"{self.alg_temp} only applies to the Dream confidence policies "
                                  f"({_allowed(DREAM_CONFIDENCE_POLICIES)}), not policy={self.policy!r}")
         family = self.schedule or (schedule_of(self.policy) if self.policy else None)
+        if family == "llada" and (self.top_k is not None or self.top_p is not None):
+            _bad("top_k" if self.top_k is not None else "top_p",
+                 f"top_k/top_p apply to the Dream policies ({_allowed(DREAM_POLICIES)}) only, not to "
+                 f"{self.policy or 'random'!r} on the LLaDA schedule; leave them unset")
         if family == "dream" and self.block_length not in (None, self.gen_length):
             _bad("block_length", f"{self.block_length} is not supported by the Dream schedule (no "
                                  f"semi-autoregressive blocks); leave it unset or equal to gen_length")

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from faircalib.diffusion.config import DREAM_CONFIDENCE_POLICIES, DecodeConfig, RecordSpec, resolve_config
 from faircalib.diffusion.policies import (
     NEG_INF,
+    add_gumbel_noise,
     bernoulli_commit,
     dream_sample_tokens,
     llada_proposals,
@@ -60,10 +61,12 @@ def window_logits(model: Any, ids: torch.Tensor, attention_mask: torch.Tensor | 
     return model(ids, attention_mask=attention_mask, window=(start, ids.shape[1])).float()
 
 
-def policy_logits(logits: torch.Tensor, mask_token_id: int) -> torch.Tensor:
-    """The logits policies decode from: [MASK] excluded. (B, L, V) -> (B, L, V)."""
+def policy_logits(logits: torch.Tensor, mask_token_id: int, inplace: bool = False) -> torch.Tensor:
+    """The logits policies decode from: [MASK] excluded. (B, L, V) -> (B, L, V). inplace=True edits
+    `logits` itself instead of copying it (for a caller that owns the tensor and needs no raw view)."""
     if 0 <= mask_token_id < logits.shape[-1]:
-        logits = logits.clone()
+        if not inplace:
+            logits = logits.clone()
         logits[..., mask_token_id] = NEG_INF
     return logits
 
@@ -124,8 +127,8 @@ def generate(model: Any, prompts: Any, policy: str | None = None, *, config: Dec
     """Decode an answer window of `gen_length` tokens after each prompt.
 
     prompts: list of 1-D LongTensors (any lengths) or a left-padded (B, P) tensor + `attention_mask`.
-    policy / options: DecodeConfig fields (steps, gen_length, block_length, temperature, alg_temp, seed,
-    eps, schedule), applied over `config`. policy=None uses `model.default_policy`.
+    policy / options: DecodeConfig fields (steps, gen_length, block_length, temperature, alg_temp, top_k,
+    top_p, seed, eps, schedule), applied over `config`. policy=None uses `model.default_policy`.
     record: None | True | RecordSpec | names -> per-step arrays in `trajectory.records`.
     on_step: called once per step with a DecodeStep (state before the commit, window logits, masks).
     """
@@ -163,7 +166,10 @@ def generate(model: Any, prompts: Any, policy: str | None = None, *, config: Dec
         # -- model call ------------------------------------------------------------------------------
         ids = torch.cat([prompt_ids, window], dim=1)  # (B, T) state before this step
         logits = window_logits(model, ids, attn, P)  # (B, L, V)
-        plogits = policy_logits(logits, mask_id)
+        # a native model's logits are a fresh tensor (`fresh_logits`): without an on_step consumer of the raw
+        # logits, mask the [MASK] column in place (one (B, L, V) float32 copy less: 2 GB at B*L = 4096, V = 126k)
+        inplace = on_step is None and bool(getattr(model, "fresh_logits", False))
+        plogits = policy_logits(logits, mask_id, inplace=inplace)
         if spec is not None:
             if recorder is None:
                 recorder = _Recorder(spec, S, B, L, logits.shape[-1])
@@ -176,7 +182,8 @@ def generate(model: Any, prompts: Any, policy: str | None = None, *, config: Dec
         commit_step = commit_step.masked_fill(commit, s)
         if on_step is not None:
             on_step(DecodeStep(step=s, steps=S, ids=ids, attention_mask=full_mask, window_start=P, logits=logits,
-                               masked=masked, committed=commit, candidates=x0, tokens=new_window))
+                               masked=masked, committed=commit, candidates=x0, tokens=new_window,
+                               policy_logits=plogits))
         window, masked = new_window, masked & ~commit
 
     if bool(masked.any()):  # cannot happen with the schedules above; guard the invariant anyway
@@ -190,21 +197,22 @@ def _policy_step(cfg: DecodeConfig, plogits: torch.Tensor, eligible: torch.Tenso
                  gen_token: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     """One step of the configured policy -> (commit (B, L) bool, proposed tokens x0 (B, L) int64)."""
     policy, temp = cfg.policy, cfg.temperature
+    filters = {"top_k": cfg.top_k, "top_p": cfg.top_p}  # Dream policies only (DecodeConfig validates)
     if policy == "low_confidence":
         x0, p_x0 = llada_proposals(plogits, temp, gen_token)
         return topk_commit(p_x0.masked_fill(~eligible, NEG_INF), k), x0
     if policy == "random":
-        if cfg.schedule == "llada":
-            x0 = llada_proposals(plogits, temp, gen_token)[0]
+        if cfg.schedule == "llada":  # llada_proposals' x0 without its (unused) softmax confidence
+            x0 = add_gumbel_noise(plogits, temp, gen_token).argmax(dim=-1)
         else:
-            x0 = dream_sample_tokens(plogits, temp, gen_token)[1]
+            x0 = dream_sample_tokens(plogits, temp, gen_token, **filters)[1]
         return random_commit(eligible, k, gen_commit), x0
     if policy == "origin":
         assert timesteps is not None
-        x0 = dream_sample_tokens(plogits, temp, gen_token)[1]
+        x0 = dream_sample_tokens(plogits, temp, gen_token, **filters)[1]
         return bernoulli_commit(eligible, dream_transfer_prob(step, cfg.steps, timesteps), gen_commit), x0
     if policy in DREAM_CONFIDENCE_POLICIES:
-        conf, x0 = dream_sample_tokens(plogits, temp, gen_token, confidence=policy)
+        conf, x0 = dream_sample_tokens(plogits, temp, gen_token, confidence=policy, **filters)
         if cfg.alg_temp > 0:
             return sampled_commit(conf, eligible, k, cfg.alg_temp, gen_commit), x0
         return topk_commit(conf.masked_fill(~eligible, NEG_INF), k), x0

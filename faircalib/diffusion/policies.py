@@ -38,13 +38,22 @@ def llada_proposals(logits: torch.Tensor, temperature: float,
 
 
 def dream_sample_tokens(logits: torch.Tensor, temperature: float, generator: torch.Generator | None,
-                        confidence: str = "maskgit_plus") -> tuple[torch.Tensor, torch.Tensor]:
+                        confidence: str = "maskgit_plus", top_k: int | None = None,
+                        top_p: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Dream's `sample_tokens`. logits: (B, L, V) -> (confidence (B, L) float32, x0 (B, L) int64).
 
-    temperature > 0 divides the logits and samples x0 from the softmax; otherwise x0 = argmax.
-    confidence: "maskgit_plus" = probability of x0; "topk_margin" = top-1 minus top-2 probability;
-    "entropy" = sum p log(p + 1e-10) (negative entropy). All on the tempered probabilities, as Dream.
+    temperature > 0 divides the logits; then top_p (if < 1) and top_k (if set) filter them (`filter_logits`);
+    x0 is sampled from the softmax of the result (temperature > 0) or its argmax. confidence:
+    "maskgit_plus" = probability of x0; "topk_margin" = top-1 minus top-2 probability; "entropy" =
+    sum p log(p + 1e-10) (negative entropy). All on the tempered, filtered probabilities, as Dream.
+    With a filter the work runs in chunks of rows (`_filtered_sample`), so no (B, L, V) copy is made.
     """
+    if confidence not in ("maskgit_plus", "topk_margin", "entropy"):
+        raise ValueError(f"unknown Dream confidence {confidence!r}")
+    if top_k is not None or (top_p is not None and top_p < 1):
+        B, L, V = logits.shape
+        conf, x0 = _filtered_sample(logits.reshape(B * L, V), temperature, generator, confidence, top_k, top_p)
+        return conf.view(B, L), x0.view(B, L)
     if temperature > 0:
         logits = logits / temperature
     probs = F.softmax(logits, dim=-1)  # (B, L, V)
@@ -59,8 +68,91 @@ def dream_sample_tokens(logits: torch.Tensor, temperature: float, generator: tor
         conf = top2[..., 0] - top2[..., 1]
     elif confidence == "entropy":
         conf = (probs * torch.log(probs + 1e-10)).sum(-1)
-    elif confidence != "maskgit_plus":
-        raise ValueError(f"unknown Dream confidence {confidence!r}")
+    return conf, x0
+
+
+# -- Dream's top-k / top-p filters ----------------------------------------------------------------------
+ROW_CHUNK_ELEMENTS = 1 << 25  # logits elements per chunk of rows in the filtered path (128 MB of float32)
+
+
+def filter_logits(logits: torch.Tensor, top_k: int | None, top_p: float | None) -> torch.Tensor:
+    """Dream's `top_p_logits` then `top_k_logits` on the last dim, on the whole vocabulary (the reference
+    form): top_p keeps the smallest prefix of the descending order whose probability mass exceeds top_p
+    (the token crossing it included, the first token always); top_k keeps the tokens >= the k-th largest
+    remaining logit (ties kept). Removed entries become finfo(dtype).min. (..., V) -> (..., V)."""
+    low = torch.finfo(logits.dtype).min
+    if top_p is not None and top_p < 1:
+        sorted_logits, order = torch.sort(logits, descending=True)  # (..., V)
+        cum = torch.cumsum(F.softmax(sorted_logits, dim=-1), dim=-1)
+        drop_sorted = cum > top_p
+        drop_sorted[..., 1:] = drop_sorted[..., :-1].clone()  # keep the token that crosses top_p
+        drop_sorted[..., 0] = False
+        drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
+        logits = logits.masked_fill(drop, low)
+    if top_k is not None:
+        k = min(top_k, logits.shape[-1])
+        kth = torch.topk(logits, k, dim=-1).values[..., -1:]  # (..., 1)
+        logits = logits.masked_fill(logits < kth, low)
+    return logits
+
+
+def _confidence(probs: torch.Tensor, x0: torch.Tensor | None, kind: str, generator: torch.Generator | None,
+                sample: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """(confidence, index) from probabilities (N, K) whose columns are sorted by descending logit."""
+    if sample:
+        x0 = torch.multinomial(probs, 1, generator=generator).squeeze(-1)  # (N,)
+        conf = probs.gather(-1, x0[:, None]).squeeze(-1)
+    else:
+        conf, x0 = probs.max(dim=-1)
+    if kind == "topk_margin":
+        top2 = probs.topk(min(2, probs.shape[-1]), dim=-1).values  # (N, 2)
+        conf = top2[:, 0] - (top2[:, 1] if top2.shape[-1] > 1 else 0.0)
+    elif kind == "entropy":
+        conf = (probs * torch.log(probs + 1e-10)).sum(-1)
+    return conf, x0
+
+
+def _filtered_sample(logits: torch.Tensor, temperature: float, generator: torch.Generator | None, kind: str,
+                     top_k: int | None, top_p: float | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """`dream_sample_tokens` with filters, rows (N, V) processed in chunks of ~ROW_CHUNK_ELEMENTS elements.
+
+    With top_k < V only the k largest logits of a row can survive, and everything Dream computes from the
+    filtered distribution (softmax, argmax or sample, probability / margin / entropy confidence) is
+    exactly a function of those k values plus the row's full log-normaliser (for top_p's cumulative
+    mass); so a chunk keeps (rows, k) values instead of sorting (rows, V). Rows with a tie at the k-th
+    value (where Dream keeps more than k tokens) take the whole-vocabulary reference path.
+    """
+    N, V = logits.shape
+    sample = temperature > 0
+    dtype = logits.dtype if logits.dtype in (torch.float32, torch.float64) else torch.float32
+    conf = torch.empty(N, dtype=dtype, device=logits.device)
+    x0 = torch.empty(N, dtype=torch.long, device=logits.device)
+    step = max(1, ROW_CHUNK_ELEMENTS // V)
+    use_k = top_k is not None and top_k < V
+    for a in range(0, N, step):
+        x = logits[a:a + step].to(dtype)  # (n, V)
+        if sample:
+            x = x / temperature
+        if use_k:
+            vals, idx = torch.topk(x, top_k, dim=-1)  # (n, k), descending
+            tied = (x >= vals[:, -1:]).sum(-1) > top_k  # (n,) Dream keeps every tied token
+            if top_p is not None and top_p < 1:
+                lse = torch.logsumexp(x, dim=-1, keepdim=True)  # (n, 1) the full row's normaliser
+                cum = torch.cumsum(torch.exp(vals - lse), dim=-1)  # mass of the sorted prefix
+                drop = cum > top_p
+                drop[:, 1:] = drop[:, :-1].clone()
+                drop[:, 0] = False
+                vals = vals.masked_fill(drop, torch.finfo(vals.dtype).min)
+            c, j = _confidence(F.softmax(vals, dim=-1), None, kind, generator, sample)
+            conf[a:a + step], x0[a:a + step] = c, idx.gather(-1, j[:, None]).squeeze(-1)
+            if bool(tied.any()):
+                rows = tied.nonzero().squeeze(-1)
+                probs = F.softmax(filter_logits(x[rows], top_k, top_p), dim=-1)
+                c, j = _confidence(probs, None, kind, generator, sample)
+                conf[a + rows], x0[a + rows] = c, j
+        else:
+            c, j = _confidence(F.softmax(filter_logits(x, top_k, top_p), dim=-1), None, kind, generator, sample)
+            conf[a:a + step], x0[a:a + step] = c, j
     return conf, x0
 
 

@@ -37,6 +37,8 @@ class DecodeStep:
     masked: (B, L) bool, masked before the commit; committed: (B, L) bool, written this step.
     candidates: (B, L) int64 the policy's proposed token at every position (meaningful where masked).
     tokens: (B, L) int64 the window after this step's commit.
+    policy_logits: (B, L, V) the view the policy decoded from ([MASK] column -inf), so callbacks need not
+    copy the logits again (`policy_logits(logits, mask_id)` gives the same tensor); None from other callers.
     """
 
     step: int
@@ -49,6 +51,7 @@ class DecodeStep:
     committed: torch.Tensor
     candidates: torch.Tensor
     tokens: torch.Tensor
+    policy_logits: torch.Tensor | None = None
 
     @property
     def written(self) -> torch.Tensor:

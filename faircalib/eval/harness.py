@@ -198,7 +198,7 @@ def _versions(lm_eval) -> dict:
     return {"faircalib": faircalib.__version__, "lm_eval": lm_eval.__version__, "torch": torch.__version__}
 
 
-def evaluate_source(source: str | Path, tasks: str | Sequence[str], *, device: str = "cpu",
+def evaluate_source(source: str | Path, tasks: str | Sequence[str], *, device: str = "auto",
                     dtype: str | None = None, decoding: dict | None = None, **kwargs: Any) -> dict:
     """Load SOURCE (model dir, zoo:NAME or quantized checkpoint dir) and `run_lm_eval` on it. Decoding
     defaults come from the model card (zoo models, or a checkpoint whose meta names its zoo source), else

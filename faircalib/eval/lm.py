@@ -91,7 +91,7 @@ class FaircalibLM(LM):
             if pretrained is None:
                 raise ConfigError("faircalib lm-eval model needs pretrained=SOURCE (a model directory, zoo:NAME or "
                                   "a quantized checkpoint directory) or an in-memory model=")
-            loaded = load_for_eval(str(pretrained), device=device or "cpu", dtype=dtype)
+            loaded = load_for_eval(str(pretrained), device=device or "auto", dtype=dtype)
             model, tokenizer = loaded.model, tokenizer or loaded.tokenizer
             self.source = str(pretrained)
             card_decoding = model_decoding(str(pretrained), loaded.path).values
@@ -237,7 +237,8 @@ class FaircalibLM(LM):
         if isinstance(until, str):
             until = [until]
         do_sample = kw.pop("do_sample", None)
-        over = {k: kw.pop(k) for k in list(kw) if k in DECODE_FIELDS}
+        # a task's top_k / top_p are autoregressive sampling knobs: the model's decoding settings decide those
+        over = {k: kw.pop(k) for k in list(kw) if k in DECODE_FIELDS and k not in ("top_k", "top_p")}
         for k in ("gen_length", "steps", "block_length"):
             if k in over:
                 over[k] = _as_int(k, over[k])

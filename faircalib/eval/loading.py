@@ -18,9 +18,9 @@ def is_quantized_dir(path: str | Path) -> bool:
     return p.is_dir() and any((p / m).is_file() for m in QUANT_MARKERS)
 
 
-def load_for_eval(source: str | Path, device: str = "cpu", dtype: str | torch.dtype | None = None):
+def load_for_eval(source: str | Path, device: str = "auto", dtype: str | torch.dtype | None = None):
     """A model directory, `zoo:NAME` or a quantized checkpoint directory (has quant_config.json or
-    manifest.json) -> LoadedDLLM."""
+    manifest.json) -> LoadedDLLM on `device` (auto | cpu | cuda | cuda:N, faircalib.devices)."""
     s = str(source)
     if not s.startswith("zoo:") and is_quantized_dir(s):
         from faircalib.checkpoint import load_quantized

@@ -24,4 +24,6 @@ __all__ = [
 ]
 from faircalib.models.tiny import tiny_config, tiny_model  # noqa: E402
 
-__all__ += ["tiny_config", "tiny_model"]
+from faircalib.models.synth import synth_config, synth_tokenizer, synthetic_model, write_synthetic  # noqa: E402
+
+__all__ += ["synth_config", "synth_tokenizer", "synthetic_model", "tiny_config", "tiny_model", "write_synthetic"]

@@ -67,6 +67,7 @@ class DiffusionLM(nn.Module):
 
     default_policy: ClassVar[str]
     arch: ClassVar[str]
+    fresh_logits: ClassVar[bool] = True  # forward() returns a new logits tensor (decoding may edit it in place)
 
     def __init__(self, config: DLLMConfig):
         super().__init__()
@@ -97,11 +98,14 @@ class DiffusionLM(nn.Module):
 
     @property
     def device(self) -> torch.device:
-        return self.embed_tokens.weight.device
+        """Where the model lives (read from the final norm: a quantized embedding's `.weight` would
+        dequantize the whole table)."""
+        return self.final_norm.weight.device
 
     @property
     def dtype(self) -> torch.dtype:
-        return self.embed_tokens.weight.dtype
+        """The floating-point dtype of the FP parts (norms always stay FP)."""
+        return self.final_norm.weight.dtype
 
     def context(self, seq_len: int, attention_mask: torch.Tensor | None = None,
                 device: torch.device | str | None = None) -> BlockContext:
@@ -109,8 +113,8 @@ class DiffusionLM(nn.Module):
                             device or self.device)
 
     def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
-        """(B, T) -> (B, T, D)."""
-        return self.embed_tokens(input_ids)
+        """(B, T) -> (B, T, D) in the model's dtype (a quantized embedding dequantizes to float32)."""
+        return self.embed_tokens(input_ids).to(self.dtype)
 
     def head(self, h: torch.Tensor) -> torch.Tensor:
         """Final norm + LM head on hidden states. (B, T, D) -> raw logits (B, T, V), float32."""

@@ -30,12 +30,16 @@ from faircalib.errors import ModelLoadError
 #         sampling steps equals the response length". block_length is left unset (= gen_length, one
 #         block), so overriding gen_length alone stays consistent.
 #  Dream: the Dream README demo, `model.diffusion_generate(..., max_new_tokens=512, steps=512,
-#         temperature=0.2, top_p=0.95, alg="entropy", alg_temp=0.)`; a directory's generation_config.json
-#         (e.g. Dream-v0-Instruct-7B ships steps, alg, temperature, top_p) overrides what it sets.
+#         temperature=0.2, top_p=0.95, alg="entropy", alg_temp=0.)`, plus top_k=50: the call passes no
+#         top_k, and Dream's generation config is built from config.json (`from_model_config`), whose
+#         transformers generation defaults include top_k=50, so the reference decode filters to the top
+#         50 logits (before the confidence: even greedy `entropy` decodes depend on it); a directory's
+#         generation_config.json (e.g. Dream-v0-Instruct-7B ships steps, alg, temperature, top_p) overrides
+#         what it sets.
 FAMILY_DECODING: dict[str, dict[str, Any]] = {
     "llada": {"policy": "low_confidence", "steps": 128, "gen_length": 128, "temperature": 0.0},  # one block
     "dream": {"policy": "entropy", "steps": 512, "gen_length": 512, "temperature": 0.2, "top_p": 0.95,
-              "alg_temp": 0.0},
+              "top_k": 50, "alg_temp": 0.0},
 }
 FAMILY_SOURCES = {"llada": "LLaDA family defaults (ML-GSAI/LLaDA generate.py)",
                   "dream": "Dream family defaults (Dream README demo)"}

@@ -97,6 +97,22 @@ def _one_line(e: BaseException) -> str:
     return lines[0] if lines else type(e).__name__
 
 
+_FLOAT_DTYPES = {"F64": torch.float64, "F32": torch.float32, "BF16": torch.bfloat16, "F16": torch.float16}
+
+
+def stored_dtype(directory: str | Path) -> torch.dtype:
+    """The floating dtype holding most of the directory's weights (read from the safetensors headers only)."""
+    counts: dict[torch.dtype, int] = {}
+    for f in weight_files(Path(directory)):
+        with open_safetensors(f) as sf:
+            for key in sf.keys():  # noqa: SIM118 (safe_open is not a dict)
+                sl = sf.get_slice(key)
+                dt = _FLOAT_DTYPES.get(sl.get_dtype())
+                if dt is not None:
+                    counts[dt] = counts.get(dt, 0) + int(torch.Size(sl.get_shape()).numel())
+    return max(counts, key=counts.get) if counts else torch.float32
+
+
 def load_state_dict_into(model: DiffusionLM, files: list[Path], dtype: torch.dtype,
                          device: torch.device | str, where: str, check_finite: bool = True) -> None:
     """Copy tensors from safetensors files into `model`, checking names and shapes first (and, with
@@ -129,13 +145,15 @@ def load_state_dict_into(model: DiffusionLM, files: list[Path], dtype: torch.dty
     model.load_state_dict(seen, strict=True, assign=True)
 
 
-def load_model_dir(directory: str | Path, dtype: torch.dtype = torch.float32,
+def load_model_dir(directory: str | Path, dtype: torch.dtype | None = torch.float32,
                    device: torch.device | str = "cpu", check_finite: bool = True) -> DiffusionLM:
+    """dtype None = the stored dtype (`stored_dtype`)."""
     from faircalib.models.config import read_config
 
     directory = Path(directory)
     cfg = read_config(directory)
     files = weight_files(directory)
+    dtype = dtype or stored_dtype(directory)
     model = build_model(cfg, device="meta")
     load_state_dict_into(model, files, dtype, device, where=str(directory), check_finite=check_finite)
     return model.eval()

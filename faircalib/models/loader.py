@@ -59,18 +59,24 @@ def resolve_source(source: str | Path) -> Path:
     return zoo_path(s) if s.startswith(PREFIX) else Path(s).expanduser()
 
 
-def default_dtype(device: torch.device | str) -> torch.dtype:
-    return torch.bfloat16 if torch.device(device).type == "cuda" else torch.float32
+def default_dtype(device: torch.device | str) -> torch.dtype | None:
+    """bfloat16 on CUDA; None on CPU = the dtype the weights are stored in (`stored_dtype`: a bf16 checkpoint
+    stays bf16 instead of doubling its memory as float32; the zoo's float32 models stay float32)."""
+    return torch.bfloat16 if torch.device(device).type == "cuda" else None
 
 
 def load_dllm(source: str | Path, dtype: torch.dtype | None = None,
               device: torch.device | str = "cpu", check_finite: bool = True) -> LoadedDLLM:
     """Load a LLaDA or Dream model from a Hugging Face-format directory or a zoo name.
 
-    dtype defaults to float32 on CPU and bfloat16 on CUDA. Raises ModelLoadError with a one-line reason
+    dtype defaults to bfloat16 on CUDA and to the stored dtype on CPU (`default_dtype`). device may be
+    "auto" (faircalib.devices.resolve_device). Raises ModelLoadError with a one-line reason
     (NonFiniteError naming the tensor when a weight is NaN/inf, unless check_finite=False).
     """
+    from faircalib.devices import resolve_device
+
     path = resolve_source(source)
+    device = resolve_device(device)
     model = load_model_dir(path, dtype or default_dtype(device), device, check_finite=check_finite)
     return LoadedDLLM(model=model, tokenizer=load_tokenizer(path), adapter=DLLMAdapter(model),
                       source=str(source), path=path)

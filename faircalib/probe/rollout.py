@@ -193,7 +193,7 @@ def _tokenize(tokenizer, prompts: Sequence[str]) -> list[torch.Tensor]:
 def probe_priors(model, tokenizer, prompts: Sequence[str] | None, cfg: ProbeConfig,
                  variants: Mapping[str, PriorSettings] | None = None, *, sample_offset: int = 0,
                  data_hash: str | None = None, model_hash: str | None = None,
-                 progress: ProgressFn | None = None) -> dict[str, PositionPrior]:
+                 progress: ProgressFn | None = None, device: str | None = "auto") -> dict[str, PositionPrior]:
     """Probe once, accumulate every setting in `variants` (default {"prior": cfg.prior}).
 
     prompts: the probe prompt texts of this call (None: the first cfg.n_samples of cfg.prompts, drawn with
@@ -202,7 +202,19 @@ def probe_priors(model, tokenizer, prompts: Sequence[str] | None, cfg: ProbeConf
     data_hash: the hash of the *whole* probe set (`probe_data_hash(all prompts)`) when this call is a shard;
       default: the hash of `prompts`. model_hash: default `state_dict_hash(model)`.
     progress(event): {"event": "probe_batch", "done": rows done, "total": rows in this call, "batch": k}.
+    device: where the rollouts run (faircalib.devices: auto = CUDA when available); the model is moved
+      there for the call and back afterwards.
     """
+    from faircalib.devices import on_device
+
+    with on_device(model, device):
+        return _probe_priors(model, tokenizer, prompts, cfg, variants, sample_offset=sample_offset,
+                             data_hash=data_hash, model_hash=model_hash, progress=progress)
+
+
+def _probe_priors(model, tokenizer, prompts: Sequence[str] | None, cfg: ProbeConfig,
+                  variants: Mapping[str, PriorSettings] | None, *, sample_offset: int, data_hash: str | None,
+                  model_hash: str | None, progress: ProgressFn | None) -> dict[str, PositionPrior]:
     from faircalib.diffusion import generate, policy_logits, resolve_config
     from faircalib.diffusion.config import model_default_policy
     from faircalib.models.loader import require_dllm
@@ -247,7 +259,8 @@ def probe_priors(model, tokenizer, prompts: Sequence[str] | None, cfg: ProbeConf
                                          "prior is built from it")
                 scores = {}
                 if kinds:
-                    plog = policy_logits(st.logits, mask_id)  # (B, L, V) [MASK] excluded, as the policies
+                    plog = st.policy_logits if st.policy_logits is not None else policy_logits(st.logits, mask_id)
+                    # (B, L, V) [MASK] excluded, as the policies saw it (generate's copy: no second one)
                     scores = {kind: sharpness(plog, kind) for kind in kinds}  # (B, L)
                 for name, acc in accs.items():
                     s = variants[name]
@@ -271,15 +284,15 @@ def probe_priors(model, tokenizer, prompts: Sequence[str] | None, cfg: ProbeConf
 
 def probe_prior(model, tokenizer, prompts: Sequence[str] | None, cfg: ProbeConfig, *, sample_offset: int = 0,
                 data_hash: str | None = None, model_hash: str | None = None,
-                progress: ProgressFn | None = None) -> PositionPrior:
+                progress: ProgressFn | None = None, device: str | None = "auto") -> PositionPrior:
     """Stage I with cfg.prior (see `probe_priors` for the arguments)."""
     return probe_priors(model, tokenizer, prompts, cfg, None, sample_offset=sample_offset, data_hash=data_hash,
-                        model_hash=model_hash, progress=progress)["prior"]
+                        model_hash=model_hash, progress=progress, device=device)["prior"]
 
 
 def probe_shard(model, tokenizer, cfg: ProbeConfig, start: int, stop: int, *, model_hash: str | None = None,
-                variants: Mapping[str, PriorSettings] | None = None,
-                progress: ProgressFn | None = None) -> PositionPrior | dict[str, PositionPrior]:
+                variants: Mapping[str, PriorSettings] | None = None, progress: ProgressFn | None = None,
+                device: str | None = "auto") -> PositionPrior | dict[str, PositionPrior]:
     """One shard of the cfg.prompts probe set: prompts[start:stop] of the cfg.n_samples drawn with cfg.seed,
     keyed by global index and carrying the whole set's data hash, so `PositionPrior.merge` of the shards
     equals `probe_prior(model, tokenizer, None, cfg)`. `start` must be a multiple of cfg.batch_size.
@@ -290,5 +303,5 @@ def probe_shard(model, tokenizer, cfg: ProbeConfig, start: int, stop: int, *, mo
         raise ConfigError(f"probe shard [{start}, {stop}) is outside 0..{cfg.n_samples}")
     every = sample_prompts(cfg.prompts, cfg.n_samples, cfg.seed)
     out = probe_priors(model, tokenizer, every[start:stop], cfg, variants, sample_offset=start,
-                       data_hash=probe_data_hash(every), model_hash=model_hash, progress=progress)
+                       data_hash=probe_data_hash(every), model_hash=model_hash, progress=progress, device=device)
     return out if variants is not None else out["prior"]

@@ -20,6 +20,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from faircalib.models.base import ACT_POINTS, DecoderBlock
 from faircalib.quant.bits import FP_BITS
@@ -49,16 +50,19 @@ class ActPoint(nn.Module):
         return 1.0 if self.clip_logit is None else torch.sigmoid(self.clip_logit)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(…, K) -> (…, K)."""
+        """(…, K) -> (…, K) in x's dtype; the transform and the quantizer compute in (at least) float32, so a
+        bf16 model stays bf16 around float32 quantization parameters."""
+        dtype = x.dtype
         if self.transform is not None:
             x = self.transform(x)
         if self.a_bits >= FP_BITS:
-            return x
+            return x.to(dtype)
+        x = x if x.dtype in (torch.float32, torch.float64) else x.float()
         xq = fake_quant(x, self.a_bits, self.clip())
         if self.training and self.drop_prob > 0:  # QDrop: keep each element FP with prob drop_prob
             keep_fp = torch.rand(x.shape, generator=self.generator, device=x.device) < self.drop_prob
             xq = torch.where(keep_fp, x, xq)
-        return xq
+        return xq.to(dtype)
 
     def extra_repr(self) -> str:
         return f"a_bits={self.a_bits}, learn_clip={self.clip_logit is not None}, drop_prob={self.drop_prob}"
@@ -96,9 +100,30 @@ class FakeQuantLinear(nn.Module):
             return self.weight if dtype is None else self.weight.to(dtype)
         return self.weight_transform(self.weight, dtype)
 
+    def fake_weight(self) -> torch.Tensor:
+        """Q_w(T_w(W)) (N, K) in (at least) float32."""
+        return fake_quant(self.transformed_weight(torch.promote_types(self.weight.dtype, torch.float32)),
+                          self.w_bits, self.clip())
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        w = fake_quant(self.transformed_weight(), self.w_bits, self.clip())  # (N, K)
-        return F.linear(x, w, self.bias)
+        """The weight is transformed and fake-quantized in (at least) float32, then used in x's dtype.
+
+        While training, the weight path runs under activation checkpointing: it depends on parameters only,
+        and keeping its float32 intermediates (the cast weight, W ⊘ d, both Kronecker factors' products,
+        the quantizer's steps: ~8 weight-sized tensors per linear) for the backward pass would cost ~7 GB
+        per LLaDA-8B block; recomputing them in the backward costs one extra forward of this path."""
+        if torch.is_grad_enabled() and self._trainable():
+            w = checkpoint(self.fake_weight, use_reentrant=False)
+        else:
+            w = self.fake_weight()
+        bias = None if self.bias is None else self.bias.to(x.dtype)
+        return F.linear(x, w.to(x.dtype), bias)
+
+    def _trainable(self) -> bool:
+        if self.clip_logit is not None and self.clip_logit.requires_grad:
+            return True
+        owner = getattr(self.weight_transform, "__self__", None)  # the point's KroneckerTransform
+        return owner is not None and any(p.requires_grad for p in owner.parameters())
 
     def to_linear(self) -> nn.Linear:
         """The original FP linear (same Parameter objects)."""

@@ -7,7 +7,8 @@ float32 buffers), each linear's weight is mapped in float64, W_f = (W ⊘ d)(P1 
 output channel with its learned clipping into a `QuantLinear` that also carries the point's learned
 activation clipping. Fixed transforms (QuaRot's online rotation) stay as they are. Plain FP linears
 (no fake modules installed) are quantized round-to-nearest, i.e. `fold_block` on an untouched block is RTN.
-`quantize_head_and_embed` does the same for the LM head / embedding when the config asks for it.
+`quantize_head_and_embed` stores the LM head / embedding as int8 rows by default (QuantConfig.head_bits /
+embed_bits; the head weight-only) or at W4A4 / W4 (quantize_head / quantize_embed).
 """
 from __future__ import annotations
 
@@ -66,16 +67,26 @@ def fold_block(block: DecoderBlock, qcfg: QuantConfig) -> None:
 
 
 @torch.no_grad()
-def quantize_head_and_embed(model: DiffusionLM, qcfg: QuantConfig) -> None:
-    """RTN for the LM head / embedding when the config asks for it (both stay FP by default)."""
-    if not (qcfg.quantize_head or qcfg.quantize_embed):
-        return
+def quantize_head_and_embed(model: DiffusionLM, qcfg: QuantConfig) -> str:
+    """RTN for the LM head and the embedding per `qcfg` (int8 per row by default; see QuantConfig.head_bits).
+    Returns what was done, for the quantization record. A tied head/embedding stays FP unless the
+    all-quantized setting (quantize_head / quantize_embed) is asked for, which it does not support."""
+    head_bits, embed_bits = qcfg.head_weight_bits, qcfg.embed_weight_bits
+    if head_bits >= FP_BITS and embed_bits >= FP_BITS:
+        return "fp"
     if model.lm_head is None:
-        raise ConfigError("quantize_head: not supported with tied word embeddings; keep the head and embedding FP "
-                          "(quantize_head=False, quantize_embed=False)", field="quantize_head")
-    if qcfg.quantize_head and not isinstance(model.lm_head, QuantLinear):
+        if qcfg.quantize_head or qcfg.quantize_embed:
+            raise ConfigError("quantize_head: not supported with tied word embeddings; keep the head and embedding "
+                              "FP (quantize_head=False, quantize_embed=False)", field="quantize_head")
+        return "fp (tied embedding and head)"
+    done = []
+    if head_bits < FP_BITS and not isinstance(model.lm_head, QuantLinear):
         head = model.lm_head
-        replace_module(model, head, QuantLinear.from_float(head.weight, head.bias, qcfg.w_bits, qcfg.a_bits))
-    if qcfg.quantize_embed and not isinstance(model.embed_tokens, QuantEmbedding):
+        a_bits = qcfg.a_bits if qcfg.quantize_head else FP_BITS  # default: weight-only
+        replace_module(model, head, QuantLinear.from_float(head.weight, head.bias, head_bits, a_bits))
+        done.append(f"head w{head_bits}a{a_bits if a_bits < FP_BITS else 16}")
+    if embed_bits < FP_BITS and not isinstance(model.embed_tokens, QuantEmbedding):
         emb = model.embed_tokens
-        replace_module(model, emb, QuantEmbedding.from_float(emb.weight, qcfg.w_bits))
+        replace_module(model, emb, QuantEmbedding.from_float(emb.weight, embed_bits))
+        done.append(f"embedding w{embed_bits}")
+    return ", ".join(done) or "fp"

@@ -37,7 +37,7 @@ class HessianAccumulator:
         self.H *= self.n / (self.n + total)  # running mean: rescale the old sum
         self.n += total
         xs = x * (2.0 * w / self.n).sqrt()[:, None]  # (M, K)
-        self.H += xs.T @ xs
+        self.H.addmm_(xs.T, xs)  # in place: no (K, K) temporary (2.9 GB in float64 at K = 18944)
 
 
 @dataclass(frozen=True)
@@ -47,33 +47,71 @@ class GPTQResult:
     scales: torch.Tensor  # (N,) float32
 
 
+@dataclass(frozen=True)
+class GPTQFactor:
+    """What GPTQ needs from a Hessian, shared by every linear reading the same input (q/k/v, gate/up):
+    the upper Cholesky factor of the damped inverse Hessian (K, K) float32, the always-zero inputs and
+    the act-order permutation (or None)."""
+
+    hinv: torch.Tensor
+    dead: torch.Tensor
+    perm: torch.Tensor | None
+
+
 @torch.no_grad()
-def gptq_quantize(W: torch.Tensor, H: torch.Tensor, bits: int, blocksize: int = 128, damp: float = 0.01,
-                  act_order: bool = False, clip: float | torch.Tensor = 1.0) -> GPTQResult:
-    """GPTQ with lazy block updates. W: (N, K) weight, H: (K, K) input Hessian (`HessianAccumulator.H`).
+def gptq_factor(H: torch.Tensor, damp: float = 0.01, act_order: bool = False, *, consume: bool = False) -> GPTQFactor:
+    """Factor an input Hessian once (float64 math). consume=True works in H's storage (the caller gives it
+    up), so the peak is two (K, K) float64 matrices instead of five (a 18944-wide Hessian is 2.9 GB)."""
+    K = H.shape[0]
+    if H.shape != (K, K):
+        raise ValueError(f"gptq: H must be square, got {tuple(H.shape)}")
+    H = H.detach().to(torch.float64)
+    if not consume:
+        H = H.clone()
+    diag = torch.diagonal(H)
+    dead = diag == 0  # inputs that are always zero: weight irrelevant, keep H invertible
+    diag[dead] = 1.0
+    perm = torch.argsort(diag, descending=True) if act_order else None
+    if perm is not None:
+        H = H[perm][:, perm]
+        diag = torch.diagonal(H)
+    diag.add_(damp * diag.mean())
+    # Upper Cholesky factor U of H⁻¹ (H⁻¹ = UᵀU): row i of U holds the error-propagation coefficients
+    # for column i onto columns > i after columns < i are fixed (the paper's Cholesky reformulation).
+    L = torch.linalg.cholesky(H)
+    del H, diag
+    Hinv = torch.cholesky_inverse(L)
+    del L
+    U = torch.linalg.cholesky(Hinv, upper=True)
+    del Hinv
+    return GPTQFactor(hinv=U.to(torch.float32), dead=dead, perm=perm)
+
+
+@torch.no_grad()
+def gptq_quantize(W: torch.Tensor, H: torch.Tensor | None, bits: int, blocksize: int = 128, damp: float = 0.01,
+                  act_order: bool = False, clip: float | torch.Tensor = 1.0,
+                  factor: GPTQFactor | None = None) -> GPTQResult:
+    """GPTQ with lazy block updates. W: (N, K) weight, H: (K, K) input Hessian (`HessianAccumulator.H`),
+    or `factor` = gptq_factor(H, damp, act_order) computed once for several linears with the same input.
 
     damp: fraction of mean(diag H) added to the diagonal. act_order: quantize columns by decreasing
     diag(H) (the returned codes are in the original column order). clip: per-row range shrink (scalar or (N, 1)).
     """
     K = W.shape[1]  # W: (N, K)
-    if H.shape != (K, K):
-        raise ValueError(f"gptq_quantize: H has shape {tuple(H.shape)}, expected ({K}, {K}) for W {tuple(W.shape)}")
+    if factor is None:
+        if H is None or H.shape != (K, K):
+            raise ValueError(f"gptq_quantize: H has shape {None if H is None else tuple(H.shape)}, expected "
+                             f"({K}, {K}) for W {tuple(W.shape)}")
+        factor = gptq_factor(H, damp, act_order)
+    elif factor.hinv.shape != (K, K):
+        raise ValueError(f"gptq_quantize: factor is for {factor.hinv.shape[0]} inputs, W {tuple(W.shape)} has {K}")
     W = W.detach().to(torch.float32).clone()  # (N, K), updated in place
     scale = symmetric_scale(W, bits, clip)  # (N, 1), once, from the original W
-    H = H.detach().to(device=W.device, dtype=torch.float64).clone()
-
-    dead = torch.diagonal(H) == 0  # inputs that are always zero: weight irrelevant, keep H invertible
-    H[dead, dead] = 1.0
-    W[:, dead] = 0.0
-    perm = torch.argsort(torch.diagonal(H), descending=True) if act_order else None
+    W[:, factor.dead.to(W.device)] = 0.0
+    perm = factor.perm
     if perm is not None:
-        W, H = W[:, perm], H[perm][:, perm]
-
-    H += damp * torch.diagonal(H).mean() * torch.eye(K, dtype=H.dtype, device=H.device)
-    # Upper Cholesky factor U of H⁻¹ (H⁻¹ = UᵀU): row i of U holds the error-propagation coefficients
-    # for column i onto columns > i after columns < i are fixed (the paper's Cholesky reformulation).
-    hinv = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(H)), upper=True)
-    hinv = hinv.to(torch.float32)  # (K, K)
+        W = W[:, perm.to(W.device)]
+    hinv = factor.hinv.to(W.device)  # (K, K)
 
     Q = torch.zeros_like(W)  # (N, K) integer codes (as float)
     for i1 in range(0, K, blocksize):
@@ -91,7 +129,7 @@ def gptq_quantize(W: torch.Tensor, H: torch.Tensor, bits: int, blocksize: int = 
         W[:, i2:] -= E1 @ hinv[i1:i2, i2:]  # lazy batch update of all later columns
 
     if perm is not None:
-        Q = Q[:, torch.argsort(perm)]
+        Q = Q[:, torch.argsort(perm.to(Q.device))]
     codes = Q.to(torch.int8)
     scales = scale[:, 0].to(torch.float32)
     return GPTQResult(weight=codes.to(torch.float32) * scales[:, None], codes=codes, scales=scales)

@@ -30,7 +30,7 @@ from torch import nn
 
 from faircalib.errors import ConfigError
 from faircalib.models.base import ACT_POINTS, LINEAR_ROLES, DecoderBlock, DiffusionLM
-from faircalib.quant.gptq import HessianAccumulator, gptq_quantize
+from faircalib.quant.gptq import HessianAccumulator, gptq_factor, gptq_quantize
 from faircalib.quant.hadamard import OnlineRotation, StructuredOrthogonal, structured_orthogonal
 from faircalib.quant.runtime import QuantLinear
 
@@ -42,8 +42,26 @@ RESIDUAL_WRITERS = ("o", "down")
 NORM_FEEDS = {"attn_norm": ("q", "k", "v"), "mlp_norm": ("gate", "up")}
 
 
+_CHUNK_ELEMENTS = 1 << 24  # float64 scratch per step of the folding (128 MB)
+
+
 def _set(p: torch.Tensor, value64: torch.Tensor) -> None:
     p.data.copy_(value64.to(p.dtype))
+
+
+def _map_rows(t: torch.Tensor, fn) -> None:
+    """t[rows] <- fn(t[rows] in float64), in place, a chunk of rows at a time: folding a (126464, 4096)
+    embedding or head never materialises a float64 copy of the whole matrix (4 GB, plus temporaries)."""
+    rows = max(1, _CHUNK_ELEMENTS // max(1, t.shape[-1]))
+    for a in range(0, t.shape[0], rows):
+        t.data[a:a + rows].copy_(fn(t.data[a:a + rows].double()).to(t.dtype))
+
+
+def _map_cols(t: torch.Tensor, fn) -> None:
+    """t[:, cols] <- fn(t[:, cols]ᵀ in float64)ᵀ, in place, a chunk of columns at a time."""
+    cols = max(1, _CHUNK_ELEMENTS // max(1, t.shape[0]))
+    for a in range(0, t.shape[1], cols):
+        t.data[:, a:a + cols].copy_(fn(t.data[:, a:a + cols].double().T).T.to(t.dtype))
 
 
 def _untie_head(model: DiffusionLM) -> None:
@@ -79,7 +97,7 @@ def fuse_norms(model: DiffusionLM) -> None:
     for norm, linears in pairs + [(model.final_norm, [head])]:
         g = norm.weight.double()  # (D,)
         for lin in linears:
-            _set(lin.weight, lin.weight.double() * g[None, :])  # (N, D) · diag(g)
+            _map_rows(lin.weight, lambda w, g=g: w * g[None, :])  # (N, D) · diag(g)
         norm.weight.data.fill_(1.0)
 
 
@@ -108,7 +126,7 @@ def rotate_model(model: DiffusionLM, seed: int = 0, *, online_o: bool = True, un
     q_o = structured_orthogonal(d_attn, seed + 2, prefer) if online_o else None
 
     emb = model.embed_tokens.weight
-    _set(emb, q_res.apply(emb.double()))  # (V, D) E Q
+    _map_rows(emb, q_res.apply)  # (V, D) E Q
     _rotate_inputs(model.lm_head, q_res)
     for block in model.blocks:
         for r in RESIDUAL_READERS:
@@ -126,12 +144,12 @@ def rotate_model(model: DiffusionLM, seed: int = 0, *, online_o: bool = True, un
 
 def _rotate_inputs(lin: nn.Linear, q: StructuredOrthogonal) -> None:
     """The linear now reads x Q: W <- W Q (rows of W rotate like x). Bias unchanged."""
-    _set(lin.weight, q.apply(lin.weight.double()))  # (N, K) @ (K, K)
+    _map_rows(lin.weight, q.apply)  # (N, K) @ (K, K)
 
 
 def _rotate_outputs(lin: nn.Linear, q: StructuredOrthogonal) -> None:
     """The linear now writes y Q: W <- Qᵀ W, b <- Qᵀ b (as column vectors; i.e. bᵀ Q)."""
-    _set(lin.weight, q.apply(lin.weight.double().T).T)  # (N, K): (Wᵀ Q)ᵀ
+    _map_cols(lin.weight, q.apply)  # (N, K): (Wᵀ Q)ᵀ = Qᵀ W, column chunks of W
     if lin.bias is not None:
         _set(lin.bias, q.apply(lin.bias.double()))
 
@@ -157,11 +175,13 @@ def quarot_block(block: DecoderBlock, qcfg: QuantConfig, stats: dict[str, Any]) 
     Returns the codes/scales (the block's state for resume)."""
     state: dict[str, torch.Tensor] = {}
     for point in qcfg.points:
-        H = stats[point].H
+        # one factorisation per activation point (q/k/v and gate/up share their input's Hessian); the
+        # accumulator is handed over and freed, so at most one (K, K) float64 pair is alive at a time
+        factor = gptq_factor(stats.pop(point).H, qcfg.gptq_damp, consume=True)
         for role in ACT_POINTS[point]:
             lin = block.role(role)
-            res = gptq_quantize(lin.weight.detach(), H, qcfg.w_bits, blocksize=qcfg.gptq_blocksize,
-                                damp=qcfg.gptq_damp)
+            res = gptq_quantize(lin.weight.detach(), None, qcfg.w_bits, blocksize=qcfg.gptq_blocksize,
+                                damp=qcfg.gptq_damp, factor=factor)
             state[f"{role}.codes"], state[f"{role}.scales"] = res.codes, res.scales
             block.set_role(role, QuantLinear.from_codes(res.codes, res.scales, lin.bias, qcfg.w_bits, qcfg.a_bits))
     return state

@@ -38,17 +38,33 @@ def _exact_acc_dtype(k: int, w_bits: int, a_bits: int) -> torch.dtype:
     return torch.float32 if bound < 2 ** 24 else torch.float64
 
 
+_CHUNK_ELEMENTS = 1 << 24  # weight elements per step of row-chunked work (bounds float temporaries)
+
+
+def _row_chunks(n_rows: int, n_cols: int) -> range:
+    step = max(1, _CHUNK_ELEMENTS // max(1, n_cols))
+    return range(0, n_rows, step)
+
+
 def quantize_rows(w: torch.Tensor, bits: int, clip: torch.Tensor | float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-row symmetric quantization of a folded weight (N, K), any float dtype (float64 for folding).
 
     The scale is rounded to float32 first (what is stored), and codes are taken against that stored
     scale, so dequantization at run time reproduces exactly codes · scale. -> (codes int8, scale f32 (N,)).
+    Rows are independent: they are processed in chunks (a (126464, 4096) head never exists in float64).
     """
-    w64 = w.double()
-    clip64 = clip.double() if isinstance(clip, torch.Tensor) else clip
-    s = (w64.abs().amax(-1) * (clip64.reshape(-1) if isinstance(clip64, torch.Tensor) else clip64))
-    s = (s / qrange(bits)[1]).clamp(min=_EPS).float()  # (N,) stored float32
-    codes = quantize_codes(w64, s.double()[:, None], bits).to(torch.int8)  # (N, K)
+    N, K = w.shape
+    codes = torch.empty(N, K, dtype=torch.int8, device=w.device)
+    s = torch.empty(N, dtype=torch.float32, device=w.device)
+    step = _row_chunks(N, K).step
+    for a in range(0, N, step):
+        w64 = w[a:a + step].double()
+        c = clip[a:a + step] if isinstance(clip, torch.Tensor) and clip.numel() > 1 else clip
+        clip64 = c.double() if isinstance(c, torch.Tensor) else c
+        sc = (w64.abs().amax(-1) * (clip64.reshape(-1) if isinstance(clip64, torch.Tensor) else clip64))
+        sc = (sc / qrange(bits)[1]).clamp(min=_EPS).float()  # (n,) stored float32
+        s[a:a + step] = sc
+        codes[a:a + step] = quantize_codes(w64, sc.double()[:, None], bits).to(torch.int8)
     return codes, s
 
 
@@ -154,12 +170,22 @@ class QuantLinear(_KeepDtype):
             return self._forward_w4a4_kernels(x)
         lead = x.shape[:-1]
         x2 = x.reshape(-1, self.in_features)  # (M, K)
+        # output channels in chunks: the unpacked / dequantized weight of a (126464, 4096) head would be a
+        # 2 GB float32 temporary per call; per-channel results are independent, so chunking is exact
+        rows = _row_chunks(self.out_features, self.in_features)
         if self.a_bits >= FP_BITS:  # weight-only: dequantize and use a float GEMM
-            y = F.linear(x2.float(), self.dequantized_weight())
+            # float32 on CPU (the exact emulation); a bf16/fp16 GEMM on CUDA (tensor cores: the int8 head
+            # of an 8B model is 4 TFLOP per decoding step at 4096 tokens)
+            cdt = x.dtype if x.is_cuda and x.dtype in (torch.bfloat16, torch.float16) else torch.float32
+            xf = x2.to(cdt)
+            parts = [F.linear(xf, (unpack(self.qweight[a:a + rows.step], self.w_bits).float()
+                                   * self.w_scale[a:a + rows.step, None]).to(cdt)) for a in rows]
+            y = (parts[0] if len(parts) == 1 else torch.cat(parts, dim=-1)).float()  # (M, N)
         else:
             s_x = symmetric_scale(x2.float(), self.a_bits, self.act_clip)  # (M, 1)
             xq = quantize_codes(x2.float(), s_x, self.a_bits)  # (M, K) integer-valued
-            acc = self._gemm(xq, self.codes())  # (M, N)
+            parts = [self._gemm(xq, unpack(self.qweight[a:a + rows.step], self.w_bits)) for a in rows]
+            acc = parts[0] if len(parts) == 1 else torch.cat(parts, dim=-1)  # (M, N)
             y = (acc * s_x.to(self.acc_dtype)).float() * self.w_scale  # epilogue
         if self.bias is not None:
             y = y + self.bias

@@ -111,6 +111,12 @@ def _probe_line(cfg, origin: str) -> str:
             f"({origin}{hint})")
 
 
+def _device_option(f):
+    return click.option("--device", default="auto", show_default=True,
+                        help="auto | cpu | cuda | cuda:N (auto = CUDA when available). Stage II keeps the model "
+                             "on the host and streams one block at a time to the device.")(f)
+
+
 def _load(source: str, threads: int):
     import torch
 
@@ -134,15 +140,18 @@ def _summary(prior) -> dict:
 @_probe_options
 @click.option("--shard", default=None, help="START:STOP of the probe set (START a multiple of --probe-batch).")
 @click.option("--threads", type=int, default=1, show_default=True)
+@_device_option
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Prior directory to write.")
 @quiet_option
-def probe_cmd(source: str, shard: str | None, threads: int, out: str, quiet: bool, **kw) -> None:
+def probe_cmd(source: str, shard: str | None, threads: int, device: str, out: str, quiet: bool, **kw) -> None:
     """Stage I: probe model SOURCE (directory or zoo:NAME) with random-commit rollouts; save the prior.
     T / L default to the model's own decoding settings (zoo model card, or the family's documented
     defaults for a model directory); --paper-scale or --steps / --window choose others."""
+    from faircalib.devices import resolve_device
     from faircalib.errors import ConfigError
     from faircalib.probe import probe_prior, probe_shard
 
+    device = resolve_device(device)  # a bad --device fails before the model loads
     cfg, origin = _probe_config(kw, source)
     with ProgressView(quiet=quiet) as view:
         view.note(_probe_line(cfg, origin))
@@ -152,9 +161,11 @@ def probe_cmd(source: str, shard: str | None, threads: int, out: str, quiet: boo
                 start, stop = (int(x) for x in shard.split(":"))
             except ValueError:
                 raise ConfigError(f"--shard={shard!r} must be START:STOP (integers)") from None
-            prior = probe_shard(loaded.model, loaded.tokenizer, cfg, start, stop, model_hash=mhash, progress=view)
+            prior = probe_shard(loaded.model, loaded.tokenizer, cfg, start, stop, model_hash=mhash, progress=view,
+                                device=device)
         else:
-            prior = probe_prior(loaded.model, loaded.tokenizer, None, cfg, model_hash=mhash, progress=view)
+            prior = probe_prior(loaded.model, loaded.tokenizer, None, cfg, model_hash=mhash, progress=view,
+                                device=device)
     prior.save(out)
     click.echo(json.dumps({"out": out, **_summary(prior)}, indent=2))
 
@@ -190,19 +201,22 @@ def prior_merge_cmd(out: str, parts: tuple[str, ...]) -> None:
               help="Quantizer seed (QuaRot signs, QDrop drops, block training order).")
 @click.option("--state-dir", default=None, type=click.Path(file_okay=False), help="Per-block state (resume).")
 @click.option("--threads", type=int, default=1, show_default=True)
+@_device_option
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Checkpoint directory to write.")
 @quiet_option
 def quantize_cmd(source: str, method: str, bits: str, prior_dir: str | None, floor: float | None,
                  qdrop_weighted: bool, calib_source: str | None, calib_n: int | None, calib_seq_len: int | None,
                  calib_seed: int | None, epochs: int | None, seed: int, state_dir: str | None, threads: int,
-                 out: str, quiet: bool, **kw) -> None:
+                 device: str, out: str, quiet: bool, **kw) -> None:
     """Quantize model SOURCE with one method (Stage I + Stage II for faircalib) and save the checkpoint.
     Probing (without --prior) uses the model's own decoding T / L unless --paper-scale or flags say
     otherwise; the chosen values are printed first."""
     from faircalib.checkpoint import save_quantized
+    from faircalib.devices import resolve_device
     from faircalib.pipeline import MethodConfig, run_method
     from faircalib.probe import PositionPrior
 
+    device = resolve_device(device)  # a bad --device fails before the model loads
     probe, origin = _probe_config(kw, source)
     prior = PositionPrior.load(prior_dir) if prior_dir else None
     if prior is not None:
@@ -220,10 +234,11 @@ def quantize_cmd(source: str, method: str, bits: str, prior_dir: str | None, flo
                       else _probe_line(cfg.probe, origin))
         loaded, _ = _load(source, threads)
         model, info = run_method(loaded.model, loaded.tokenizer, cfg, prior=prior, state_dir=state_dir,
-                                 progress=view, inplace=True)
+                                 progress=view, inplace=True, device=device)
     save_quantized(model, out, meta={"source": source, "method_config": cfg.to_dict(),
                                      "prior": info.get("prior")}, tokenizer=loaded.tokenizer)
-    click.echo(json.dumps({"out": out, "method": method, "bits": cfg.bits, "wall_time_s": info["wall_time_s"],
+    click.echo(json.dumps({"out": out, "method": method, "bits": cfg.bits, "device": str(device),
+                           "wall_time_s": info["wall_time_s"],
                            "prior_key": (info.get("prior") or {}).get("cache_key"),
                            "block_losses": info.get("block_losses")}, indent=2))
 

@@ -26,7 +26,8 @@ from faircalib.orchestrator.progress import ProgressView, quiet_option
 @click.option("--policy", default=None, help="Commit policy (default: the model's).")
 @click.option("--no-greedy-check", is_flag=True, help="Skip is_greedy (a decode per loglikelihood request).")
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--device", default="cpu", show_default=True)
+@click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda | cuda:N (auto = CUDA when "
+              "available).")
 @click.option("--threads", type=int, default=1, show_default=True, help="torch threads (the machine is shared).")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None, help="Write the result here.")
 @quiet_option
@@ -43,8 +44,10 @@ def eval_cmd(source: str, tasks: str, limit: float | None, mc_num: int, batch_si
     os.environ.setdefault("TQDM_DISABLE", "1")  # lm-eval's own bars; progress comes from faircalib's events
     import torch
 
+    from faircalib.devices import resolve_device
     from faircalib.eval.harness import evaluate_source, format_table
 
+    device = str(resolve_device(device))  # a bad --device fails before anything loads
     torch.set_num_threads(max(1, threads))
     torch.set_flush_denormal(True)
     decoding = {k: v for k, v in (("gen_length", gen_length), ("steps", steps), ("block_length", block_length),

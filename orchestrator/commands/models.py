@@ -119,3 +119,25 @@ def init_tiny(dest: str, arch: str, seed: int) -> None:
 
     save_model_dir(tiny_model(arch, seed=seed), dest)
     click.echo(dest)
+
+
+@models_group.command("synth")
+@click.option("--like", type=click.Choice(["llada-8b", "dream-7b"]), required=True,
+              help="Official model whose config, tensor names, special tokens and vocabulary to copy.")
+@click.option("--layers", type=int, required=True, help="Decoder layers (the official models have 32 / 28).")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Directory to write.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--shard-gb", type=float, default=2.0, show_default=True, help="Maximum shard size (GiB).")
+def synth_cmd(like: str, layers: int, out: str, seed: int, shard_gb: float) -> None:
+    """Write a random-weight checkpoint with the real shapes of LIKE (bf16 sharded safetensors + index +
+    tokenizer of the real vocabulary size); loads like the official directory. Outputs are meaningless."""
+    from faircalib.errors import ConfigError
+    from faircalib.models import inspect_model, write_synthetic
+
+    if not shard_gb > 0:
+        raise ConfigError(f"--shard-gb {shard_gb} must be > 0")
+    path = write_synthetic(like, layers, out, seed=seed, max_shard_bytes=int(shard_gb * 2 ** 30))
+    info = inspect_model(path)
+    click.echo(json.dumps({"out": str(path), "like": like, **{k: info[k] for k in (
+        "layers", "d_model", "d_ff", "n_heads", "n_kv_heads", "vocab_size", "mask_token_id", "parameters",
+        "dtype", "weight_bytes", "shards")}}, indent=2))

@@ -81,3 +81,27 @@ def test_quantize_and_inspect_fail_in_one_line_on_a_broken_model(model_dir, tmp_
         assert res.exit_code == 1 and res.output.count("\n") == 1 and expect in res.output
     else:  # headers only: inspect describes it; loading is what refuses it
         assert res.exit_code == 0 and json.loads(res.output)["parameters"] > 0
+
+
+@pytest.mark.parametrize("command", ["probe", "quantize", "eval"])
+def test_device_option_is_validated_before_loading(model_dir, tmp_path, command):
+    r = CliRunner()
+    extra = ["--tasks", "faircalib_arith"] if command == "eval" else ["--out", str(tmp_path / "o")]
+    bad = r.invoke(main, [command, model_dir, "--device", "tpu", *extra])
+    assert bad.exit_code == 1 and "device='tpu' is not supported; use one of auto, cpu, cuda, cuda:N" in bad.output
+    if not torch.cuda.is_available():
+        no = r.invoke(main, [command, model_dir, "--device", "cuda:0", *extra])
+        assert no.exit_code == 1 and "no CUDA device is available" in no.output
+    assert not (tmp_path / "o").exists()
+
+
+def test_quantize_reports_the_resolved_device(model_dir, tmp_path):
+    before = torch.get_num_threads()
+    try:
+        q = CliRunner().invoke(main, ["quantize", model_dir, "--method", "flatquant", "--calib-n", "2",
+                                      "--calib-seq-len", "8", "--epochs", "1", "--device", "auto",
+                                      "--out", str(tmp_path / "ck")])
+    finally:
+        torch.set_num_threads(before)
+    assert q.exit_code == 0, q.output
+    assert _json(q.stdout)["device"] == ("cuda:0" if torch.cuda.is_available() else "cpu")

@@ -19,7 +19,8 @@ def test_packed_checkpoint_loads_and_matches_fake_quant(make_outlier_model, cali
     """Trained fake-quant model (unfolded, float32) vs the loaded packed checkpoint (float64 fold, int4 codes,
     emulated integer GEMM). Tolerances stated in the asserts."""
     m = make_outlier_model("dream")
-    qcfg = QuantConfig.from_bits("w4a4", method="flatquant")
+    # head / embedding FP here: the fake-quant model (blocks only) is the reference for the blocks' folding
+    qcfg = QuantConfig.from_bits("w4a4", method="flatquant", head_bits=16, embed_bits=16)
     fake = copy.deepcopy(m)
     calibrate_layerwise(fake, calib_ids, qcfg, TWO, finalize=False)
     q = quantize(copy.deepcopy(m), qcfg, calib_ids, calib_cfg=TWO)
@@ -106,3 +107,19 @@ def test_checkpoint_bytes_matches_saved_tensors(method, calib_ids, tmp_path):
     est = checkpoint_bytes(m.config, qcfg)
     assert est["fp_bytes"] == fp_bytes and est["quant_bytes"] == saved
     assert est["ratio"] == pytest.approx(fp_bytes / saved)
+
+
+def test_default_checkpoint_is_over_3_2x_smaller_at_8b_shapes():
+    """int8 head + embedding by default: LLaDA-8B / Dream-7B W4A4 checkpoints >= 3.2x smaller than bf16
+    (FP head + embedding: < 2.9x); what stays FP is small (norms, biases, scales, transforms)."""
+    from faircalib.models import parse_config, synth_config
+
+    for like, lo in (("llada-8b", 3.4), ("dream-7b", 3.4)):
+        cfg = parse_config(synth_config(like, 32 if like == "llada-8b" else 28))
+        default = checkpoint_bytes(cfg, QuantConfig(method="flatquant"))
+        fp_head = checkpoint_bytes(cfg, QuantConfig(method="flatquant", head_bits=16, embed_bits=16))
+        assert default["ratio"] >= lo and fp_head["ratio"] < 2.9, (like, default["ratio"], fp_head["ratio"])
+        b = default["breakdown"]
+        fp_rest = b["norms"] + b["fp_linears"] + b["online_transforms"]
+        assert b["fp_linears"] == 0 and fp_rest < 0.01 * default["quant_bytes"]
+        assert b["embedding"] == cfg.vocab_size * (cfg.d_model + 4)  # int8 codes + float32 row scales

@@ -31,9 +31,11 @@ def test_family_defaults_for_plain_directories(tmp_path):
     # LLaDA (ML-GSAI/LLaDA generate.py defaults): steps = gen_length = 128, one block, low_confidence, greedy
     assert dl.values == {"policy": "low_confidence", "steps": 128, "gen_length": 128, "temperature": 0.0}
     assert not dl.recorded and "LLaDA family" in dl.origin
-    # Dream (README demo): 512 / 512, entropy, temperature 0.2, top_p 0.95 (no DecodeConfig field: reported)
-    assert dd.values == {"policy": "entropy", "steps": 512, "gen_length": 512, "temperature": 0.2, "alg_temp": 0.0}
-    assert dd.unsupported == {"top_p": 0.95} and "not applied" in dd.describe()
+    # Dream (README demo): 512 / 512, entropy, temperature 0.2, top_p 0.95, and the top_k 50 that the
+    # reference decode gets from transformers' generation defaults; every value reaches DecodeConfig
+    assert dd.values == {"policy": "entropy", "steps": 512, "gen_length": 512, "temperature": 0.2, "alg_temp": 0.0,
+                         "top_p": 0.95, "top_k": 50}
+    assert dd.unsupported == {} and "not applied" not in dd.describe() and "top_k=50" in dd.describe()
     assert FAMILY_DECODING["dream"]["top_p"] == 0.95
     p = ProbeConfig.for_decoding(dl.values, n_samples=8)
     assert (p.steps, p.window, p.block_length, p.n_samples) == (128, 128, None, 8)
@@ -47,7 +49,8 @@ def test_generation_config_overrides_the_family_defaults(tmp_path):
          "max_new_tokens": 128, "bos_token_id": 1}))
     d = model_decoding(dream)
     # explicit nulls unset the family's values (top_p, alg_temp -> DecodeConfig's own default)
-    assert d.values == {"policy": "origin", "steps": 256, "gen_length": 128, "temperature": 0.0, "eps": 0.001}
+    assert d.values == {"policy": "origin", "steps": 256, "gen_length": 128, "temperature": 0.0, "eps": 0.001,
+                        "top_k": 50}  # the file does not set top_k
     assert d.unsupported == {} and "generation_config.json" in d.origin
 
 

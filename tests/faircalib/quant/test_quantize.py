@@ -23,7 +23,9 @@ def test_rtn_needs_no_data_and_keeps_the_model_api(arch, eval_ids):
     assert q.faircalib_quant["quant_config"]["method"] == "rtn"
     logits = q(eval_ids)
     assert logits.shape == (8, 24, 96) and bool(torch.isfinite(logits).all())
-    assert q.lm_head is None or not isinstance(q.lm_head, QuantLinear)  # head FP by default
+    head = q.lm_head  # int8 weight-only head and int8 embedding by default
+    assert head is None or (isinstance(head, QuantLinear) and (head.w_bits, head.a_bits) == (8, 16))
+    assert head is None or (isinstance(q.embed_tokens, QuantEmbedding) and q.embed_tokens.bits == 8)
 
 
 def test_w8a8_is_near_fp_and_w4a4_is_not(eval_ids, make_outlier_model):
@@ -94,10 +96,25 @@ def test_method_input_checks(calib_ids):
         quantize(copy.deepcopy(m), QuantConfig(method="faircalib"), calib_ids, position_weights=torch.ones(5))
 
 
-def test_head_and_embedding_quantization_is_opt_in(eval_ids):
+def test_head_and_embedding_settings(eval_ids):
     m = tiny_model("dream")
     q = quantize(copy.deepcopy(m), QuantConfig(method="rtn", quantize_head=True, quantize_embed=True))
     assert isinstance(q.lm_head, QuantLinear) and isinstance(q.embed_tokens, QuantEmbedding)
+    assert (q.lm_head.w_bits, q.lm_head.a_bits, q.embed_tokens.bits) == (4, 4, 4)
     assert bool(torch.isfinite(q(eval_ids)).all())
+    assert q.faircalib_quant["head_and_embedding"] == "head w4a4, embedding w4"
+    fp = quantize(copy.deepcopy(m), QuantConfig(method="rtn", head_bits=16, embed_bits=16))
+    assert type(fp.lm_head) is torch.nn.Linear and type(fp.embed_tokens) is torch.nn.Embedding
+    assert fp.faircalib_quant["head_and_embedding"] == "fp"
+    # the default int8 weight-only head / int8 embedding adds little to W4A4's own error (its perturbation
+    # re-draws W4A4's rounding, so compare each model's distance to FP, not the two models to each other)
+    q8 = quantize(copy.deepcopy(m), QuantConfig(method="rtn"))
+    kl_fp = compare_to_reference(fp, eval_ids, m, ratios=(0.5,)).kl_to_ref
+    kl_8 = compare_to_reference(q8, eval_ids, m, ratios=(0.5,)).kl_to_ref
+    assert kl_8 < 1.3 * kl_fp, (kl_8, kl_fp)
+    tied = quantize(tiny_model("llada", tie_word_embeddings=True), QuantConfig(method="rtn"))
+    assert tied.lm_head is None and tied.faircalib_quant["head_and_embedding"] == "fp (tied embedding and head)"
     with pytest.raises(ConfigError, match="tied word embeddings"):
         quantize(tiny_model("llada", tie_word_embeddings=True), QuantConfig(method="rtn", quantize_head=True))
+    with pytest.raises(ConfigError, match="head_bits"):
+        QuantConfig(head_bits=12)

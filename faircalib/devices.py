@@ -1,0 +1,83 @@
+"""Where computation runs: the one device-resolution rule used by the CLI (`--device`), `run_method`,
+`probe_prior`, calibration and evaluation.
+
+    resolve_device("auto")    -> cuda:<current> when CUDA is available, else cpu
+    resolve_device("cpu")     -> cpu
+    resolve_device("cuda")    -> cuda:<current>   (ConfigError when CUDA is unavailable)
+    resolve_device("cuda:1")  -> cuda:1           (ConfigError when there is no device 1)
+
+Anything else (mps, gpu, "cuda:x", ...) is a ConfigError naming the allowed values. Module boundary: pure
+resolution; moving models is the caller's business.
+"""
+from __future__ import annotations
+
+import contextlib
+import re
+from collections.abc import Iterator
+
+import torch
+
+from faircalib.errors import ConfigError
+
+DEVICE_CHOICES = "auto, cpu, cuda, cuda:N"
+_CUDA = re.compile(r"^cuda(?::(\d+))?$")
+
+
+def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
+    """`device` (auto | cpu | cuda | cuda:N, or a torch.device; None = auto) -> a concrete torch.device."""
+    if isinstance(device, torch.device):
+        device = str(device)
+    spec = "auto" if device is None else str(device).strip().lower()
+    if spec == "auto":
+        return _cuda_device(None) if torch.cuda.is_available() else torch.device("cpu")
+    if spec == "cpu":
+        return torch.device("cpu")
+    m = _CUDA.match(spec)
+    if m is None:
+        raise ConfigError(f"device={device!r} is not supported; use one of {DEVICE_CHOICES}")
+    if not torch.cuda.is_available():
+        raise ConfigError(f"device={device!r} but no CUDA device is available (torch.cuda.is_available() is "
+                          f"False); use --device cpu or --device auto")
+    return _cuda_device(None if m.group(1) is None else int(m.group(1)))
+
+
+def _cuda_device(index: int | None) -> torch.device:
+    n = torch.cuda.device_count()
+    if index is None:
+        index = torch.cuda.current_device() if n else 0
+    if not 0 <= index < n:
+        raise ConfigError(f"device='cuda:{index}' does not exist: this machine has {n} CUDA device(s) "
+                          f"(cuda:0..cuda:{max(n - 1, 0)}); pick one of them or --device auto")
+    return torch.device("cuda", index)
+
+
+def describe_device(device: torch.device) -> str:
+    """A human-readable name: 'cpu' or 'cuda:0 (NVIDIA H100 80GB HBM3)'."""
+    if device.type == "cuda":
+        return f"{device} ({torch.cuda.get_device_name(device)})"
+    return str(device)
+
+
+def module_device(module: torch.nn.Module) -> torch.device:
+    """Where a module's first parameter (else buffer) lives; cpu for an empty module."""
+    for t in module.parameters():
+        return t.device
+    for t in module.buffers():
+        return t.device
+    return torch.device("cpu")
+
+
+@contextlib.contextmanager
+def on_device(module: torch.nn.Module, device: str | torch.device | None) -> Iterator[torch.device]:
+    """Run a block of code with `module` on `device` (resolved; None = auto), then put it back where it was
+    (e.g. probe on the GPU, then calibrate from the host)."""
+    target = resolve_device(device)
+    home = module_device(module)
+    moved = target != home
+    if moved:
+        module.to(target)
+    try:
+        yield target
+    finally:
+        if moved:
+            module.to(home)
