@@ -94,7 +94,7 @@ def _int_mm(a: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
 
 def gemm_case(model: str, M: int, K: int, N: int, device: torch.device) -> dict:
     from faircalib import kernels as fk
-    from faircalib.quant import packing
+    from faircalib.kernels import packing
 
     g = torch.Generator().manual_seed(M * 7 + K * 3 + N)
     a = torch.randint(-8, 8, (M, K), generator=g, dtype=torch.int8)
