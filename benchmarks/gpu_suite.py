@@ -93,8 +93,9 @@ def _int_mm(a: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
 
 
 def gemm_case(model: str, M: int, K: int, N: int, device: torch.device) -> dict:
-    from faircalib import kernels as fk
     from faircalib.kernels import packing
+
+    from faircalib import kernels as fk
 
     g = torch.Generator().manual_seed(M * 7 + K * 3 + N)
     a = torch.randint(-8, 8, (M, K), generator=g, dtype=torch.int8)
@@ -235,9 +236,9 @@ def stage2_block(device: torch.device, tiny: bool) -> dict:
     """calibrate_layerwise on a 1-layer synthetic LLaDA-8B (full width, bf16 on the host) with N x S
     calibration tokens, 2 epochs: the second epoch's duration (event to event) is the epoch time; the rest
     of the block's time (FP pass, loss evaluations, fold) is the fixed part."""
+    from faircalib.calibrate import CalibConfig
     from faircalib.calibrate.engine import calibrate_layerwise
     from faircalib.models import synthetic_model
-    from faircalib.calibrate import CalibConfig
     from faircalib.quant import QuantConfig
 
     N, S = (4, 32) if tiny else (128, 1024)

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
+from faircalib.calibrate import CalibConfig, quantize
 from faircalib.calibrate.engine import calibrate_layerwise
 from faircalib.models import tiny_model
 from faircalib.pipeline import MethodConfig, run_method
-from faircalib.calibrate import CalibConfig, quantize
 from faircalib.quant import QuantConfig
 from faircalib.quant.fake import learnable_parameters
 
