@@ -4,7 +4,8 @@
                          document per chapter; without SPLIT all chapters, with SPLIT (train/probe/
                          heldout) the chapters whose hash falls in that split. Offline.
   builtin:tasks[:SPLIT]  procedural task examples rendered as "prompt answer" text (default split train)
-  builtin:longtasks[:SPLIT]  the long-answer families (chain, psum, shift, trace; long_tasks.py), same way
+  builtin:longtasks[:SPLIT]  the long-answer testbed families (dsort, lsort, lrev; long_tasks.py), same way
+  builtin:longtasks-hard[:SPLIT]  the harder long-answer families (chain, psum, shift, trace), same way
   builtin:mix[:SPLIT]    kjv and tasks of one split (default train) interleaved (the zoo pre-training mix)
   PATH.txt               a local text file, documents separated by blank lines
   PATH.jsonl             a local JSON-lines file, field "text" (prompts: "prompt" or "question")
@@ -23,7 +24,7 @@ from pathlib import Path
 from faircalib.data.tasks import SPLITS, families_of, format_prompt, sample_tasks, split_of
 from faircalib.errors import DataError
 
-BUILTIN_TEXT = ("builtin:kjv", "builtin:tasks", "builtin:longtasks", "builtin:mix")
+BUILTIN_TEXT = ("builtin:kjv", "builtin:tasks", "builtin:longtasks", "builtin:longtasks-hard", "builtin:mix")
 _TEXT_FIELDS = ("text", "content", "document")
 _PROMPT_FIELDS = ("prompt", "question", "input", "text")
 COT_SUFFIX = "\nLet's think step by step."

@@ -8,8 +8,9 @@ Families (all short, so a few-million-parameter dLLM can learn them on a CPU):
   reverse  reverse 3-6 letters                                        -> "d a c b"
   kv       key-value recall from 3-5 pairs                            -> "7"
 
-Long-answer families (chain, psum, shift, trace; answers of 39-47 tokens) are in long_tasks.py and are
-sampled the same way; `FAMILY_SETS` names the two sets (sources builtin:tasks / builtin:longtasks).
+Long-answer families (dsort, lsort, lrev, and the harder chain, psum, shift, trace; answers of 39-47
+tokens) are in long_tasks.py and are sampled the same way; `FAMILY_SETS` names the sets (sources
+builtin:tasks / builtin:longtasks / builtin:longtasks-hard).
 
 Splits are decided by a hash of (family, question), not by the RNG, so `train`, `probe` and `heldout`
 examples are disjoint whatever seed or count anyone asks for: 80% train, 10% probe (Stage I / Stage II
@@ -22,7 +23,7 @@ import random
 import re
 from dataclasses import dataclass
 
-from faircalib.data.long_tasks import LONG_FAMILIES, LONG_GENERATORS
+from faircalib.data.long_tasks import HARD_LONG_FAMILIES, LONG_FAMILIES, LONG_GENERATORS
 from faircalib.errors import ConfigError
 
 FAMILIES = ("arith", "word", "sort", "reverse", "kv")  # the short families (builtin:tasks)
@@ -104,7 +105,8 @@ def _kv(rng: random.Random) -> tuple[str, str]:
 _GENERATORS = {"arith": _arith, "word": _word, "sort": _sort, "reverse": _reverse, "kv": _kv, **LONG_GENERATORS}
 ALL_FAMILIES = tuple(_GENERATORS)
 # task-set name (the source builtin:NAME[:SPLIT]) -> its families
-FAMILY_SETS: dict[str, tuple[str, ...]] = {"tasks": FAMILIES, "longtasks": LONG_FAMILIES}
+FAMILY_SETS: dict[str, tuple[str, ...]] = {"tasks": FAMILIES, "longtasks": LONG_FAMILIES,
+                                           "longtasks-hard": HARD_LONG_FAMILIES}
 
 
 def families_of(source: str) -> tuple[str, ...] | None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from faircalib.data import (LONG_FAMILIES, LONG_WINDOW, answer_window_ids, exact_match, families_of, iter_documents,
+from faircalib.data import (HARD_LONG_FAMILIES, LONG_FAMILIES, LONG_WINDOW, answer_window_ids, exact_match, families_of, iter_documents,
                             sample_prompts, sample_task_sequences, sample_tasks, split_of)
 from faircalib.errors import ConfigError, DataError
 
@@ -20,6 +20,10 @@ def zoo_tokenizer():
 def _solve(ex) -> str:
     """An independent solver per family (parses the question, recomputes the answer)."""
     q = ex.question
+    if ex.family in ("dsort", "lsort"):
+        return " ".join(sorted(q.split()[1:]))
+    if ex.family == "lrev":
+        return " ".join(q.split()[1:][::-1])
     if ex.family == "chain":
         import re
 
@@ -45,7 +49,7 @@ def _solve(ex) -> str:
     raise AssertionError(ex.family)
 
 
-@pytest.mark.parametrize("family", LONG_FAMILIES)
+@pytest.mark.parametrize("family", LONG_FAMILIES + HARD_LONG_FAMILIES)
 def test_answers_are_exactly_what_an_independent_solver_computes(family):
     exs = sample_tasks(200, "train", seed=3, families=(family,))
     assert len({e.question for e in exs}) == 200
@@ -62,7 +66,7 @@ def test_chain_totals_stay_two_digit_and_propagate():
         assert all(10 <= int(s.split("=")[1]) <= 99 for s in steps)
 
 
-@pytest.mark.parametrize("family", LONG_FAMILIES)
+@pytest.mark.parametrize("family", LONG_FAMILIES + HARD_LONG_FAMILIES)
 def test_answers_fill_at_least_80_percent_of_the_window(zoo_tokenizer, family):
     lens = []
     for ex in sample_tasks(300, "heldout", seed=0, families=(family,)):
@@ -73,7 +77,7 @@ def test_answers_fill_at_least_80_percent_of_the_window(zoo_tokenizer, family):
     assert min(lens) / LONG_WINDOW >= 0.8, (family, min(lens))
 
 
-@pytest.mark.parametrize("family", LONG_FAMILIES)
+@pytest.mark.parametrize("family", LONG_FAMILIES + HARD_LONG_FAMILIES)
 def test_splits_are_disjoint_by_hash(family):
     qs = {s: {e.question for e in sample_tasks(300, s, seed=0, families=(family,))}
           for s in ("train", "probe", "heldout")}
@@ -83,12 +87,24 @@ def test_splits_are_disjoint_by_hash(family):
     assert all(split_of(family, e.question) == "heldout" for e in sample_tasks(100, "heldout", 9, (family,)))
 
 
+def test_sorted_answers_are_monotone_so_one_wrong_item_propagates():
+    for fam in ("dsort", "lsort"):
+        for ex in sample_tasks(50, "probe", seed=0, families=(fam,)):
+            items = ex.answer.split()
+            assert items == sorted(items) and len(items) >= (20 if fam == "dsort" else 40)
+            assert sorted(ex.question.split()[1:]) == items  # a permutation of the question's items
+
+
 def test_longtasks_source_names_the_long_families():
+    assert LONG_FAMILIES == ("dsort", "lsort", "lrev")
     assert families_of("builtin:longtasks:probe") == LONG_FAMILIES
+    assert families_of("builtin:longtasks-hard:probe") == HARD_LONG_FAMILIES == ("chain", "psum", "shift", "trace")
     assert families_of("builtin:tasks") == ("arith", "word", "sort", "reverse", "kv")
     assert families_of("builtin:kjv:train") is None
     prompts = sample_prompts("builtin:longtasks:probe", 8, seed=0)
-    assert len(prompts) == 8 and {p.split()[1] for p in prompts} & {"psum", "shift"}
+    assert len(prompts) == 8 and {p.split()[1] for p in prompts} == {"sort", "reverse"}
+    hard = sample_prompts("builtin:longtasks-hard:probe", 8, seed=0)
+    assert {p.split()[1] for p in hard} & {"psum", "shift"}
     docs = list(iter_documents("builtin:longtasks:heldout", task_examples=80))
     assert len(docs) == 10 and all(d.startswith("Q: ") for d in docs)
 

@@ -48,3 +48,24 @@ def test_continuation_rejects_another_recipes_directory(stage1, tmp_path):
         train_zoo_model("tiny-dream", tmp_path / "x", steps=1, log=lambda m: None, init_from=stage1, **FAST)
     with pytest.raises(ConfigError, match="training.json"):
         train_zoo_model("tiny-llada", tmp_path / "y", steps=1, log=lambda m: None, init_from=tmp_path, **FAST)
+
+
+def test_long_recipes_warm_start_from_the_tiny_model_of_their_architecture(tmp_path):
+    tiny = load_dllm("zoo:tiny-llada").model.state_dict()
+    out = tmp_path / "long"
+    train_zoo_model("long-llada", out, steps=1, threads=1, log=lambda m: None, **FAST)
+    rec = json.loads((out / TRAINING_FILE).read_text())
+    assert rec["warm_start"]["from"] == "zoo:tiny-llada" and rec["warm_start"]["steps"] == 9000
+    assert rec["train_config"]["families"] == ["dsort", "lsort", "lrev"] and rec["train_config"]["gen_length"] == 48
+    after = load_dllm(out).model.state_dict()
+    diffs = [float((after[k] - tiny[k]).abs().max()) for k in tiny]
+    assert 0 < max(diffs) < 0.01  # one small AdamW step away from the tiny model's weights
+
+
+def test_warm_start_with_another_architecture_is_a_one_line_error():
+    from dataclasses import replace
+
+    from faircalib.training.recipes import _warm_start, get_recipe
+
+    with pytest.raises(ConfigError, match=r"warm start zoo:tiny-dream has arch=dream.*fix warm_start"):
+        _warm_start(replace(get_recipe("long-llada"), warm_start="tiny-dream"))
