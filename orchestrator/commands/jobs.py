@@ -141,6 +141,7 @@ def submit_cmd(job_file: Path, wait: bool, run_here: bool, ray_address: str | No
     if run_here:
         from faircalib.orchestrator.scheduler import Interrupted
 
+        _ensure_default_storage(store, [job_id])
         con = _console()
         try:  # SIGINT / SIGTERM cancel the job (recorded with the reason); `faircalib retry` resumes it
             with ProgressView(quiet=quiet, console=con) as view:
@@ -162,6 +163,31 @@ def submit_cmd(job_file: Path, wait: bool, run_here: bool, ray_address: str | No
 
 
 # ---------------------------------------------------------------- run
+def _ensure_default_storage(store, job_ids: list[str] | None = None) -> None:
+    """Jobs on the embedded default storage (s3://faircalib/...) with no S3 endpoint configured or
+    running: start the local S3 server the way quickstart does (it keeps running; `faircalib storage
+    down` stops it), or fail with the fix."""
+    from faircalib.service.storage import NO_LOCAL_SERVER, resolve_endpoint, uses_local_default
+
+    from faircalib.errors import FaircalibError
+
+    endpoint, _ = resolve_endpoint()
+    if endpoint is not None:
+        return
+    rows = [store.get_job(j) for j in job_ids] if job_ids else store.list_jobs(state="queued", limit=1000)
+    if not any(r.storage_uri and uses_local_default(r.storage_uri) for r in rows):
+        return
+    from faircalib.orchestrator.quickstart import ensure_local_storage
+
+    try:
+        started = ensure_local_storage()
+    except FaircalibError as e:
+        raise click.ClickException(f"storage s3://faircalib: {NO_LOCAL_SERVER} (starting it here failed: "
+                                   f"{str(e).splitlines()[0]})") from e
+    click.echo(f"started the local S3 server at {started.endpoint} for the jobs' default storage "
+               "(`faircalib storage down` stops it)", err=True)
+
+
 def _run_scheduler(store, *, once: bool, ray_address: str | None, max_jobs: int | None = None,
                    lease_s: float = 30.0, heartbeat_s: float = 5.0, job_ids: list[str] | None = None,
                    watcher=None, interrupt: str = "requeue", interrupt_signals: tuple = (),
@@ -225,6 +251,7 @@ def run_cmd(once: bool, ray_address: str | None, max_jobs: int | None, lease_s: 
     click.echo(f"scheduler on {store.url_masked}" + (f", Ray at {ray_address}" if ray_address else ""), err=True)
     from faircalib.orchestrator.scheduler import Interrupted
 
+    _ensure_default_storage(store)
     try:  # Ctrl-C: the running job goes back to the queue (recorded); SIGTERM: finish it, then exit
         with ProgressView(quiet=quiet, console=stderr_console()) as view:
             ran = _run_scheduler(store, once=once, ray_address=ray_address, max_jobs=max_jobs, lease_s=lease_s,
