@@ -351,6 +351,17 @@ class JobStore:
             raise JobNotFound(f"job id prefix {prefix!r} is ambiguous ({', '.join(ids)}, ...); give more characters")
         return ids[0]
 
+    def resolve_sweep(self, prefix: str) -> str:
+        """A full sweep id from a unique prefix of it."""
+        with self.engine.connect() as conn:
+            ids = conn.execute(select(db.jobs.c.sweep_id).where(db.jobs.c.sweep_id.startswith(prefix, autoescape=True))
+                               .distinct().limit(3)).scalars().all()
+        if not ids:
+            raise JobNotFound(f"no sweep {prefix!r} in {self.url_masked}; `faircalib sweep FILE` prints the ids")
+        if len(ids) > 1:
+            raise JobNotFound(f"sweep id prefix {prefix!r} is ambiguous ({', '.join(ids)}, ...); give more characters")
+        return ids[0]
+
     def list_jobs(self, *, state: str | None = None, sweep_id: str | None = None, limit: int = 100) -> list[JobRow]:
         q = select(db.jobs).order_by(db.jobs.c.created_at.desc(), db.jobs.c.id).limit(limit)
         if state:

@@ -8,6 +8,7 @@ import json
 import signal
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import click
@@ -285,13 +286,16 @@ def _job_dict(store, job) -> dict:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.option("--state", type=click.Choice(["queued", "running", "succeeded", "failed", "cancelled"]), default=None)
 @click.option("--limit", type=int, default=50, show_default=True)
+@click.option("--sweep", "sweep", default=None, metavar="ID", help="Only the jobs of this sweep (id or prefix).")
 @_db_option
-def status_cmd(job: str | None, as_json: bool, state: str | None, limit: int, db_url: str | None) -> None:
+def status_cmd(job: str | None, as_json: bool, state: str | None, limit: int, sweep: str | None,
+               db_url: str | None) -> None:
     """Show jobs (newest first), or one JOB with its stages."""
     from rich.markup import escape
     from rich.table import Table
 
     store = _store(db_url)
+    sweep_id = store.resolve_sweep(sweep) if sweep else None
     if job:
         row = store.get_job(store.resolve(job))
         d = _job_dict(store, row)
@@ -310,11 +314,14 @@ def status_cmd(job: str | None, as_json: bool, state: str | None, limit: int, db
         con.print(f"storage: {row.storage_uri}/{row.id}  artifacts: {d['artifacts']}  "
                   f"created {_fmt_ts(row.created_at)}  ran {_duration(row)}", markup=False)
         return
-    rows = store.list_jobs(state=state, limit=limit)
+    rows = store.list_jobs(state=state, sweep_id=sweep_id, limit=limit)
     if as_json:
         click.echo(json.dumps([r.as_dict() for r in rows], indent=1, default=str))
         return
-    t = Table("id", "name", "state", "method", "bits", "created", "ran", "reason")
+    t = Table("id", "name", "state", "method", "bits", "created", "ran", "reason",
+              title=f"sweep {sweep_id}: {len(rows)} jobs, " + ", ".join(
+                  f"{n} {st}" for st, n in sorted(Counter(r.state.value for r in rows).items()))
+              if sweep_id else None, title_justify="left")
     for r in rows:
         t.add_row(*_plain(r.id, r.name, r.state.value, r.method, r.bits, _fmt_ts(r.created_at), _duration(r),
                           (r.reason or "")[:80]))
@@ -420,12 +427,19 @@ def retry_cmd(job: str, db_url: str | None) -> None:
 
 # ---------------------------------------------------------------- results / fetch
 @click.command("results")
-@click.argument("job")
+@click.argument("job", required=False)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--sweep", "sweep", default=None, metavar="ID",
+              help="One comparison table of a sweep's jobs (id or prefix) instead of one job.")
 @_db_option
-def results_cmd(job: str, as_json: bool, db_url: str | None) -> None:
-    """Print a job's evaluation results."""
+def results_cmd(job: str | None, as_json: bool, sweep: str | None, db_url: str | None) -> None:
+    """Print a job's evaluation results, or (--sweep ID) a sweep's comparison table."""
     store = _store(db_url)
+    if sweep:
+        _sweep_results(store, store.resolve_sweep(sweep), as_json)
+        return
+    if not job:
+        raise click.UsageError("give a JOB id, or --sweep ID")
     row = store.get_job(store.resolve(job))
     if as_json:
         click.echo(json.dumps({"id": row.id, "name": row.name, "state": row.state.value, "method": row.method,
@@ -464,6 +478,34 @@ def results_table(row):
         cells += ["" if r.n is None or not r.wall_s else str(r.n), fmt_wall(r.wall_s)]
         t.add_row(*map(Text, cells))
     return t
+
+
+def _sweep_results(store, sweep_id: str, as_json: bool) -> None:
+    """Rows model x method x bits x probe setting; per metric its value and Δ vs FP."""
+    from faircalib.orchestrator.report import fmt, fmt_delta, sweep_comparison
+    from rich.table import Table
+    from rich.text import Text
+
+    jobs = store.list_jobs(sweep_id=sweep_id, limit=10_000)
+    cmp = sweep_comparison(jobs)
+    if as_json:
+        click.echo(json.dumps({"sweep": sweep_id, **cmp}, indent=1, default=str))
+        return
+    done = sum(r["state"] == "succeeded" for r in cmp["rows"])
+    t = Table(title=f"sweep {sweep_id}: {done}/{len(cmp['rows'])} jobs succeeded; each metric, then its Δ vs FP",
+              title_justify="left")
+    for col in ("model", "method", "bits", "probe", "state"):
+        t.add_column(col)
+    for m in cmp["metrics"]:
+        t.add_column(m, justify="right")
+        t.add_column("Δ", justify="right")
+    for r in cmp["rows"]:
+        cells = [r["model"].removeprefix("zoo:"), r["method"], r["bits"], r["probe"], r["state"]]
+        for m in cmp["metrics"]:
+            v = r["values"].get(m) or {}
+            cells += [fmt(v.get("value")), fmt_delta(v.get("delta"))]
+        t.add_row(*map(Text, cells))
+    _console().print(t)
 
 
 def _print_results(row) -> None:
@@ -525,9 +567,10 @@ def sweep_cmd(sweep_file: Path, dry_run: bool, db_url: str | None) -> None:
         return
     sweep_id = new_job_id()
     ids = [store.create_job(cfg, sweep_id=sweep_id, prior_key=key) for cfg, key in zip(sweep.jobs, keys)]
-    click.echo(f"sweep {sweep.name} ({sweep_id}): {len(ids)} jobs queued, {distinct} distinct priors")
+    click.echo(f"sweep {sweep.name}: {len(ids)} jobs queued, {distinct} distinct priors")
     for job_id, cfg in zip(ids, sweep.jobs):
         click.echo(f"{job_id} {cfg.name}")
+    click.echo(f"sweep id: {sweep_id}  (faircalib status --sweep {sweep_id} | faircalib results --sweep {sweep_id})")
 
 
 def _prior_keys(configs) -> list[str | None]:
