@@ -21,10 +21,10 @@ def calibrate_request(state: Any, requests: list[dict], report: Callable[[dict],
     from faircalib.service.errors import StorageError
     from faircalib.service.storage import fetch_tree, open_storage, read_manifest, upload_tree
     from faircalib.workers.actor import prepare_actor
+    from faircalib.workers.models import fresh_copy, load_cached
 
     from faircalib.checkpoint import save_quantized
     from faircalib.errors import DataError
-    from faircalib.models import load_dllm
     from faircalib.pipeline import MethodConfig, run_method
     from faircalib.probe import PositionPrior
 
@@ -34,7 +34,7 @@ def calibrate_request(state: Any, requests: list[dict], report: Callable[[dict],
     cfg = MethodConfig.from_dict(req["method_config"])
     work = Path(req["workdir"])
     state_dir, ckpt_dir = work / "state", work / "checkpoint"
-    loaded = load_dllm(req["model"], device="cpu")
+    loaded = fresh_copy(load_cached(req["model"], "cpu"))  # a copy: run_method quantizes it in place
     if cfg.needs_calibration_data and loaded.tokenizer is None:
         raise DataError(f"model {req['model']!r} ships no tokenizer; calibration data cannot be tokenized")
     prior = None

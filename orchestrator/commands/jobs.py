@@ -190,10 +190,12 @@ def _ensure_default_storage(store, job_ids: list[str] | None = None) -> None:
 
 
 def _run_scheduler(store, *, once: bool, ray_address: str | None, max_jobs: int | None = None,
-                   lease_s: float = 30.0, heartbeat_s: float = 5.0, job_ids: list[str] | None = None,
+                   stop_after: int | None = None, lease_s: float = 30.0, heartbeat_s: float = 5.0,
+                   job_ids: list[str] | None = None,
                    watcher=None, interrupt: str = "requeue", interrupt_signals: tuple = (),
                    origin: str = "`faircalib run`"):
-    """Run a scheduler here; `watcher` (a JobWatcher with jobs=None) renders the progress of the jobs it runs.
+    """Run a scheduler here (up to max_jobs jobs at once; at most stop_after jobs); `watcher` (a JobWatcher
+    with jobs=None) renders the progress of the jobs it runs.
     SIGTERM (unless in interrupt_signals): finish the current job, then exit. A signal in interrupt_signals
     (and SIGINT, Ctrl-C): stop the running job at its next check and requeue or cancel it (`interrupt`),
     recorded as an event; then Interrupted is raised. A second such signal raises Interrupted at once (the
@@ -202,7 +204,7 @@ def _run_scheduler(store, *, once: bool, ray_address: str | None, max_jobs: int 
 
     sched = Scheduler(store, options=SchedulerOptions(ray_address=ray_address, lease_s=lease_s,
                                                       heartbeat_s=heartbeat_s, on_interrupt=interrupt,
-                                                      interrupt_origin=origin))
+                                                      interrupt_origin=origin, max_jobs=max_jobs))
     if watcher is not None:
         watcher.jobs = watcher.jobs or (lambda: list(sched.jobs_run))
         watcher.start()
@@ -222,7 +224,7 @@ def _run_scheduler(store, *, once: bool, ray_address: str | None, max_jobs: int 
         requeued = sched.start()
         if requeued:
             click.echo(f"requeued {len(requeued)} job(s) of a stopped scheduler: {', '.join(requeued)}", err=True)
-        ran = sched.run(once=once, max_jobs=max_jobs, job_ids=job_ids)
+        ran = sched.run(once=once, stop_after=stop_after, job_ids=job_ids)
     finally:
         for sig, h in old.items():
             signal.signal(sig, h)
@@ -236,16 +238,20 @@ def _run_scheduler(store, *, once: bool, ray_address: str | None, max_jobs: int 
 @click.command("run")
 @click.option("--once", is_flag=True, help="Drain the queue, then exit.")
 @click.option("--ray-address", default=None, help="Join a running Ray cluster (e.g. auto, ray://HOST:10001).")
-@click.option("--max-jobs", type=int, default=None, help="Exit after this many jobs.")
+@click.option("--max-jobs", type=click.IntRange(min=1), default=None, metavar="K",
+              help="Run up to K jobs at once (default: as many as the Ray cluster's CPUs / GPUs fit, given each "
+                   "job's resources; at least 1).")
+@click.option("--stop-after", type=click.IntRange(min=1), default=None, metavar="N", help="Exit after N jobs.")
 @click.option("--lease-s", type=float, default=30.0, show_default=True,
               help="A scheduler silent this long is presumed dead; its running jobs are requeued.")
 @click.option("--heartbeat-s", type=float, default=5.0, show_default=True)
 @quiet_option
 @_db_option
-def run_cmd(once: bool, ray_address: str | None, max_jobs: int | None, lease_s: float, heartbeat_s: float,
-            quiet: bool, db_url: str | None) -> None:
-    """Run the scheduler: claim queued jobs and drive them through their stages. Each running job's stage
-    progress is shown live on stderr (bars on a terminal, one line per event otherwise)."""
+def run_cmd(once: bool, ray_address: str | None, max_jobs: int | None, stop_after: int | None, lease_s: float,
+            heartbeat_s: float, quiet: bool, db_url: str | None) -> None:
+    """Run the scheduler: claim queued jobs (up to --max-jobs at once) and drive them through their stages.
+    Each running job's stage progress is shown live on stderr (bars on a terminal, one line per event
+    otherwise)."""
     from faircalib.orchestrator.progress import stderr_console
 
     store = _store(db_url)
@@ -255,9 +261,9 @@ def run_cmd(once: bool, ray_address: str | None, max_jobs: int | None, lease_s: 
     _ensure_default_storage(store)
     try:  # Ctrl-C: the running job goes back to the queue (recorded); SIGTERM: finish it, then exit
         with ProgressView(quiet=quiet, console=stderr_console()) as view:
-            ran = _run_scheduler(store, once=once, ray_address=ray_address, max_jobs=max_jobs, lease_s=lease_s,
-                                 heartbeat_s=heartbeat_s, watcher=JobWatcher(store, view, jobs=None,
-                                                                             keep_finished=False))
+            ran = _run_scheduler(store, once=once, ray_address=ray_address, max_jobs=max_jobs, stop_after=stop_after,
+                                 lease_s=lease_s, heartbeat_s=heartbeat_s,
+                                 watcher=JobWatcher(store, view, jobs=None, keep_finished=False))
     except (Interrupted, KeyboardInterrupt) as e:
         name = getattr(e, "signal_name", "SIGINT")
         click.echo(f"interrupted by {name}; the running job (if any) was requeued", err=True)

@@ -147,3 +147,96 @@ def test_gpu_request_falls_back_to_cpu(ray_session):
     assert res == WorkerResources(1.0, 0.0)
     assert note == "no GPU in the Ray cluster; workers run on CPU (requested 0.5 GPU per worker)"
     assert resolve_resources(2.0, 0.0) == (WorkerResources(2.0, 0.0), None)
+
+
+# ---------------------------------------------------------------- warm pool
+def setup_cached(model_dir: str, tag: str = "") -> dict:
+    from faircalib.workers.models import STATS, load_cached
+
+    torch.set_num_threads(1)
+    return {"m": load_cached(model_dir), "kill": None, "fail": None, "pid": os.getpid(), "stats": STATS}
+
+
+def cached_vectors(state: dict, prompts: list[str], report):
+    return forward_vectors(state, prompts, report), os.getpid(), dict(state["stats"])
+
+
+def timed(state, items, report):
+    import time
+
+    t0 = time.time()
+    time.sleep(0.6)
+    report({"message": "slept"})
+    return [(t0, time.time(), os.getpid())]
+
+
+def test_warm_pool_reuses_actors_states_and_models_across_runs(ray_session, tiny_model_dir, reference):
+    """Two runs of one task and one run of another task on the same model: the same actor processes
+    serve all three, the second run reuses the setup state (warm), the third run's setup finds the
+    model in the process cache (one load per process), and every result equals the single pass."""
+    from faircalib.workers.pool import WarmPool
+
+    pool = WarmPool(max_idle=4)
+    try:
+        runs = []
+        for tag in ("a", "a", "b"):
+            events = []
+            task = ShardTask(setup=setup_cached, run=cached_vectors, name="probe",
+                             setup_kwargs={"model_dir": str(tiny_model_dir), "tag": tag})
+            parts = run_sharded(PROMPTS, task, shard_size=4, n_workers=2, pool=pool, on_event=events.append)
+            assert torch.equal(torch.cat([p[0] for p in parts]), reference)
+            runs.append((parts, events))
+        pids = [{p[1] for p in parts} for parts, _ in runs]
+        assert pids[0] == pids[1] == pids[2] and len(pids[0]) == 2  # the same two warm actor processes
+        warm = [[e["warm"] for e in events if e["kind"] == "shard_done"] for _, events in runs]
+        assert warm[0].count(False) == 2 and all(warm[1])  # one setup per actor, then reused by the next run
+        last = {p[1]: p[2] for p in runs[2][0]}
+        assert all(st["loads"] == 1 and st["hits"] >= 1 for st in last.values())  # task b: model from the cache
+        assert pool.size() == {"idle": 2, "busy": 0, "created": 2}
+    finally:
+        pool.shutdown()
+
+
+def test_warm_pool_runs_two_jobs_shards_at_once_and_routes_their_events(ray_session):
+    """Two runs on two threads share one pool (2 CPUs): their shards overlap in time on different
+    actors, and each run receives only its own progress events."""
+    import threading
+
+    from faircalib.workers.pool import WarmPool
+
+    pool = WarmPool()
+    out, events = {}, {"x": [], "y": []}
+
+    def go(name):
+        out[name] = run_sharded([1, 2], ShardTask(None, timed, name=name), shard_size=1, n_workers=1, pool=pool,
+                                on_event=events[name].append)
+
+    try:
+        threads = [threading.Thread(target=go, args=(n,)) for n in ("x", "y")]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+        (x0, x1, xp), (y0, y1, yp) = out["x"][0][0], out["y"][0][0]
+        assert xp != yp and x0 < y1 and y0 < x1  # two actors, overlapping shards
+        for name in ("x", "y"):
+            prog = [e for e in events[name] if e["kind"] == "progress"]
+            assert len(prog) == 2 and all(e["message"] == "slept" for e in prog)
+            assert all(name in e["message"] for e in events[name] if e["kind"] == "pool")
+    finally:
+        pool.shutdown()
+
+
+def test_warm_pool_drops_an_actor_that_died(ray_session, tiny_model_dir, reference, tmp_path):
+    from faircalib.workers.pool import WarmPool
+
+    kill = tmp_path / "kill-once"
+    kill.write_text("x")
+    pool = WarmPool()
+    try:
+        parts = run_sharded(PROMPTS, _task(tiny_model_dir, kill_file=str(kill)), shard_size=4, n_workers=2,
+                            max_retries=2, pool=pool)
+        assert not kill.exists() and torch.equal(torch.cat(parts), reference)
+        assert pool.size()["idle"] == 1  # the restarted actor is not kept warm
+    finally:
+        pool.shutdown()
