@@ -108,6 +108,16 @@ class _JobLog:
         self.fh.close()
 
 
+def _import_before_threads() -> None:
+    """Resolve transformers' lazy attributes once, before jobs run on threads side by side: its lazy
+    module is not thread-safe (two threads' first `from transformers import AutoTokenizer` can fail
+    with an ImportError)."""
+    try:
+        from transformers import AutoTokenizer, PreTrainedTokenizerFast  # noqa: F401
+    except ImportError:  # no transformers: nothing to protect
+        pass
+
+
 @dataclass
 class Scheduler:
     store: JobStore
@@ -206,6 +216,8 @@ class Scheduler:
         `stop_after` jobs."""
         if self.id is None:
             self.start()
+        if self.options.max_jobs != 1:
+            _import_before_threads()
         last_reconcile = time.monotonic()
         running: dict[str, tuple[threading.Thread, object]] = {}
         try:

@@ -450,12 +450,22 @@ def run_single(task: ShardTask, item: Any, *, resources: WorkerResources = Worke
                        on_event=on_event, should_stop=should_stop, pool=pool)[0]
 
 
+_RAY_INIT_LOCK = threading.Lock()
+
+
 def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     """Connect to `address` (a running cluster: 'auto', 'ray://host:10001', 'host:6379') or start a
     local Ray instance (loopback only, private token, state under $FAIRCALIB_HOME, reaped with this
-    process: faircalib.workers.local_ray), unless this process is already connected."""
+    process: faircalib.workers.local_ray), unless this process is already connected. Thread-safe (a
+    scheduler's jobs run side by side)."""
     if ray.is_initialized():
         return
+    with _RAY_INIT_LOCK:
+        if not ray.is_initialized():
+            _connect_ray(address, num_cpus)
+
+
+def _connect_ray(address: str | None, num_cpus: int | None) -> None:
     address = address or os.environ.get("RAY_ADDRESS") or None
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     keep_sigterm = None  # a SIGTERM handler this process installed itself (the scheduler's) survives ray.init
