@@ -201,9 +201,11 @@ class WarmPool:
         return out
 
     # -------------------------------------------------------- actors
-    def _fits(self, res: WorkerResources) -> bool:
+    def _fits(self, res: WorkerResources, taking: Sequence[_Slot] = ()) -> bool:
+        """One more actor `res` fits the cluster next to every actor of this pool (`taking`: the ones an
+        acquire is handing out, not yet busy)."""
         total = ray.cluster_resources()
-        live = [*self._idle.values(), *self._busy.values()]
+        live = [*self._idle.values(), *self._busy.values(), *taking]
         cpus = sum(s.resources.num_cpus for s in live) + res.num_cpus
         gpus = sum(s.resources.num_gpus for s in live) + res.num_gpus
         return cpus <= total.get("CPU", 0.0) + 1e-9 and gpus <= total.get("GPU", 0.0) + 1e-9
@@ -224,7 +226,7 @@ class WarmPool:
                 for sid in reversed(list(self._idle)):
                     if len(got) < n and self._idle[sid].resources == resources:
                         got.append(self._idle.pop(sid))
-                while len(got) < n and self._fits(resources):
+                while len(got) < n and self._fits(resources, got):
                     got.append(self._create(resources))
                 if len(got) < n and not got:  # nothing of ours fits: stop an idle actor of another shape
                     other = next((sid for sid, sl in self._idle.items() if sl.resources != resources), None)

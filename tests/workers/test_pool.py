@@ -240,3 +240,24 @@ def test_warm_pool_drops_an_actor_that_died(ray_session, tiny_model_dir, referen
         assert pool.size()["idle"] == 1  # the restarted actor is not kept warm
     finally:
         pool.shutdown()
+
+
+def test_warm_pool_never_hands_out_more_actors_than_the_cluster_fits(ray_session):
+    """On the 2-CPU test cluster: one job holds an actor; another asking for 2 gets 1 (a second would
+    wait for a CPU that only a release frees: the deadlock this accounting prevents); after release,
+    both come back as the idle ones, and no new actor is created."""
+    from faircalib.workers.pool import WarmPool
+
+    res = WorkerResources(1.0, 0.0)
+    pool = WarmPool()
+    try:
+        a = pool.acquire(1, res)
+        b = pool.acquire(2, res)
+        assert len(a) == 1 and len(b) == 1 and pool.size() == {"idle": 0, "busy": 2, "created": 2}
+        pool.release(a)
+        pool.release(b)
+        c = pool.acquire(2, res)
+        assert len(c) == 2 and {s.id for s in c} == {a[0].id, b[0].id} and pool.size()["created"] == 2
+        pool.release(c)
+    finally:
+        pool.shutdown()
