@@ -263,6 +263,9 @@ class LocalRayCluster:
         self.address = f"127.0.0.1:{self.port}"
         self.env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", **(env or {})}
         self.env.setdefault("RAY_AUTH_MODE", "disabled")
+        # start_test_ray's "0" makes `ray start --address` refuse to join ("not supported on Windows and
+        # OSX") on Linux too: leave Ray's own default
+        self.env.pop("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", None)
         self.started: list[Path] = []
 
     def ray_cli(self) -> list[str]:

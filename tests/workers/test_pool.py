@@ -161,13 +161,17 @@ def cached_vectors(state: dict, prompts: list[str], report):
     return forward_vectors(state, prompts, report), os.getpid(), dict(state["stats"])
 
 
-def timed(state, items, report):
+def rendezvous(state, items, report):
+    """Wait (up to 120 s) until another shard has also started: True only if both ran at once."""
     import time
 
-    t0 = time.time()
-    time.sleep(0.6)
-    report({"message": "slept"})
-    return [(t0, time.time(), os.getpid())]
+    [meeting] = items
+    Path(meeting, str(os.getpid())).write_text("here")
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list(Path(meeting).iterdir())) < 2:
+        time.sleep(0.05)
+    report({"message": "met"})
+    return [(len(list(Path(meeting).iterdir())) >= 2, os.getpid())]
 
 
 def test_warm_pool_reuses_actors_states_and_models_across_runs(ray_session, tiny_model_dir, reference):
@@ -197,31 +201,33 @@ def test_warm_pool_reuses_actors_states_and_models_across_runs(ray_session, tiny
         pool.shutdown()
 
 
-def test_warm_pool_runs_two_jobs_shards_at_once_and_routes_their_events(ray_session):
-    """Two runs on two threads share one pool (2 CPUs): their shards overlap in time on different
-    actors, and each run receives only its own progress events."""
+def test_warm_pool_runs_two_jobs_shards_at_once_and_routes_their_events(ray_session, tmp_path):
+    """Two runs on two threads share one pool (2 CPUs): their shards run at the same time on different
+    actors (each waits for the other to start), and each run receives only its own progress events."""
     import threading
 
     from faircalib.workers.pool import WarmPool
 
     pool = WarmPool()
+    meeting = tmp_path / "meeting"
+    meeting.mkdir()
     out, events = {}, {"x": [], "y": []}
 
     def go(name):
-        out[name] = run_sharded([1, 2], ShardTask(None, timed, name=name), shard_size=1, n_workers=1, pool=pool,
-                                on_event=events[name].append)
+        out[name] = run_sharded([str(meeting)], ShardTask(None, rendezvous, name=name), shard_size=1, n_workers=1,
+                                pool=pool, on_event=events[name].append)
 
     try:
         threads = [threading.Thread(target=go, args=(n,)) for n in ("x", "y")]
         for t in threads:
             t.start()
         for t in threads:
-            t.join(120)
-        (x0, x1, xp), (y0, y1, yp) = out["x"][0][0], out["y"][0][0]
-        assert xp != yp and x0 < y1 and y0 < x1  # two actors, overlapping shards
+            t.join(300)
+        (x_met, xp), (y_met, yp) = out["x"][0][0], out["y"][0][0]
+        assert xp != yp and x_met and y_met  # two actors, both shards running at once
         for name in ("x", "y"):
             prog = [e for e in events[name] if e["kind"] == "progress"]
-            assert len(prog) == 2 and all(e["message"] == "slept" for e in prog)
+            assert len(prog) == 1 and prog[0]["message"] == "met"
             assert all(name in e["message"] for e in events[name] if e["kind"] == "pool")
     finally:
         pool.shutdown()
