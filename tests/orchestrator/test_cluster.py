@@ -1,6 +1,6 @@
 """A real multi-node Ray cluster on this machine (orchestrator.testing.LocalRayCluster: `ray start
 --head` and `ray start --address` as separate processes on 127.0.0.1, each with its own temp dir, one
-CPU and a custom resource): a 2-job sweep through `faircalib run --ray-address`. The FAIR-Calib job's
+CPUs and a custom resource): a 2-job sweep through `faircalib run --ray-address`. The FAIR-Calib job's
 probe shards ran on both nodes (node ids in its events), and the merged prior equals a single pass
 of the library in this process, bit for bit. Marked slow; CI runs it (the README's test command)."""
 from __future__ import annotations
@@ -25,7 +25,7 @@ def test_sweep_on_a_two_node_cluster_probes_on_both_nodes_and_merges_exactly(tin
         "model": str(tiny_model_dir), "storage": f"file://{tmp_path / 'artifacts'}", "probe": probe,
         "calibration": {"n": 2, "seq_len": 16, "epochs": 1, "batch_size": 2},
         "evaluation": {"tasks": ["fidelity"], "n": 2, "seq_len": 16},
-        "resources": {"probe_workers": 2, "probe_shard_size": 2, "gpus_per_worker": 0, "calibration_gpus": 0,
+        "resources": {"probe_workers": 3, "probe_shard_size": 2, "gpus_per_worker": 0, "calibration_gpus": 0,
                       "eval_workers": 1, "cpus_per_worker": 1}},
         "grid": {"method": ["faircalib", "rtn"], "bits": ["w4a4"]}}
     path = tmp_path / "sweep.yaml"
@@ -36,7 +36,8 @@ def test_sweep_on_a_two_node_cluster_probes_on_both_nodes_and_merges_exactly(tin
     out = subprocess.run([*cli, "sweep", str(path), "--db", sqlite_url], env=env, capture_output=True, text=True,
                          timeout=300)
     assert out.returncode == 0, out.stderr
-    with LocalRayCluster(nodes=2, cpus_per_node=1, env=env) as cluster:
+    # 2 CPUs per node: whatever the other job holds, the probe's 3 actors cannot all fit on one node
+    with LocalRayCluster(nodes=2, cpus_per_node=2, env=env) as cluster:
         nodes = cluster.node_ids()
         assert sorted(nodes.values()) == ["node_0", "node_1"]
         run = subprocess.run([*cli, "run", "--once", "--max-jobs", "2", "--ray-address", cluster.address,
