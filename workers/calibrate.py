@@ -10,6 +10,7 @@ may run on another node: it reads and writes storage itself).
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -64,6 +65,10 @@ def calibrate_request(state: Any, requests: list[dict], report: Callable[[dict],
 
     model, info = run_method(loaded.model, loaded.tokenizer, cfg, prior=prior, state_dir=state_dir,
                              progress=progress, device=device, inplace=True)
+    # a fresh directory: an earlier attempt in this workdir (e.g. a killed scheduler's actor that finished
+    # before Ray reaped it) may have left a checkpoint and its upload's local _manifest.json, which
+    # save_quantized would otherwise list among the checkpoint's files
+    shutil.rmtree(ckpt_dir, ignore_errors=True)
     save_quantized(model, ckpt_dir, meta={"source": req["model"], "method_config": cfg.to_dict(),
                                           "prior": info.get("prior"), "prior_uri": req.get("prior_uri")},
                    tokenizer=loaded.tokenizer)
