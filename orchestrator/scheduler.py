@@ -231,6 +231,15 @@ class Scheduler:
                         cfg = job.config
                     except Exception:  # noqa: BLE001 - run_job records the reason
                         cfg = None
+                    if self.registry is DEFAULT_REGISTRY and cfg is not None:
+                        # connect (or start the local Ray) here, on the main thread, not on the job's:
+                        # Ray's signal handling and shutdown expect the thread that called ray.init
+                        from faircalib.workers.pool import ensure_ray
+
+                        try:
+                            ensure_ray(self.options.ray_address)
+                        except Exception:  # noqa: BLE001 - the job's stage tries again and fails with the reason
+                            pass
                     t = threading.Thread(target=self.run_job, args=(job,), daemon=True, name=f"job-{job.id}")
                     self.jobs_run.append(job.id)
                     running[job.id] = (t, cfg)
