@@ -239,14 +239,56 @@ class SweepConfig:
                 cfg = JobConfig.from_dict(job)
             except ConfigError as e:
                 raise ConfigError(f"sweep job {i} ({', '.join(f'{k}={v}' for k, v in combo)}): {e}") from e
+            values = dict(combo)
             if not cfg.uses_prior:  # probe overrides are irrelevant: collapse duplicates
                 base_probe = MethodConfig.from_dict({"probe": base.get("probe")}).probe
                 cfg = replace(cfg, run=cfg.run.replace(probe=base_probe))
-            key = cfg.to_json()
-            if key not in seen:
-                seen.add(key)
-                jobs.append(replace(cfg, labels={**cfg.labels, "sweep": name}))
+                values.pop("probe", None)
+            key = json.dumps({k: v for k, v in cfg.to_dict().items() if k != "name"}, sort_keys=True)
+            if key in seen:
+                continue
+            seen.add(key)
+            labels = {**cfg.labels, "sweep": name}
+            for section in ("probe", "calibration"):  # the grid's setting, for status / results tables
+                if section in values:
+                    labels[section] = grid_slug(values[section])[:63] or "base"
+            jobs.append(replace(cfg, labels=labels, name=_unique(sweep_job_name(name, cfg, values),
+                                                                 {j.name for j in jobs})))
         return cls(name=name, jobs=tuple(jobs))
+
+
+def grid_slug(override: Any) -> str:
+    """A partial section override as name text: {prior: {schedule: early}, n_samples: 64} ->
+    'schedule-early_n_samples-64' (leaf keys and values, in order)."""
+    parts: list[str] = []
+
+    def walk(v: Any, key: str) -> None:
+        if isinstance(v, Mapping):
+            for k, sub in v.items():
+                walk(sub, str(k))
+        else:
+            parts.append(f"{key}-{v}" if key else str(v))
+
+    walk(override, "")
+    return re.sub(r"[^A-Za-z0-9_.\-]", "_", "_".join(parts))
+
+
+def sweep_job_name(sweep: str, cfg: JobConfig, values: Mapping[str, Any]) -> str:
+    """<sweep>-<model>-<method>[-<bits>][-<probe setting>][-<calibration setting>]: every grid value."""
+    model = cfg.model.removeprefix("zoo:").rstrip("/").split("/")[-1] or "model"
+    parts = [sweep, model, cfg.method] + ([cfg.bits] if cfg.run.spec.quantizes else [])
+    parts += [grid_slug(values[k]) for k in ("probe", "calibration") if k in values]
+    return re.sub(r"[^A-Za-z0-9_.\-]", "_", "-".join(p for p in parts if p))
+
+
+def _unique(name: str, taken: set[str]) -> str:
+    """Names are at most 100 characters; a clash (after truncation, or equal models in two spellings)
+    gets a numeric suffix."""
+    out, i = name[:100], 2
+    while out in taken:
+        out = f"{name[:100 - len(str(i)) - 1]}-{i}"
+        i += 1
+    return out
 
 
 def load_sweep_file(path: str | Path) -> SweepConfig:

@@ -6,6 +6,7 @@ create exactly these tables; change both together (a new revision per change, ne
   events      append-only log of transitions, stage changes and worker progress
   artifacts   objects a job wrote to storage: URI, sha256, size
   priors      the Stage I prior cache: key -> storage URI (+ who is building it)
+  baselines   the FP baseline cache: key (model hash, task, settings) -> the FP result, reuse count
   schedulers  running schedulers and their heartbeats (the lease that reconciliation checks)
 """
 from __future__ import annotations
@@ -98,6 +99,18 @@ priors = Table(
     Column("uri", String(2048), nullable=True),
     Column("job_id", String(32), nullable=True),
     Column("metadata_json", Text, nullable=True),
+    Column("created_at", DateTime, nullable=False),
+    Column("updated_at", DateTime, nullable=False),
+)
+
+baselines = Table(
+    "baselines", metadata,
+    Column("key", String(64), primary_key=True),
+    Column("task", String(256), nullable=False),
+    Column("model_hash", String(64), nullable=False),
+    Column("result_json", Text, nullable=False),
+    Column("job_id", String(32), nullable=True),
+    Column("hits", Integer, nullable=False, default=0),
     Column("created_at", DateTime, nullable=False),
     Column("updated_at", DateTime, nullable=False),
 )

@@ -1,6 +1,8 @@
 """A job's evaluation results as a side-by-side table: one row per (task, metric), FP next to the
 quantized model, the difference, and each task's wall time per model. Used by `faircalib results`,
-`faircalib quickstart` (rich table) and the job's `evaluate/report.md` (Markdown).
+`faircalib quickstart` (rich table) and the job's `evaluate/report.md` (Markdown). A sweep's jobs as
+one comparison (`sweep_comparison`): a row per job (model x method x bits x probe setting), a column
+per metric and its Δ vs FP (`faircalib results --sweep`).
 
 Boundary: formatting only; the numbers come from the job's results (orchestrator.stages.run_evaluate).
 """
@@ -115,3 +117,26 @@ def results_markdown(summary: dict) -> str:
     lines.append("Groups (in brackets) are unweighted means of their tasks' main metric; wall time is the whole "
                  "lm-eval call per model (a group's is the sum of its tasks').")
     return "\n".join(lines) + "\n"
+
+
+def sweep_comparison(jobs: list) -> dict[str, Any]:
+    """A sweep's jobs (store.JobRow) -> {"metrics": ["task/metric", ...], "rows": [{job, name, state,
+    model, method, bits, probe, calibration, values: {"task/metric": {"value", "fp", "delta"}}}]}; rows
+    sorted by model, method, bits, probe setting. value is the quantized model's (the FP one for fp
+    jobs), delta = value - FP of the same job's evaluation (None for fp jobs)."""
+    order: list[str] = []
+    out_rows = []
+    for job in sorted(jobs, key=lambda j: (j.model, j.method, j.bits, j.labels.get("probe", ""), j.name)):
+        values: dict[str, dict] = {}
+        for r in rows(job.results):
+            col = f"{r.task}/{r.metric}"
+            if col not in order:
+                order.append(col)
+            value = r.values.get("quantized", r.values.get("fp")) if job.method != "fp" else r.values.get("fp")
+            values[col] = {"value": value, "fp": r.values.get("fp"),
+                           "delta": r.delta if job.method != "fp" else None}
+        out_rows.append({"job": job.id, "name": job.name, "state": job.state.value, "model": job.model,
+                         "method": job.method, "bits": job.bits if job.method != "fp" else "-",
+                         "probe": job.labels.get("probe", "-"), "calibration": job.labels.get("calibration", "-"),
+                         "values": values})
+    return {"metrics": order, "rows": out_rows}

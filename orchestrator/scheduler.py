@@ -5,8 +5,12 @@ Boundary: control flow, persistence of progress, and failure handling. Stage bod
 
 - Start: register in `schedulers`, start a heartbeat thread (the lease), reconcile: running jobs whose
   scheduler stopped or missed its lease go back to queued (their finished stages are kept).
-- Loop: `claim()` (SKIP LOCKED on PostgreSQL, atomic update on SQLite) -> run the job -> repeat.
-  `run(once=True)` drains the queue and returns.
+- Loop: `claim()` (SKIP LOCKED on PostgreSQL, atomic update on SQLite) -> run the job on a thread of
+  its own -> repeat, with up to `max_jobs` jobs at once. The default follows the Ray cluster and each
+  job's request: another job is claimed while the running jobs' peak CPU / GPU requests plus the next
+  job's fit the cluster's totals (always at least one job). `run(once=True)` drains the queue and returns.
+- Warm workers: one `WarmPool` of Ray actors per scheduler, shared by every stage of every job it
+  runs (faircalib.workers.pool), so actor start-up and model loads are paid once per scheduler.
 - A job: validate its config (the library's settings classes, task names), preflight (the model
   resolves, the storage is writable), then each stage in order. Succeeded stages are skipped (their outputs reused),
   so a retry or a requeued job resumes at the next incomplete stage. Every write is fenced by the
@@ -62,6 +66,20 @@ class SchedulerOptions:
     # finished stages kept: another scheduler resumes it) or "cancel" (cancelled; `faircalib retry` resumes it)
     on_interrupt: str = "requeue"
     interrupt_origin: str = "the scheduler"  # named in the job's reason / event
+    max_jobs: int | None = None    # jobs at once; None: from the cluster's resources and the jobs' requests
+    warm: bool = True              # keep Ray actors (and their loaded models) between stages and jobs
+    max_idle_workers: int = 8      # the warm pool's bound on idle actors
+
+
+def job_request(config, has_gpu: bool) -> tuple[float, float]:
+    """A job's peak Ray request (CPUs, GPUs) over its stages: its widest stage's actors at once (GPUs
+    count as 0 on a cluster without any: the workers fall back to CPU)."""
+    r = config.resources
+    widths = [(r.probe_workers if config.uses_prior else 0, r.gpus_per_worker),
+              (1 if config.run.spec.quantizes else 0, r.calibration_gpus), (r.eval_workers, r.gpus_per_worker)]
+    cpus = max(n * r.cpus_per_worker for n, _ in widths)
+    gpus = max(n * g for n, g in widths) if has_gpu else 0.0
+    return cpus, gpus
 
 
 class _JobLog:
@@ -73,6 +91,8 @@ class _JobLog:
         self.fh = open(path, "a", encoding="utf-8")
         self.handler = logging.StreamHandler(self.fh)
         self.handler.setLevel(logging.INFO)
+        thread = threading.get_ident()  # this job's thread only: jobs run side by side
+        self.handler.addFilter(lambda record: record.thread == thread)
         self.handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
 
     def __enter__(self) -> _JobLog:
@@ -88,6 +108,16 @@ class _JobLog:
         self.fh.close()
 
 
+def _import_before_threads() -> None:
+    """Resolve transformers' lazy attributes once, before jobs run on threads side by side: its lazy
+    module is not thread-safe (two threads' first `from transformers import AutoTokenizer` can fail
+    with an ImportError)."""
+    try:
+        from transformers import AutoTokenizer, PreTrainedTokenizerFast  # noqa: F401
+    except ImportError:  # no transformers: nothing to protect
+        pass
+
+
 @dataclass
 class Scheduler:
     store: JobStore
@@ -101,6 +131,9 @@ class Scheduler:
         self._hb_thread: threading.Thread | None = None
         self.jobs_run: list[str] = []
         self.interrupted: str | None = None  # the signal that interrupted the running job, if any
+        self._pool = None
+        self._lock = threading.Lock()
+        self.peak_concurrency = 0
 
     # ------------------------------------------------------------ lifecycle
     def start(self) -> list[str]:
@@ -125,11 +158,14 @@ class Scheduler:
         self._hb_stop.set()
         if self._hb_thread is not None:
             self._hb_thread.join(timeout=5)
+        if self._pool is not None:
+            self._pool.shutdown()
+            self._pool = None
         if self.id is not None:
             self.store.stop_scheduler(self.id)
 
     def request_stop(self) -> None:
-        """Ask `run()` to return after the current job (e.g. on SIGTERM); the lease is kept meanwhile."""
+        """Ask `run()` to return after the running jobs (e.g. on SIGTERM); the lease is kept meanwhile."""
         self._stop.set()
 
     def interrupt(self, signal_name: str) -> None:
@@ -139,27 +175,91 @@ class Scheduler:
         self.interrupted = signal_name
         self._stop.set()
 
-    def run(self, *, once: bool = False, max_jobs: int | None = None,
+    @property
+    def pool(self):
+        """The warm actor pool (made on first use; None with options.warm off)."""
+        if not self.options.warm:
+            return None
+        with self._lock:
+            if self._pool is None:
+                from faircalib.workers.pool import WarmPool
+
+                self._pool = WarmPool(max_idle=self.options.max_idle_workers)
+            return self._pool
+
+    def _admits(self, running: dict, job_ids: list[str] | None) -> bool:
+        """May another job start next to `running` ({job id: (thread, config)})?"""
+        if not running:
+            return True
+        k = self.options.max_jobs
+        if k is not None:
+            return len(running) < k
+        if self.registry is not DEFAULT_REGISTRY:
+            return False  # custom stages: their resources are unknown, one job at a time
+        import ray
+
+        if not ray.is_initialized():
+            return False
+        nxt = self.store.next_queued(job_ids)
+        if nxt is None:
+            return False
+        total = ray.cluster_resources()
+        has_gpu = total.get("GPU", 0.0) > 0
+        want = [job_request(cfg, has_gpu) for _, cfg in running.values()] + [job_request(nxt.config, has_gpu)]
+        return (sum(c for c, _ in want) <= total.get("CPU", 0.0) + 1e-9
+                and sum(g for _, g in want) <= total.get("GPU", 0.0) + 1e-9)
+
+    def run(self, *, once: bool = False, stop_after: int | None = None,
             job_ids: list[str] | None = None) -> list[str]:
-        """Claim and run jobs until stopped (or, with once, until the queue is empty); only the jobs in
-        `job_ids` when given."""
+        """Claim and run jobs, several at once (options.max_jobs), until stopped (or, with once, until
+        the queue is empty and the claimed jobs are done); only the jobs in `job_ids` when given; at most
+        `stop_after` jobs."""
         if self.id is None:
             self.start()
+        if self.options.max_jobs != 1:
+            _import_before_threads()
         last_reconcile = time.monotonic()
+        running: dict[str, tuple[threading.Thread, object]] = {}
         try:
             while not self._stop.is_set():
-                if max_jobs is not None and len(self.jobs_run) >= max_jobs:
-                    break
-                job = self.store.claim(self.id, job_ids)
+                for jid in [j for j, (t, _) in running.items() if not t.is_alive()]:
+                    running.pop(jid)[0].join()
+                room = stop_after is None or len(self.jobs_run) < stop_after
+                job = self.store.claim(self.id, job_ids) if room and self._admits(running, job_ids) else None
                 if job is not None:
-                    self.run_job(job)
+                    try:
+                        cfg = job.config
+                    except Exception:  # noqa: BLE001 - run_job records the reason
+                        cfg = None
+                    if self.registry is DEFAULT_REGISTRY and cfg is not None:
+                        # connect (or start the local Ray) here, on the main thread, not on the job's:
+                        # Ray's signal handling and shutdown expect the thread that called ray.init
+                        from faircalib.workers.pool import ensure_ray
+
+                        try:
+                            ensure_ray(self.options.ray_address)
+                        except Exception:  # noqa: BLE001 - the job's stage tries again and fails with the reason
+                            pass
+                    t = threading.Thread(target=self.run_job, args=(job,), daemon=True, name=f"job-{job.id}")
+                    self.jobs_run.append(job.id)
+                    running[job.id] = (t, cfg)
+                    self.peak_concurrency = max(self.peak_concurrency, len(running))
+                    t.start()
                     continue
-                if once:
+                if not running and (once or not room):
                     break
                 if time.monotonic() - last_reconcile > self.options.lease_s:
                     self.store.reconcile(self.options.lease_s)
                     last_reconcile = time.monotonic()
-                self._stop.wait(self.options.poll_s)
+                self._stop.wait(self.options.poll_s if not running else min(self.options.poll_s, 0.2))
+            for t, _ in running.values():  # a stop request or an interrupt: let the running jobs end
+                t.join()
+        except (Interrupted, KeyboardInterrupt) as e:  # a second signal: stop now; the jobs end best effort
+            self.interrupted = self.interrupted or getattr(e, "signal_name", "SIGINT")
+            self._stop.set()
+            for t, _ in running.values():
+                t.join(timeout=10)
+            raise
         finally:
             self.stop()
         return self.jobs_run
@@ -175,7 +275,8 @@ class Scheduler:
 
     def run_job(self, job: JobRow) -> JobState:
         """Drive one claimed job (state running, attempt = job.attempt) to a terminal state."""
-        self.jobs_run.append(job.id)
+        if job.id not in self.jobs_run:
+            self.jobs_run.append(job.id)
         workdir = self._workdir(job.id)
         with _JobLog(workdir / "logs" / "job.log") as joblog:
             joblog.write(f"job {job.id} ({job.name}) attempt {job.attempt} on scheduler {self.id}")
@@ -207,7 +308,7 @@ class Scheduler:
                 root = open_storage(config.storage)
                 ctx = StageContext(job=job, config=config, store=self.store, root_storage=root,
                                    storage=root.child(job.id), workdir=workdir, outputs={}, emit_fn=emit,
-                                   stop_fn=should_stop, ray_address=self.options.ray_address)
+                                   stop_fn=should_stop, ray_address=self.options.ray_address, pool=self.pool)
                 if self.options.preflight:
                     self._preflight(ctx)
                 stages = self.store.ensure_stages(job.id, self.registry.plan(config))

@@ -52,6 +52,7 @@ class StageContext:
     emit_fn: Callable[..., None] | None = None
     stop_fn: Callable[[], bool] | None = None
     ray_address: str | None = None
+    pool: Any = None              # the scheduler's faircalib.workers.pool.WarmPool (None: actors per stage)
 
     def emit(self, kind: str, message: str, data: dict | None = None) -> None:
         if self.emit_fn:
@@ -186,16 +187,24 @@ def run_probe(ctx: StageContext) -> StageResult:
             "model": cfg.model, "probe_config": probe.to_dict(), "model_hash": model_hash,
             "threads": cfg.resources.threads})
         t0 = time.monotonic()
+        by_node: dict[str, list[int]] = {}
+
+        def on_event(e: dict) -> None:
+            if e.get("kind") == "shard_done" and e.get("node_id"):
+                by_node.setdefault(e["node_id"], []).append(e["shard"])
+            ctx.worker_event(e)
+
         parts = run_sharded(ranges, task, shard_size=1, n_workers=cfg.resources.probe_workers, resources=res,
-                            max_retries=cfg.resources.max_retries, on_event=ctx.worker_event,
-                            should_stop=ctx.should_stop)
+                            max_retries=cfg.resources.max_retries, on_event=on_event,
+                            should_stop=ctx.should_stop, pool=ctx.pool)
         prior = PositionPrior.merge([p for shard in parts for p in shard])
         if prior.cache_key() != key:
             raise FaircalibError(f"probe: the merged prior's key {prior.cache_key()[:12]} is not the expected "
                                  f"{key[:12]}; the probe settings changed while probing")
         prior.save(local)
         return {"n_samples": prior.n_samples, "window": prior.window, "shards": len(ranges),
-                "workers": cfg.resources.probe_workers, "wall_s": round(time.monotonic() - t0, 3)}
+                "workers": cfg.resources.probe_workers, "wall_s": round(time.monotonic() - t0, 3),
+                "shards_by_node": {n: sorted(v) for n, v in by_node.items()}}
 
     got = obtain_prior(ctx, key, build)
     return StageResult(output={"prior_key": key, "uri": got.uri, "cached": got.cached, **got.metadata})
@@ -218,7 +227,8 @@ def run_calibrate(ctx: StageContext) -> StageResult:
                "threads": cfg.resources.threads, "workdir": str(ctx.stage_dir("calibrate")),
                "state_uri": state.uri, "checkpoint_uri": ckpt.uri, "storage_hint": endpoint_hint(ctx.storage.uri)}
     out = run_single(ShardTask(setup=None, run=calibrate_request, name="calibrate"), request, resources=res,
-                     max_retries=cfg.resources.max_retries, on_event=ctx.worker_event, should_stop=ctx.should_stop)
+                     max_retries=cfg.resources.max_retries, on_event=ctx.worker_event, should_stop=ctx.should_stop,
+                     pool=ctx.pool)
     artifacts = (artifact_rows(ckpt, out["checkpoint"], prefix="calibrate/checkpoint/")
                  + [(f"calibrate/state/{k}", state.url(k), o["sha256"], o["size"])
                     for k, o in out["state_objects"].items()])
@@ -245,21 +255,43 @@ def run_evaluate(ctx: StageContext) -> StageResult:
     task = ShardTask(setup=setup_eval, run=run_eval, name="evaluate", setup_kwargs={
         "model": cfg.model, "eval_config": cfg.evaluation.to_dict(), "threads": cfg.resources.threads,
         "checkpoint": checkpoint})
+    keys, model_hash = fp_baseline_keys(cfg)
+    cached = ctx.store.baselines(keys.values())
+    hits = [t for t, k in keys.items() if k in cached]
+    if hits:
+        ctx.store.baseline_hit(keys[t] for t in hits)
+        ctx.emit("baseline", f"FP baseline cached for {', '.join(hits)}; only the quantized model is evaluated there",
+                 {"hits": hits})
     t0 = time.monotonic()
-    parts = run_sharded(list(cfg.evaluation.tasks), task, shard_size=1, n_workers=cfg.resources.eval_workers,
+    items = [[t, cached.get(keys[t])] for t in cfg.evaluation.tasks]
+    parts = run_sharded(items, task, shard_size=1, n_workers=cfg.resources.eval_workers,
                         resources=res, max_retries=cfg.resources.max_retries, on_event=ctx.worker_event,
-                        should_stop=ctx.should_stop)
+                        should_stop=ctx.should_stop, pool=ctx.pool)
     merged: dict[str, dict] = {}
     for part in parts:
         merged.update(part)
+    for t, k in keys.items():
+        if t not in hits and isinstance(merged.get(t, {}).get("fp"), dict):
+            ctx.store.baseline_put(k, task=t, model_hash=model_hash, result=merged[t]["fp"], job_id=ctx.job.id)
     summary = evaluation_summary(ctx.job.id, ctx.job.name, cfg, merged, round(time.monotonic() - t0, 3))
     out_dir = ctx.stage_dir("evaluate")
     (out_dir / "results.json").write_text(json.dumps(summary, indent=1, sort_keys=True, default=str))
     check_stage_metrics(ctx, summary["metrics"])  # a NaN metric fails the job (results.json stays in the work dir)
     (out_dir / "report.md").write_text(results_markdown(summary))
     artifacts = ctx.upload_stage_dir("evaluate")
-    return StageResult(output={"metrics": summary["metrics"], "wall_s": summary["wall_s"]}, artifacts=artifacts,
-                       results={"metrics": summary["metrics"]})
+    return StageResult(output={"metrics": summary["metrics"], "wall_s": summary["wall_s"],
+                               "fp_baseline": {"cached": hits, "computed": [t for t in keys if t not in hits]}},
+                       artifacts=artifacts, results={"metrics": summary["metrics"]})
+
+
+def fp_baseline_keys(cfg: JobConfig) -> tuple[dict[str, str], str]:
+    """({task: FP baseline key}, model weights hash) of a job's evaluation (faircalib.eval.settings)."""
+    from faircalib.eval.settings import fp_baseline_key
+    from faircalib.models import model_decoding, resolve_source, weights_hash
+
+    model_hash = weights_hash(cfg.model)
+    decoding = model_decoding(cfg.model, resolve_source(cfg.model)).values  # as the eval actor applies them
+    return {t: fp_baseline_key(cfg.evaluation, t, model_hash, decoding) for t in cfg.evaluation.tasks}, model_hash
 
 
 def run_upload(ctx: StageContext) -> StageResult:

@@ -351,6 +351,17 @@ class JobStore:
             raise JobNotFound(f"job id prefix {prefix!r} is ambiguous ({', '.join(ids)}, ...); give more characters")
         return ids[0]
 
+    def resolve_sweep(self, prefix: str) -> str:
+        """A full sweep id from a unique prefix of it."""
+        with self.engine.connect() as conn:
+            ids = conn.execute(select(db.jobs.c.sweep_id).where(db.jobs.c.sweep_id.startswith(prefix, autoescape=True))
+                               .distinct().limit(3)).scalars().all()
+        if not ids:
+            raise JobNotFound(f"no sweep {prefix!r} in {self.url_masked}; `faircalib sweep FILE` prints the ids")
+        if len(ids) > 1:
+            raise JobNotFound(f"sweep id prefix {prefix!r} is ambiguous ({', '.join(ids)}, ...); give more characters")
+        return ids[0]
+
     def list_jobs(self, *, state: str | None = None, sweep_id: str | None = None, limit: int = 100) -> list[JobRow]:
         q = select(db.jobs).order_by(db.jobs.c.created_at.desc(), db.jobs.c.id).limit(limit)
         if state:
@@ -437,6 +448,15 @@ class JobStore:
                 except TransitionConflict:
                     continue  # someone else got it first (only without row locks); try the next one
         return None
+
+    def next_queued(self, job_ids: Iterable[str] | None = None) -> JobRow | None:
+        """The job `claim` would take next (a hint: another scheduler may take it first)."""
+        q = select(db.jobs).where(db.jobs.c.state == Q.value)
+        if job_ids is not None:
+            q = q.where(db.jobs.c.id.in_(list(job_ids)))
+        with self.engine.connect() as conn:
+            r = conn.execute(q.order_by(db.jobs.c.created_at, db.jobs.c.id).limit(1)).first()
+        return _job(r) if r is not None else None
 
     def request_cancel(self, job_id: str) -> JobState:
         """Cancel a queued job now; ask a running one to stop (its scheduler moves it to cancelled)."""
@@ -625,6 +645,44 @@ class JobStore:
             conn.execute(update(db.priors).where(and_(db.priors.c.key == key, db.priors.c.job_id == job_id,
                                                       db.priors.c.state == "building"))
                          .values(state="failed", updated_at=utcnow()))
+
+    # ------------------------------------------------------------ FP baseline cache
+    def baselines(self, keys: Iterable[str]) -> dict[str, dict]:
+        """{key: FP result} of the cached keys among `keys`."""
+        keys = list(keys)
+        if not keys:
+            return {}
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(db.baselines.c.key, db.baselines.c.result_json)
+                                .where(db.baselines.c.key.in_(keys))).all()
+        return {k: json.loads(v) for k, v in rows}
+
+    def baseline_hit(self, keys: Iterable[str]) -> None:
+        """Count one reuse of each key."""
+        keys = list(keys)
+        if keys:
+            with self.engine.begin() as conn:
+                conn.execute(update(db.baselines).where(db.baselines.c.key.in_(keys))
+                             .values(hits=db.baselines.c.hits + 1, updated_at=utcnow()))
+
+    def baseline_put(self, key: str, *, task: str, model_hash: str, result: dict, job_id: str) -> bool:
+        """Store an FP result; False when the key is already cached (the first writer's result stays)."""
+        now = utcnow()
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(insert(db.baselines).values(key=key, task=task, model_hash=model_hash,
+                                                         result_json=_dumps(result), job_id=job_id, hits=0,
+                                                         created_at=now, updated_at=now))
+            return True
+        except IntegrityError:
+            return False
+
+    def baseline_stats(self) -> dict[str, int]:
+        """{"entries", "hits"} over the whole cache."""
+        with self.engine.connect() as conn:
+            n, hits = conn.execute(select(func.count(), func.coalesce(func.sum(db.baselines.c.hits), 0))
+                                   .select_from(db.baselines)).one()
+        return {"entries": int(n), "hits": int(hits)}
 
     # ------------------------------------------------------------ schedulers
     def register_scheduler(self) -> str:

@@ -242,3 +242,97 @@ def is_loopback(ip: str) -> bool:
     if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
         addr = addr.ipv4_mapped
     return addr.is_loopback
+
+
+class LocalRayCluster:
+    """A real multi-node Ray cluster on this machine: a head (`ray start --head`) and more nodes
+    (`ray start --address`), each a separate set of processes on 127.0.0.1 with its own temp dir, CPU
+    count and custom resource `node_<i>` (node 0 is the head). The commands are the ones in
+    infra/README.md ("A multi-node Ray cluster on one machine").
+
+        with LocalRayCluster(nodes=2, cpus_per_node=1) as cluster:
+            subprocess.run(["faircalib", "run", "--once", "--ray-address", cluster.address])
+    """
+
+    def __init__(self, nodes: int = 2, cpus_per_node: int = 1, env: dict | None = None):
+        import random
+
+        self.nodes, self.cpus = nodes, cpus_per_node
+        self.root = Path(tempfile.mkdtemp(prefix="fc-rc-", dir="/tmp"))
+        self.port = next(p for p in (random.randrange(41000, 49000) for _ in range(200)) if _port_free(p))
+        self.address = f"127.0.0.1:{self.port}"
+        self.env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", **(env or {})}
+        self.env.setdefault("RAY_AUTH_MODE", "disabled")
+        # start_test_ray's "0" makes `ray start --address` refuse to join ("not supported on Windows and
+        # OSX") on Linux too: leave Ray's own default
+        self.env.pop("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", None)
+        self.started: list[Path] = []
+
+    def ray_cli(self) -> list[str]:
+        import sys
+
+        return [sys.executable, "-m", "ray.scripts.scripts"]
+
+    def node_command(self, i: int) -> list[str]:
+        import json
+
+        temp = self.root / f"node{i}"
+        common = [f"--num-cpus={self.cpus}", "--num-gpus=0", f"--resources={json.dumps({f'node_{i}': 1})}",
+                  "--node-ip-address=127.0.0.1", f"--temp-dir={temp}", "--disable-usage-stats"]
+        if i == 0:
+            return [*self.ray_cli(), "start", "--head", f"--port={self.port}", "--include-dashboard=false", *common]
+        return [*self.ray_cli(), "start", f"--address={self.address}", *common]
+
+    def start(self, timeout_s: float = 180.0) -> LocalRayCluster:
+        for i in range(self.nodes):
+            (self.root / f"node{i}").mkdir(parents=True, exist_ok=True)
+            res = subprocess.run(self.node_command(i), env=self.env, capture_output=True, text=True,
+                                 timeout=timeout_s)
+            self.started.append(self.root / f"node{i}")
+            if res.returncode != 0:
+                self.stop()
+                raise RuntimeError(f"ray start (node {i}) failed: {(res.stderr or res.stdout)[-2000:]}")
+        return self
+
+    def node_ids(self) -> dict[str, str]:
+        """{node id: "node_<i>"} from the cluster's own view (a short-lived driver process)."""
+        import json
+        import sys
+
+        code = ("import json, ray; ray.init(address=%r, log_to_driver=False); "
+                "print(json.dumps({n['NodeID']: [k for k in n['Resources'] if k.startswith('node_')][0] "
+                "for n in ray.nodes() if n['Alive']}))" % self.address)
+        out = subprocess.run([sys.executable, "-c", code], env=self.env, capture_output=True, text=True,
+                             timeout=120, check=True).stdout
+        return json.loads(out.strip().splitlines()[-1])
+
+    def stop(self) -> None:
+        """Stop every process of this cluster's nodes, then remove its temp dirs."""
+        import signal
+        import time
+
+        # `ray stop` would stop every Ray on the machine (other sessions' included): stop only ours, by
+        # the ids of the processes whose command line names our temp root or our GCS port.
+        mine = (str(self.root), f"--gcs-address=127.0.0.1:{self.port}", f"--gcs_server_port={self.port}",
+                f"--address={self.address}", f"--port={self.port}")
+        for _ in range(2):
+            for proc in Path("/proc").iterdir():
+                if not proc.name.isdigit() or int(proc.name) == os.getpid():
+                    continue
+                try:
+                    cmd = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+                except OSError:
+                    continue
+                if any(m in cmd for m in mine):
+                    try:
+                        os.kill(int(proc.name), signal.SIGTERM if _ == 0 else signal.SIGKILL)
+                    except OSError:
+                        pass
+            time.sleep(1.5)
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    def __enter__(self) -> LocalRayCluster:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

@@ -232,6 +232,29 @@ def resolve_endpoint() -> tuple[str | None, str]:
     return None, "AWS default"
 
 
+NO_LOCAL_SERVER = ("the local S3 server is not running and no S3 endpoint is configured; start it with "
+                   "`faircalib storage up`, or set FAIRCALIB_S3_ENDPOINT")
+
+
+def uses_local_default(uri: str) -> bool:
+    """The URI is in the embedded default's bucket (s3://faircalib/...)."""
+    return uri == f"s3://{DEFAULT_BUCKET}" or uri.startswith(f"s3://{DEFAULT_BUCKET}/")
+
+
+def endpoint_reachable(endpoint: str, timeout_s: float = 2.0) -> bool:
+    """A TCP connection to the endpoint's host:port succeeds."""
+    import socket
+    from urllib.parse import urlsplit
+
+    u = urlsplit(endpoint if "://" in endpoint else f"http://{endpoint}")
+    port = u.port or (443 if u.scheme == "https" else 80)
+    try:
+        with socket.create_connection((u.hostname or "127.0.0.1", port), timeout=timeout_s):
+            return True
+    except OSError:
+        return False
+
+
 _TRANSIENT_CODES = {"RequestTimeout", "RequestTimeTooSkewed", "SlowDown", "ServiceUnavailable", "InternalError",
                     "Throttling", "ThrottlingException", "503", "500", "502", "504"}
 _AUTH_CODES = {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken", "ExpiredToken",
@@ -354,6 +377,13 @@ class S3Storage(Storage):
                     raise StorageError(f"{where}: access denied ({desc}); check AWS_ACCESS_KEY_ID / "
                                        "AWS_SECRET_ACCESS_KEY or AWS_PROFILE for this bucket") from e
                 if kind == "nocreds":
+                    # boto3 refuses to sign before it connects: name the real problem first
+                    if self._endpoint is None and self.bucket == DEFAULT_BUCKET:
+                        raise StorageError(f"{where}: {NO_LOCAL_SERVER}") from e
+                    if self._endpoint is not None and not endpoint_reachable(self._endpoint):
+                        raise StorageError(f"{where}: endpoint unreachable (nothing answers at "
+                                           f"{self._endpoint}); check that the S3 server is up (faircalib "
+                                           "storage status) and FAIRCALIB_S3_ENDPOINT") from e
                     raise StorageError(f"{where}: no S3 credentials found; set AWS_ACCESS_KEY_ID / "
                                        "AWS_SECRET_ACCESS_KEY or AWS_PROFILE") from e
                 if kind == "nobucket":

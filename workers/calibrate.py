@@ -10,6 +10,7 @@ may run on another node: it reads and writes storage itself).
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -21,10 +22,10 @@ def calibrate_request(state: Any, requests: list[dict], report: Callable[[dict],
     from faircalib.service.errors import StorageError
     from faircalib.service.storage import fetch_tree, open_storage, read_manifest, upload_tree
     from faircalib.workers.actor import prepare_actor
+    from faircalib.workers.models import fresh_copy, load_cached
 
     from faircalib.checkpoint import save_quantized
     from faircalib.errors import DataError
-    from faircalib.models import load_dllm
     from faircalib.pipeline import MethodConfig, run_method
     from faircalib.probe import PositionPrior
 
@@ -34,7 +35,7 @@ def calibrate_request(state: Any, requests: list[dict], report: Callable[[dict],
     cfg = MethodConfig.from_dict(req["method_config"])
     work = Path(req["workdir"])
     state_dir, ckpt_dir = work / "state", work / "checkpoint"
-    loaded = load_dllm(req["model"], device="cpu")
+    loaded = fresh_copy(load_cached(req["model"], "cpu"))  # a copy: run_method quantizes it in place
     if cfg.needs_calibration_data and loaded.tokenizer is None:
         raise DataError(f"model {req['model']!r} ships no tokenizer; calibration data cannot be tokenized")
     prior = None
@@ -64,6 +65,10 @@ def calibrate_request(state: Any, requests: list[dict], report: Callable[[dict],
 
     model, info = run_method(loaded.model, loaded.tokenizer, cfg, prior=prior, state_dir=state_dir,
                              progress=progress, device=device, inplace=True)
+    # a fresh directory: an earlier attempt in this workdir (e.g. a killed scheduler's actor that finished
+    # before Ray reaped it) may have left a checkpoint and its upload's local _manifest.json, which
+    # save_quantized would otherwise list among the checkpoint's files
+    shutil.rmtree(ckpt_dir, ignore_errors=True)
     save_quantized(model, ckpt_dir, meta={"source": req["model"], "method_config": cfg.to_dict(),
                                           "prior": info.get("prior"), "prior_uri": req.get("prior_uri")},
                    tokenizer=loaded.tokenizer)

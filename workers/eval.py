@@ -21,11 +21,13 @@ def setup_eval(model: str, eval_config: dict, threads: int = 1, checkpoint: dict
     import torch
     from faircalib.workers.actor import prepare_actor
 
+    from faircalib.workers.models import load_cached
+
     from faircalib.eval.settings import EvalConfig
-    from faircalib.models import load_dllm, model_decoding
+    from faircalib.models import model_decoding
 
     device = prepare_actor(threads)
-    fp = load_dllm(model, device=device)
+    fp = load_cached(model, device)  # warm: shared with this process's probe / calibrate / other jobs
     state: dict[str, Any] = {"fp": fp, "cfg": EvalConfig.from_dict(eval_config), "device": device, "quantized": None,
                              "decoding": model_decoding(str(fp.source), fp.path).values, "threads": torch.get_num_threads()}
     if checkpoint is not None:
@@ -39,12 +41,17 @@ def setup_eval(model: str, eval_config: dict, threads: int = 1, checkpoint: dict
     return state
 
 
-def run_eval(state: dict, tasks: list[str], report: Callable[[dict], None]) -> dict[str, dict]:
-    """Run the named tasks (a shard of the job's evaluation.tasks); {task: {variant: result, ...}}."""
+def run_eval(state: dict, items: list, report: Callable[[dict], None]) -> dict[str, dict]:
+    """Run a shard of the job's evaluation.tasks: items are task names, or (task, cached FP result or
+    None) pairs (the FP baseline cache); {task: {variant: result, ...}}."""
     from faircalib.eval.run import evaluate_models
 
+    pairs = [(it, None) if isinstance(it, str) else (it[0], it[1]) for it in items]
+    tasks = [t for t, _ in pairs]
+    cached = {t: r for t, r in pairs if r is not None}
     fp = state["fp"]
-    report({"message": f"evaluating {', '.join(tasks)} on {state['device']} ({state['threads']} thread(s))"})
+    report({"message": f"evaluating {', '.join(tasks)} on {state['device']} ({state['threads']} thread(s))"
+                       + (f"; FP baseline cached for {', '.join(cached)}" if cached else "")})
     last = {"t": -1e18}
 
     def forward(e: dict) -> None:  # request-row progress: at most one job event per 2 s (and each last one)
@@ -56,4 +63,5 @@ def run_eval(state: dict, tasks: list[str], report: Callable[[dict], None]) -> d
         report(e)
 
     return evaluate_models(fp.model, fp.tokenizer, state["cfg"], quantized=state["quantized"], tasks=tasks,
-                           decoding=state["decoding"], source=str(fp.source), report=forward)
+                           decoding=state["decoding"], source=str(fp.source), report=forward,
+                           fp_results=cached)

@@ -14,12 +14,13 @@ def setup_probe(model: str, probe_config: dict, model_hash: str, threads: int = 
     """probe_config: a faircalib.probe.ProbeConfig as `to_dict()`."""
     from faircalib.workers.actor import prepare_actor
 
+    from faircalib.workers.models import load_cached
+
     from faircalib.errors import DataError
-    from faircalib.models import load_dllm
     from faircalib.probe import ProbeConfig
 
     device = prepare_actor(threads)
-    loaded = load_dllm(model, device=device)
+    loaded = load_cached(model, device)  # warm: loaded once per worker process
     if loaded.tokenizer is None:
         raise DataError(f"model {loaded.source!r} ships no tokenizer; Stage I needs one to tokenize probe prompts")
     return {"m": loaded, "cfg": ProbeConfig.from_dict(probe_config), "model_hash": model_hash, "device": device}
@@ -28,6 +29,8 @@ def setup_probe(model: str, probe_config: dict, model_hash: str, threads: int = 
 def run_probe_ranges(state: dict, ranges: list[tuple[int, int]], report: Callable[[dict], None]) -> list:
     """ranges: [(start, stop)] of global prompt indices, each start a multiple of the probe batch size."""
     import os
+
+    import ray
 
     from faircalib.probe import probe_shard
 
@@ -39,7 +42,8 @@ def run_probe_ranges(state: dict, ranges: list[tuple[int, int]], report: Callabl
             # CLI sums the parts into one bar per job)
             report({"message": f"probe rows {start + e.get('done', 0)}/{cfg.n_samples} (shard from {start})",
                     "event": "probe_batch", "part": start, "done": e.get("done"), "total": cfg.n_samples,
-                    "rows_done": e.get("done"), "rows": e.get("total"), "start": start, "pid": os.getpid()})
+                    "rows_done": e.get("done"), "rows": e.get("total"), "start": start, "pid": os.getpid(),
+                    "node_id": ray.get_runtime_context().get_node_id()})
 
         out.append(probe_shard(m.model, m.tokenizer, cfg, start, stop, model_hash=state["model_hash"],
                                progress=progress, device=state["device"]))

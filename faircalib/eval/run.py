@@ -16,7 +16,7 @@ Boundary: calls the fidelity metrics and the lm-eval runner; computes no metric 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from faircalib.errors import DataError
@@ -34,15 +34,19 @@ def fidelity_ids(tokenizer, cfg: EvalConfig):
     return sample_token_sequences(tokenizer, cfg.data, cfg.n, cfg.seq_len, seed=cfg.seed)
 
 
-def _fidelity(fp, tokenizer, cfg: EvalConfig, quantized, report: Report) -> dict:
+def _fidelity(fp, tokenizer, cfg: EvalConfig, quantized, report: Report, fp_result: dict | None = None) -> dict:
     from faircalib.eval.fidelity import compare_to_reference
 
     ids = fidelity_ids(tokenizer, cfg)
-    t0 = time.perf_counter()
-    out: dict[str, Any] = {"fp": compare_to_reference(fp, ids, seed=cfg.seed).as_dict(),
-                           "sequences": int(ids.shape[0]), "seq_len": int(ids.shape[1]), "data": cfg.data}
-    out["fp"]["wall_s"] = round(time.perf_counter() - t0, 3)
-    report({"message": f"fidelity: FP nll {out['fp']['nll']:.4f}"})
+    out: dict[str, Any] = {"sequences": int(ids.shape[0]), "seq_len": int(ids.shape[1]), "data": cfg.data}
+    if fp_result is not None:
+        out["fp"] = dict(fp_result)
+        report({"message": f"fidelity: FP nll {out['fp']['nll']:.4f} (cached FP baseline)"})
+    else:
+        t0 = time.perf_counter()
+        out["fp"] = compare_to_reference(fp, ids, seed=cfg.seed).as_dict()
+        out["fp"]["wall_s"] = round(time.perf_counter() - t0, 3)
+        report({"message": f"fidelity: FP nll {out['fp']['nll']:.4f}"})
     if quantized is not None:
         t0 = time.perf_counter()
         q = compare_to_reference(quantized, ids, ref=fp, seed=cfg.seed).as_dict()
@@ -53,14 +57,17 @@ def _fidelity(fp, tokenizer, cfg: EvalConfig, quantized, report: Report) -> dict
 
 
 def _lm_eval(name: str, fp, tokenizer, cfg: EvalConfig, quantized, decoding: dict, source: str | None,
-             report: Report) -> dict:
+             report: Report, fp_result: dict | None = None) -> dict:
     from faircalib.eval.harness import run_lm_eval
 
     if tokenizer is None:
         raise DataError(f"lm-eval task {name!r} needs a tokenizer; the model ships none")
     out: dict[str, Any] = {}
+    if fp_result is not None:
+        out["fp"] = fp_result
+        report({"message": f"[fp] {name}: cached FP baseline"})
     for variant, model in (("fp", fp), ("quantized", quantized)):
-        if model is None:
+        if model is None or variant in out:
             continue
 
         def tagged(e: dict, variant=variant) -> None:
@@ -75,17 +82,20 @@ def _lm_eval(name: str, fp, tokenizer, cfg: EvalConfig, quantized, decoding: dic
 
 def evaluate_models(fp, tokenizer, cfg: EvalConfig, *, quantized=None, tasks: Sequence[str] | None = None,
                     decoding: dict | None = None, source: str | None = None,
-                    report: Report | None = None) -> dict[str, dict]:
+                    report: Report | None = None, fp_results: Mapping[str, dict] | None = None) -> dict[str, dict]:
     """Run `tasks` (default cfg.tasks) on the FP model and `quantized` (see the module docstring).
     decoding: the model's decoding defaults (faircalib.models.model_decoding(...).values), overridden by
-    cfg.decoding, for lm-eval generation tasks."""
+    cfg.decoding, for lm-eval generation tasks. fp_results: {task: the "fp" entry of an earlier run
+    with the same FP baseline key (faircalib.eval.settings.fp_baseline_key)}: reused, not recomputed
+    (the FP model is still the reference of the quantized model's fidelity)."""
     emit = report or (lambda e: None)
     dec = {**(decoding or {}), **dict(cfg.decoding)}
+    cached = dict(fp_results or {})
     out: dict[str, dict] = {}
     for name in (cfg.tasks if tasks is None else tasks):
         emit({"message": f"evaluating {name}"})
         if name == FIDELITY:
-            out[name] = _fidelity(fp, tokenizer, cfg, quantized, emit)
+            out[name] = _fidelity(fp, tokenizer, cfg, quantized, emit, cached.get(name))
         else:
-            out[name] = _lm_eval(name, fp, tokenizer, cfg, quantized, dec, source, emit)
+            out[name] = _lm_eval(name, fp, tokenizer, cfg, quantized, dec, source, emit, cached.get(name))
     return out

@@ -94,6 +94,30 @@ class EvalConfig(LMEvalSettings):
         return tuple(t for t in self.tasks if t not in BUILTIN_TASKS)
 
 
+FP_BASELINE_VERSION = 1  # bump when an FP result under an old key would mean something else
+
+
+def fp_baseline_key(cfg: EvalConfig, task: str, model_hash: str, decoding: Mapping[str, Any] | None = None) -> str:
+    """The cache key of the FP model's result on one task (an FP baseline is the same for every
+    quantized variant of the model): sha256 over the model's weights hash, the task, and exactly the
+    settings that task's FP result depends on. `fidelity`: its held-out data, n, seq_len and seed. An
+    lm-eval task: limit, bootstrap iterations, the Monte Carlo / batch / greedy-check / context
+    settings (LMEvalSettings) and the effective decoding (`decoding`: the model's defaults, overridden
+    by cfg.decoding, as evaluate_models applies them)."""
+    import hashlib
+    import json
+
+    if task == FIDELITY:
+        settings: dict[str, Any] = {"data": cfg.data, "n": cfg.n, "seq_len": cfg.seq_len, "seed": cfg.seed}
+    else:
+        settings = {**cfg.lm_settings().to_dict(), "limit": cfg.limit, "bootstrap_iters": cfg.bootstrap_iters,
+                    "decoding": {**dict(decoding or {}), **dict(cfg.decoding)}}
+        settings.pop("format_version", None)
+    blob = json.dumps({"v": FP_BASELINE_VERSION, "model": model_hash, "task": task, "settings": settings},
+                      sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
 @functools.lru_cache(maxsize=1)
 def _lm_eval_registry() -> frozenset[str]:
     from lm_eval.tasks import TaskManager

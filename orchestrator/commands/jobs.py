@@ -8,6 +8,7 @@ import json
 import signal
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import click
@@ -141,6 +142,7 @@ def submit_cmd(job_file: Path, wait: bool, run_here: bool, ray_address: str | No
     if run_here:
         from faircalib.orchestrator.scheduler import Interrupted
 
+        _ensure_default_storage(store, [job_id])
         con = _console()
         try:  # SIGINT / SIGTERM cancel the job (recorded with the reason); `faircalib retry` resumes it
             with ProgressView(quiet=quiet, console=con) as view:
@@ -162,11 +164,38 @@ def submit_cmd(job_file: Path, wait: bool, run_here: bool, ray_address: str | No
 
 
 # ---------------------------------------------------------------- run
+def _ensure_default_storage(store, job_ids: list[str] | None = None) -> None:
+    """Jobs on the embedded default storage (s3://faircalib/...) with no S3 endpoint configured or
+    running: start the local S3 server the way quickstart does (it keeps running; `faircalib storage
+    down` stops it), or fail with the fix."""
+    from faircalib.service.storage import NO_LOCAL_SERVER, resolve_endpoint, uses_local_default
+
+    from faircalib.errors import FaircalibError
+
+    endpoint, _ = resolve_endpoint()
+    if endpoint is not None:
+        return
+    rows = [store.get_job(j) for j in job_ids] if job_ids else store.list_jobs(state="queued", limit=1000)
+    if not any(r.storage_uri and uses_local_default(r.storage_uri) for r in rows):
+        return
+    from faircalib.orchestrator.quickstart import ensure_local_storage
+
+    try:
+        started = ensure_local_storage()
+    except FaircalibError as e:
+        raise click.ClickException(f"storage s3://faircalib: {NO_LOCAL_SERVER} (starting it here failed: "
+                                   f"{str(e).splitlines()[0]})") from e
+    click.echo(f"started the local S3 server at {started.endpoint} for the jobs' default storage "
+               "(`faircalib storage down` stops it)", err=True)
+
+
 def _run_scheduler(store, *, once: bool, ray_address: str | None, max_jobs: int | None = None,
-                   lease_s: float = 30.0, heartbeat_s: float = 5.0, job_ids: list[str] | None = None,
+                   stop_after: int | None = None, lease_s: float = 30.0, heartbeat_s: float = 5.0,
+                   job_ids: list[str] | None = None,
                    watcher=None, interrupt: str = "requeue", interrupt_signals: tuple = (),
                    origin: str = "`faircalib run`"):
-    """Run a scheduler here; `watcher` (a JobWatcher with jobs=None) renders the progress of the jobs it runs.
+    """Run a scheduler here (up to max_jobs jobs at once; at most stop_after jobs); `watcher` (a JobWatcher
+    with jobs=None) renders the progress of the jobs it runs.
     SIGTERM (unless in interrupt_signals): finish the current job, then exit. A signal in interrupt_signals
     (and SIGINT, Ctrl-C): stop the running job at its next check and requeue or cancel it (`interrupt`),
     recorded as an event; then Interrupted is raised. A second such signal raises Interrupted at once (the
@@ -175,7 +204,7 @@ def _run_scheduler(store, *, once: bool, ray_address: str | None, max_jobs: int 
 
     sched = Scheduler(store, options=SchedulerOptions(ray_address=ray_address, lease_s=lease_s,
                                                       heartbeat_s=heartbeat_s, on_interrupt=interrupt,
-                                                      interrupt_origin=origin))
+                                                      interrupt_origin=origin, max_jobs=max_jobs))
     if watcher is not None:
         watcher.jobs = watcher.jobs or (lambda: list(sched.jobs_run))
         watcher.start()
@@ -195,7 +224,7 @@ def _run_scheduler(store, *, once: bool, ray_address: str | None, max_jobs: int 
         requeued = sched.start()
         if requeued:
             click.echo(f"requeued {len(requeued)} job(s) of a stopped scheduler: {', '.join(requeued)}", err=True)
-        ran = sched.run(once=once, max_jobs=max_jobs, job_ids=job_ids)
+        ran = sched.run(once=once, stop_after=stop_after, job_ids=job_ids)
     finally:
         for sig, h in old.items():
             signal.signal(sig, h)
@@ -209,27 +238,32 @@ def _run_scheduler(store, *, once: bool, ray_address: str | None, max_jobs: int 
 @click.command("run")
 @click.option("--once", is_flag=True, help="Drain the queue, then exit.")
 @click.option("--ray-address", default=None, help="Join a running Ray cluster (e.g. auto, ray://HOST:10001).")
-@click.option("--max-jobs", type=int, default=None, help="Exit after this many jobs.")
+@click.option("--max-jobs", type=click.IntRange(min=1), default=None, metavar="K",
+              help="Run up to K jobs at once (default: as many as the Ray cluster's CPUs / GPUs fit, given each "
+                   "job's resources; at least 1).")
+@click.option("--stop-after", type=click.IntRange(min=1), default=None, metavar="N", help="Exit after N jobs.")
 @click.option("--lease-s", type=float, default=30.0, show_default=True,
               help="A scheduler silent this long is presumed dead; its running jobs are requeued.")
 @click.option("--heartbeat-s", type=float, default=5.0, show_default=True)
 @quiet_option
 @_db_option
-def run_cmd(once: bool, ray_address: str | None, max_jobs: int | None, lease_s: float, heartbeat_s: float,
-            quiet: bool, db_url: str | None) -> None:
-    """Run the scheduler: claim queued jobs and drive them through their stages. Each running job's stage
-    progress is shown live on stderr (bars on a terminal, one line per event otherwise)."""
+def run_cmd(once: bool, ray_address: str | None, max_jobs: int | None, stop_after: int | None, lease_s: float,
+            heartbeat_s: float, quiet: bool, db_url: str | None) -> None:
+    """Run the scheduler: claim queued jobs (up to --max-jobs at once) and drive them through their stages.
+    Each running job's stage progress is shown live on stderr (bars on a terminal, one line per event
+    otherwise)."""
     from faircalib.orchestrator.progress import stderr_console
 
     store = _store(db_url)
     click.echo(f"scheduler on {store.url_masked}" + (f", Ray at {ray_address}" if ray_address else ""), err=True)
     from faircalib.orchestrator.scheduler import Interrupted
 
+    _ensure_default_storage(store)
     try:  # Ctrl-C: the running job goes back to the queue (recorded); SIGTERM: finish it, then exit
         with ProgressView(quiet=quiet, console=stderr_console()) as view:
-            ran = _run_scheduler(store, once=once, ray_address=ray_address, max_jobs=max_jobs, lease_s=lease_s,
-                                 heartbeat_s=heartbeat_s, watcher=JobWatcher(store, view, jobs=None,
-                                                                             keep_finished=False))
+            ran = _run_scheduler(store, once=once, ray_address=ray_address, max_jobs=max_jobs, stop_after=stop_after,
+                                 lease_s=lease_s, heartbeat_s=heartbeat_s,
+                                 watcher=JobWatcher(store, view, jobs=None, keep_finished=False))
     except (Interrupted, KeyboardInterrupt) as e:
         name = getattr(e, "signal_name", "SIGINT")
         click.echo(f"interrupted by {name}; the running job (if any) was requeued", err=True)
@@ -258,13 +292,16 @@ def _job_dict(store, job) -> dict:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.option("--state", type=click.Choice(["queued", "running", "succeeded", "failed", "cancelled"]), default=None)
 @click.option("--limit", type=int, default=50, show_default=True)
+@click.option("--sweep", "sweep", default=None, metavar="ID", help="Only the jobs of this sweep (id or prefix).")
 @_db_option
-def status_cmd(job: str | None, as_json: bool, state: str | None, limit: int, db_url: str | None) -> None:
+def status_cmd(job: str | None, as_json: bool, state: str | None, limit: int, sweep: str | None,
+               db_url: str | None) -> None:
     """Show jobs (newest first), or one JOB with its stages."""
     from rich.markup import escape
     from rich.table import Table
 
     store = _store(db_url)
+    sweep_id = store.resolve_sweep(sweep) if sweep else None
     if job:
         row = store.get_job(store.resolve(job))
         d = _job_dict(store, row)
@@ -283,11 +320,14 @@ def status_cmd(job: str | None, as_json: bool, state: str | None, limit: int, db
         con.print(f"storage: {row.storage_uri}/{row.id}  artifacts: {d['artifacts']}  "
                   f"created {_fmt_ts(row.created_at)}  ran {_duration(row)}", markup=False)
         return
-    rows = store.list_jobs(state=state, limit=limit)
+    rows = store.list_jobs(state=state, sweep_id=sweep_id, limit=limit)
     if as_json:
         click.echo(json.dumps([r.as_dict() for r in rows], indent=1, default=str))
         return
-    t = Table("id", "name", "state", "method", "bits", "created", "ran", "reason")
+    t = Table("id", "name", "state", "method", "bits", "created", "ran", "reason",
+              title=f"sweep {sweep_id}: {len(rows)} jobs, " + ", ".join(
+                  f"{n} {st}" for st, n in sorted(Counter(r.state.value for r in rows).items()))
+              if sweep_id else None, title_justify="left")
     for r in rows:
         t.add_row(*_plain(r.id, r.name, r.state.value, r.method, r.bits, _fmt_ts(r.created_at), _duration(r),
                           (r.reason or "")[:80]))
@@ -393,12 +433,19 @@ def retry_cmd(job: str, db_url: str | None) -> None:
 
 # ---------------------------------------------------------------- results / fetch
 @click.command("results")
-@click.argument("job")
+@click.argument("job", required=False)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--sweep", "sweep", default=None, metavar="ID",
+              help="One comparison table of a sweep's jobs (id or prefix) instead of one job.")
 @_db_option
-def results_cmd(job: str, as_json: bool, db_url: str | None) -> None:
-    """Print a job's evaluation results."""
+def results_cmd(job: str | None, as_json: bool, sweep: str | None, db_url: str | None) -> None:
+    """Print a job's evaluation results, or (--sweep ID) a sweep's comparison table."""
     store = _store(db_url)
+    if sweep:
+        _sweep_results(store, store.resolve_sweep(sweep), as_json)
+        return
+    if not job:
+        raise click.UsageError("give a JOB id, or --sweep ID")
     row = store.get_job(store.resolve(job))
     if as_json:
         click.echo(json.dumps({"id": row.id, "name": row.name, "state": row.state.value, "method": row.method,
@@ -437,6 +484,34 @@ def results_table(row):
         cells += ["" if r.n is None or not r.wall_s else str(r.n), fmt_wall(r.wall_s)]
         t.add_row(*map(Text, cells))
     return t
+
+
+def _sweep_results(store, sweep_id: str, as_json: bool) -> None:
+    """Rows model x method x bits x probe setting; per metric its value and Δ vs FP."""
+    from faircalib.orchestrator.report import fmt, fmt_delta, sweep_comparison
+    from rich.table import Table
+    from rich.text import Text
+
+    jobs = store.list_jobs(sweep_id=sweep_id, limit=10_000)
+    cmp = sweep_comparison(jobs)
+    if as_json:
+        click.echo(json.dumps({"sweep": sweep_id, **cmp}, indent=1, default=str))
+        return
+    done = sum(r["state"] == "succeeded" for r in cmp["rows"])
+    t = Table(title=f"sweep {sweep_id}: {done}/{len(cmp['rows'])} jobs succeeded; each metric, then its Δ vs FP",
+              title_justify="left")
+    for col in ("model", "method", "bits", "probe", "state"):
+        t.add_column(col)
+    for m in cmp["metrics"]:
+        t.add_column(m, justify="right")
+        t.add_column("Δ", justify="right")
+    for r in cmp["rows"]:
+        cells = [r["model"].removeprefix("zoo:"), r["method"], r["bits"], r["probe"], r["state"]]
+        for m in cmp["metrics"]:
+            v = r["values"].get(m) or {}
+            cells += [fmt(v.get("value")), fmt_delta(v.get("delta"))]
+        t.add_row(*map(Text, cells))
+    _console().print(t)
 
 
 def _print_results(row) -> None:
@@ -498,9 +573,10 @@ def sweep_cmd(sweep_file: Path, dry_run: bool, db_url: str | None) -> None:
         return
     sweep_id = new_job_id()
     ids = [store.create_job(cfg, sweep_id=sweep_id, prior_key=key) for cfg, key in zip(sweep.jobs, keys)]
-    click.echo(f"sweep {sweep.name} ({sweep_id}): {len(ids)} jobs queued, {distinct} distinct priors")
+    click.echo(f"sweep {sweep.name}: {len(ids)} jobs queued, {distinct} distinct priors")
     for job_id, cfg in zip(ids, sweep.jobs):
         click.echo(f"{job_id} {cfg.name}")
+    click.echo(f"sweep id: {sweep_id}  (faircalib status --sweep {sweep_id} | faircalib results --sweep {sweep_id})")
 
 
 def _prior_keys(configs) -> list[str | None]:

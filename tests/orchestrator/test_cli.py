@@ -9,6 +9,7 @@ import pytest
 import yaml
 from click.testing import CliRunner
 from faircalib.orchestrator.cli import main
+from faircalib.orchestrator.config import JobConfig
 from faircalib.orchestrator.store import JobStore
 
 
@@ -125,8 +126,29 @@ def test_sweep_cli(tmp_path, sqlite_url, tiny_model_dir):
     assert out.strip().endswith("4 jobs, 0 distinct priors")
     out = _invoke("sweep", sweep, "--db", sqlite_url).output
     assert "4 jobs queued" in out
-    rows = JobStore(sqlite_url).list_jobs()
+    store = JobStore(sqlite_url)
+    rows = store.list_jobs()
     assert len(rows) == 4 and len({r.sweep_id for r in rows}) == 1 and all(r.labels == {"sweep": "grid"} for r in rows)
+    sweep_id = rows[0].sweep_id
+    assert f"sweep id: {sweep_id}" in out
+    assert len({r.name for r in rows}) == 4  # grid values in the names: the two spellings get -2
+    # status --sweep: this sweep's jobs only
+    other = store.create_job(JobConfig.from_dict({"model": str(tiny_model_dir), "method": "fp",
+                                                  "storage": f"file://{tmp_path}/a"}))
+    listed = json.loads(_invoke("status", "--sweep", sweep_id[:6], "--json", "--db", sqlite_url).output)
+    assert {r["id"] for r in listed} == {r.id for r in rows} and other not in {r["id"] for r in listed}
+    # results --sweep: one row per job, each metric's value and its delta vs FP
+    for i, r in enumerate(rows):
+        store.claim("s", [r.id])
+        store.set_results(r.id, {"metrics": {"fidelity": {"fp": {"nll": 2.0}, "quantized": {"nll": 2.0 + i}}}},
+                          attempt=1)
+    cmp = json.loads(_invoke("results", "--sweep", sweep_id, "--json", "--db", sqlite_url).output)
+    assert cmp["sweep"] == sweep_id and cmp["metrics"] == ["fidelity/nll"] and len(cmp["rows"]) == 4
+    # fp jobs (this grid's method) report the FP value and no delta
+    assert all(r["values"]["fidelity/nll"]["value"] == 2.0 and r["values"]["fidelity/nll"]["delta"] is None
+               for r in cmp["rows"])
+    table = _invoke("results", "--sweep", sweep_id, "--db", sqlite_url).output
+    assert "fidelity/nll" in table and "2.0000" in table
     bad = _write(tmp_path, {"base": {"storage": "file:///x"}, "grid": {"method": ["fp", "faircalib"]},
                             "name": "b"}, "bad.yaml")
     res = _invoke("sweep", bad, "--db", sqlite_url, ok=False)

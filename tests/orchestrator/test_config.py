@@ -125,6 +125,13 @@ def test_sweep_expands_grid_and_collapses_irrelevant_probe_settings():
     assert all(j.run.probe.n_samples == 4 for j in sweep.jobs)
     assert all(j.labels["sweep"] == "s1" for j in sweep.jobs)
     assert len({j.to_json() for j in sweep.jobs}) == len(sweep.jobs)
+    # names carry every grid value (unique: status and results can tell the jobs apart)
+    names = {j.name for j in sweep.jobs}
+    assert len(names) == len(sweep.jobs)
+    assert "s1-a-rtn-w3a4" in names and "s1-b-faircalib-w4a4-schedule-uniform" in names
+    assert "s1-a-faircalib-w3a4-beta-0.0" in names
+    assert {j.labels.get("probe") for j in sweep.jobs if j.method == "faircalib"} == {
+        "schedule-early", "schedule-uniform", "beta-0.0"}
 
 
 def test_sweep_errors_name_the_job():

@@ -232,3 +232,30 @@ def _same_tensors(a, b) -> None:
 
     for f in ("quantized_linears.safetensors", "transforms.safetensors", "fp.safetensors"):
         assert hashlib.sha256((a / f).read_bytes()).digest() == hashlib.sha256((b / f).read_bytes()).digest(), f
+
+
+def test_a_warm_scheduler_reuses_its_workers_and_the_fp_baseline(ray_session, tiny_model_dir, tmp_path, sqlite_url,
+                                                                 job_dict):
+    """Two FP evaluations of one model with the same settings on one scheduler: the second job's eval
+    runs on the first job's (warm) actor with its state, its FP fidelity comes from the FP baseline
+    cache (one hit) and equals the first job's; a third job with other fidelity settings misses."""
+    from faircalib.orchestrator.config import JobConfig
+    from faircalib.orchestrator.scheduler import Scheduler, SchedulerOptions
+
+    store = JobStore(sqlite_url)
+    spec = job_dict(tiny_model_dir, f"file://{tmp_path / 'art'}")
+    ids = [store.create_job(JobConfig.from_dict(spec)) for _ in range(2)]
+    ids.append(store.create_job(JobConfig.from_dict({**spec, "evaluation": {"n": 3, "seq_len": 24}})))
+    sched = Scheduler(store, options=SchedulerOptions(poll_s=0.05, max_jobs=1))
+    assert sched.run(once=True) == ids
+    rows = [store.get_job(j) for j in ids]
+    assert [r.state.value for r in rows] == ["succeeded"] * 3, [r.reason for r in rows]
+    outs = [next(s.output for s in store.stages(j) if s.name == "evaluate") for j in ids]
+    assert [o["fp_baseline"] for o in outs] == [{"cached": [], "computed": ["fidelity"]},
+                                                {"cached": ["fidelity"], "computed": []},
+                                                {"cached": [], "computed": ["fidelity"]}]
+    assert rows[1].results["metrics"]["fidelity"]["fp"] == rows[0].results["metrics"]["fidelity"]["fp"]
+    assert store.baseline_stats() == {"entries": 2, "hits": 1}
+    done = [[e.data for e in store.events(j) if e.kind == "shard_done"] for j in ids]
+    assert done[0][0]["pid"] == done[1][0]["pid"] and done[1][0]["warm"] is True  # the same warm actor
+    assert done[2][0]["pid"] == done[0][0]["pid"]  # other settings: a new state, the same process

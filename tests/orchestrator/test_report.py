@@ -64,3 +64,23 @@ def test_fp_only_results():
     [r] = rows({"metrics": metrics})
     assert (r.task, r.metric, r.values, r.delta) == ("fidelity", "nll", {"fp": 3.0}, None)
     assert rows(None) == [] and rows({}) == []
+
+
+def test_sweep_comparison_rows_and_deltas_vs_fp():
+    from types import SimpleNamespace
+
+    from faircalib.orchestrator.report import sweep_comparison
+    from faircalib.orchestrator.store import JobState
+
+    def job(i, method, bits, probe, fp, q):
+        metrics = {"fidelity": {"fp": {"nll": fp}, **({"quantized": {"nll": q}} if q is not None else {})}}
+        return SimpleNamespace(id=f"j{i}", name=f"n{i}", state=JobState.SUCCEEDED, model="zoo:m", method=method,
+                               bits=bits, labels={"probe": probe} if probe else {}, results={"metrics": metrics})
+
+    cmp = sweep_comparison([job(1, "faircalib", "w4a4", "schedule-late", 2.0, 2.5),
+                            job(2, "faircalib", "w4a4", "schedule-early", 2.0, 2.25), job(3, "fp", "w16a16", None, 2.0, None)])
+    assert cmp["metrics"] == ["fidelity/nll"]
+    assert [(r["method"], r["probe"]) for r in cmp["rows"]] == [
+        ("faircalib", "schedule-early"), ("faircalib", "schedule-late"), ("fp", "-")]
+    assert [r["values"]["fidelity/nll"]["delta"] for r in cmp["rows"]] == [0.25, 0.5, None]
+    assert cmp["rows"][1]["values"]["fidelity/nll"] == {"value": 2.5, "fp": 2.0, "delta": 0.5}

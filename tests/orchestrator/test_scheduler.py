@@ -210,3 +210,37 @@ def test_interrupt_hands_the_job_back_or_cancels_it_with_an_event(on_interrupt, 
                                                                          "by SIGINT in stage second")
         assert [(s.state, s.error) for s in store.stages(job)][1] == ("failed", "interrupted by SIGINT")
     assert store.live_schedulers(lease_s=30) == []  # it stopped (and said so)
+
+
+@pytest.mark.parametrize("max_jobs", [2, None])
+def test_max_jobs_runs_jobs_side_by_side(sqlite_url, tmp_path, max_jobs):
+    """--max-jobs 2: both jobs are inside stage `second` at the same time (the block is lifted only once
+    both got there), each job's log holds only its own lines. Without --max-jobs, stages of unknown
+    resources (a custom registry) run one job at a time."""
+    store = JobStore(sqlite_url)
+    block = tmp_path / "block"
+    block.write_text("x")
+    jobs = [store.create_job(_cfg(tmp_path, i)) for i in range(2)]
+    sched = _sched(store, sw.make_registry(str(tmp_path / "counts"), block_file=str(block)), max_jobs=max_jobs)
+    inside: dict[str, float] = {}
+
+    def lift():
+        deadline = time.monotonic() + (60 if max_jobs else 4)
+        while time.monotonic() < deadline and len(inside) < 2:
+            for j in jobs:
+                if j not in inside and any(e.message == "second: started" for e in store.events(j)):
+                    inside[j] = time.monotonic()
+            time.sleep(0.05)
+        block.unlink()
+
+    t = threading.Thread(target=lift)
+    t.start()
+    ran = sched.run(once=True)
+    t.join(10)
+    assert sorted(ran) == sorted(jobs)
+    assert all(store.get_job(j).state is JobState.SUCCEEDED for j in jobs)
+    assert sched.peak_concurrency == (2 if max_jobs else 1)
+    assert len(inside) == (2 if max_jobs else 1)  # side by side, or one at a time
+    for a, b in (jobs, jobs[::-1]):
+        log = (Path(os.environ["FAIRCALIB_HOME"]) / "work" / a / "logs" / "job.log").read_text()
+        assert a in log and b not in log

