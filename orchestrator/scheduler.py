@@ -70,6 +70,11 @@ class SchedulerOptions:
     warm: bool = True              # keep Ray actors (and their loaded models) between stages and jobs
     max_idle_workers: int = 8      # the warm pool's bound on idle actors
 
+    def __post_init__(self) -> None:
+        # the scheduler reconciles every lease_s (requeueing running jobs whose scheduler missed its lease), so
+        # its own heartbeat must come well inside the lease or it would requeue its own jobs
+        self.heartbeat_s = min(self.heartbeat_s, self.lease_s / 4)
+
 
 def job_request(config, has_gpu: bool) -> tuple[float, float]:
     """A job's peak Ray request (CPUs, GPUs) over its stages: its widest stage's actors at once (GPUs

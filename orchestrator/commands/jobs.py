@@ -244,7 +244,8 @@ def _run_scheduler(store, *, once: bool, ray_address: str | None, max_jobs: int 
 @click.option("--stop-after", type=click.IntRange(min=1), default=None, metavar="N", help="Exit after N jobs.")
 @click.option("--lease-s", type=float, default=30.0, show_default=True,
               help="A scheduler silent this long is presumed dead; its running jobs are requeued.")
-@click.option("--heartbeat-s", type=float, default=5.0, show_default=True)
+@click.option("--heartbeat-s", type=float, default=5.0, show_default=True,
+              help="Seconds between lease renewals (capped at a quarter of --lease-s).")
 @quiet_option
 @_db_option
 def run_cmd(once: bool, ray_address: str | None, max_jobs: int | None, stop_after: int | None, lease_s: float,

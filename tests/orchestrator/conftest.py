@@ -19,6 +19,11 @@ def fc_home(tmp_path, monkeypatch):
     for var in ("FAIRCALIB_DB", "FAIRCALIB_S3_ENDPOINT", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_PROFILE",
                 "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
         monkeypatch.delenv(var, raising=False)
+    for var in ("RAY_AUTH_TOKEN_PATH", "RAY_AUTH_TOKEN"):
+        # an in-process Ray connect sets RAY_AUTH_TOKEN_PATH (workers/local_ray.py) and it would leak into later
+        # tests' subprocesses: setenv first so monkeypatch restores the variable's original state at teardown
+        monkeypatch.setenv(var, "")
+        monkeypatch.delenv(var)
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")

@@ -244,3 +244,12 @@ def test_max_jobs_runs_jobs_side_by_side(sqlite_url, tmp_path, max_jobs):
     for a, b in (jobs, jobs[::-1]):
         log = (Path(os.environ["FAIRCALIB_HOME"]) / "work" / a / "logs" / "job.log").read_text()
         assert a in log and b not in log
+
+
+def test_heartbeat_comes_well_inside_the_lease():
+    """The scheduler reconciles every lease_s; a heartbeat slower than the lease would requeue its own jobs."""
+    from faircalib.orchestrator.scheduler import SchedulerOptions
+
+    assert SchedulerOptions(lease_s=2).heartbeat_s == 0.5
+    assert SchedulerOptions().heartbeat_s == 5.0  # default lease 30 s: the default heartbeat stands
+    assert SchedulerOptions(lease_s=60, heartbeat_s=1).heartbeat_s == 1
