@@ -82,6 +82,7 @@ PRIOR_VARIANTS = {"faircalib": PriorSettings(), "frontier_only": PriorSettings(b
                   "schedule_late": PriorSettings(schedule="late")}
 MAIN_ROWS = ("flatquant", "faircalib")
 BASELINE_ROWS = ("fp", "rtn", "quarot")
+SEEDLESS_ROWS = ("fp", "rtn")  # deterministic: their one row pairs with every seed of the other side
 ABLATION_ROWS = ("window_uniform", "prior_floor1", "frontier_only", "reliability_only", "schedule_uniform",
                  "schedule_late", "masked_flatquant", "masked_faircalib")
 # (a, b): delta = a - b, the claim "a is better than b"
@@ -318,13 +319,16 @@ def summarize(result: dict, n_boot: int) -> None:
         for metric, direction in METRICS.items():
             sa, ma = _matrix(rows, a, metric)
             sb, mb = _matrix(rows, b, metric)
-            if len(sa) > 1 and len(sb) > 1:  # pair on the common seeds
+            if a not in SEEDLESS_ROWS and b not in SEEDLESS_ROWS:  # pair on the common seeds
                 common = sorted(set(sa) & set(sb))
+                if not common:
+                    continue
                 ma = ma[[sa.index(s) for s in common]]
                 mb = mb[[sb.index(s) for s in common]]
             ci = paired_bootstrap(mb, ma, direction=direction, n_boot=n_boot)  # delta = a - b
             entry[metric] = ci.to_dict()
-        paired[f"{a}_vs_{b}"] = entry
+        if entry:
+            paired[f"{a}_vs_{b}"] = entry
     # every method's difference from FP (for the delta-vs-FP plot; no claim attached)
     for n in names:
         if n == "fp" or "fp" not in methods:

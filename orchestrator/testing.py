@@ -110,14 +110,22 @@ def session_s3_env() -> dict[str, str]:
             "AWS_SECRET_ACCESS_KEY": TEST_S3_SECRET}
 
 
+_TEST_RAY_ADDRESS: str | None = None  # the GCS address of the Ray start_test_ray started
+
+
 def start_test_ray(num_cpus: int = 2) -> None:
     """One local Ray instance for a test session (no auth token, no usage stats, temp dir). Ray worker
     processes inherit the environment of the moment Ray starts, so the test S3 settings are in it:
     actors reach the session's S3 server the way cluster workers reach a bucket (their own env)."""
     import ray
 
+    global _TEST_RAY_ADDRESS
     if ray.is_initialized():
-        return
+        if ray.get_runtime_context().gcs_address == _TEST_RAY_ADDRESS:
+            return
+        # a Ray another test (or an in-process Scheduler) started without the session's S3 settings: its
+        # workers could not reach the test bucket, so replace it
+        ray.shutdown()
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -129,6 +137,7 @@ def start_test_ray(num_cpus: int = 2) -> None:
 
         init_ray_with_retry(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False,
                             _temp_dir=os.environ["RAY_TMPDIR"])
+        _TEST_RAY_ADDRESS = ray.get_runtime_context().gcs_address
     finally:
         for k, v in saved.items():
             if v is None:
@@ -141,7 +150,9 @@ def stop_test_ray() -> None:
     """Shut Ray down and remove the temp dir start_test_ray made."""
     import ray
 
+    global _TEST_RAY_ADDRESS
     ray.shutdown()
+    _TEST_RAY_ADDRESS = None
     tmp = os.environ.get("RAY_TMPDIR", "")
     if os.path.basename(tmp).startswith("fc-ray-"):
         shutil.rmtree(tmp, ignore_errors=True)

@@ -42,16 +42,21 @@ def byte_tokenizer():
 
 
 @pytest.fixture(scope="session")
-def ray_session():
-    """One local Ray for the whole test session (orchestrator and worker tests share it)."""
-    from faircalib.orchestrator.testing import start_test_ray, stop_test_ray
+def _ray_session_owner():
+    from faircalib.orchestrator.testing import stop_test_ray
+
+    yield
+    stop_test_ray()
+
+
+@pytest.fixture
+def ray_session(_ray_session_owner):
+    """One local Ray for the whole test session (orchestrator and worker tests share it), with the session's
+    S3 settings in its workers' environment; re-made if an earlier test shut it down or replaced it."""
+    from faircalib.orchestrator.testing import start_test_ray
 
     start_test_ray(num_cpus=2)
     yield
-    import ray
-
-    ray.shutdown()
-    stop_test_ray()
 
 
 @pytest.fixture(scope="session")

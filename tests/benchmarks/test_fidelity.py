@@ -70,3 +70,26 @@ def test_verdict_paragraph_and_formatting():
                                        "n_examples": 1000, "verdict": "not resolved"} for m in ("em", "flips", "never_agree", "kl")}}}
     text = rep.verdict_paragraph(result)
     assert "not distinguishable" in text and "5 seeds x 1000" in text
+
+
+def test_pairs_use_only_the_common_seeds_while_a_run_is_partial():
+    """A partial run (flatquant seeds 0 and 1, faircalib seed 0 only) pairs faircalib with flatquant on seed 0
+    alone; the deterministic fp / rtn rows pair with every seed of the other side."""
+    bench = _load("fidelity")
+
+    def row(name, seed, em):
+        n = 40
+        return {"name": name, "seed": seed, "em": [em] * n, "never_agree": [0.1] * n, "flips": [1.0] * n,
+                "kl": [0.01] * n, "flip_by_pos": [0.0] * 4, "kl_by_pos": [0.0] * 4, "em_per_family": {"x": em}}
+
+    rows = [row("flatquant", 0, 0), row("flatquant", 1, 1), row("faircalib", 0, 1), row("rtn", 0, 0)]
+    result = {"rows": {f"{r['name']}@{r['seed']}": r for r in rows}}
+    bench.summarize(result, n_boot=200)
+    p = result["paired"]
+    assert p["faircalib_vs_flatquant"]["em"]["n_seeds"] == 1
+    assert p["faircalib_vs_flatquant"]["em"]["delta"] == 1.0  # seed 0: 1 - 0 (seed 1's flatquant is not paired)
+    assert p["flatquant_vs_rtn"]["em"]["n_seeds"] == 2 and p["flatquant_vs_rtn"]["em"]["delta"] == 0.5
+    rows.append(row("quarot", 5, 0))  # no seed in common with flatquant: no pair at all
+    result = {"rows": {f"{r['name']}@{r['seed']}": r for r in rows}}
+    bench.summarize(result, n_boot=200)
+    assert "flatquant_vs_quarot" not in result["paired"]
