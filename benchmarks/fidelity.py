@@ -341,6 +341,10 @@ def summarize(result: dict, n_boot: int) -> None:
             ci.pop("verdict")
             methods[n]["delta_vs_fp"][metric] = ci
     result["methods"], result["paired"] = methods, paired
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from fidelity_report import position_analysis
+
+    result["position_analysis"] = position_analysis(result)
 
 
 def write_row(json_path: Path, row: dict, n_boot: int) -> None:

@@ -160,6 +160,71 @@ def make_plots(result: dict, out: Path) -> list[str]:
     return made
 
 
+def _ranks(xs: list[float]) -> list[float]:
+    """Average ranks (ties share the mean of their positions), for Spearman's rho."""
+    order = sorted(range(len(xs)), key=lambda i: xs[i])
+    ranks = [0.0] * len(xs)
+    i = 0
+    while i < len(order):
+        j = i
+        while j + 1 < len(order) and xs[order[j + 1]] == xs[order[i]]:
+            j += 1
+        for k in range(i, j + 1):
+            ranks[order[k]] = (i + j) / 2
+        i = j + 1
+    return ranks
+
+
+def spearman(a: list[float], b: list[float]) -> float | None:
+    """Spearman rank correlation of two equal-length curves (None if either is constant)."""
+    ra, rb = _ranks(a), _ranks(b)
+    ma, mb = sum(ra) / len(ra), sum(rb) / len(rb)
+    cov = sum((x - ma) * (y - mb) for x, y in zip(ra, rb))
+    va, vb = sum((x - ma) ** 2 for x in ra), sum((y - mb) ** 2 for y in rb)
+    return None if va == 0 or vb == 0 else cov / math.sqrt(va * vb)
+
+
+def position_analysis(result: dict, parts: int = 3) -> dict | None:
+    """Where the errors are vs where the prior puts weight (descriptive, over the seed-mean curves):
+    the prior's range and its mean per window part (early / middle / late thirds), each method's flip rate
+    and KL per part, and Spearman's rho between the prior and each method's per-position flip rate (does the
+    prior up-weight the positions where the quantized model actually errs?)."""
+    prior, methods = _mean_prior(result), result.get("methods", {})
+    if prior is None:
+        return None
+    L = len(prior)
+    bounds = [round(i * L / parts) for i in range(parts + 1)]
+    names = ("early", "middle", "late") if parts == 3 else tuple(f"part{i}" for i in range(parts))
+
+    def by_part(curve: list[float]) -> dict:
+        return {names[i]: sum(curve[bounds[i]:bounds[i + 1]]) / (bounds[i + 1] - bounds[i]) for i in range(parts)}
+
+    out = {"window": L, "parts": {names[i]: [bounds[i], bounds[i + 1] - 1] for i in range(parts)},
+           "prior": {"min": min(prior), "max": max(prior), "by_part": by_part(prior)}, "methods": {}}
+    for n in ("rtn", "quarot", "flatquant", "faircalib", "window_uniform", "masked_faircalib"):
+        if n in methods:
+            out["methods"][n] = {"flip_by_part": by_part(methods[n]["flip_by_pos"]),
+                                 "kl_by_part": by_part(methods[n]["kl_by_pos"]),
+                                 "spearman_prior_vs_flip": spearman(prior, methods[n]["flip_by_pos"])}
+    return out
+
+
+def _position_table(pa: dict | None) -> str:
+    if pa is None:
+        return "<p>No FAIR-Calib rows yet: no prior to compare with.</p>"
+    parts = list(pa["parts"])
+    head = "".join(f"<th>{p} {pa['parts'][p][0]}–{pa['parts'][p][1]}</th>" for p in parts)
+    rows = [f"<tr><td>prior weight (range {pa['prior']['min']:.3g}–{pa['prior']['max']:.3g})</td>"
+            + "".join(f"<td>{pa['prior']['by_part'][p]:.3g}</td>" for p in parts) + "<td>-</td></tr>"]
+    for n, m in pa["methods"].items():
+        rho = m["spearman_prior_vs_flip"]
+        rows.append(f"<tr><td>{html.escape(n)} flip rate</td>" + "".join(f"<td>{fmt(m['flip_by_part'][p])}</td>" for p in parts)
+                    + f"<td>{'-' if rho is None else f'{rho:+.2f}'}</td></tr>")
+    return (f"<table><tr><th>curve (seed means)</th>{head}<th>Spearman ρ(prior, flip rate)</th></tr>{''.join(rows)}"
+            "</table><p>Descriptive: per-position curves are averaged over seeds; the claims are in the paired "
+            "table above.</p>")
+
+
 def _mean_prior(result: dict) -> list[float] | None:
     curves = [r["prior_curve"] for r in result["rows"].values() if r["name"] == "faircalib" and r.get("prior_curve")]
     if not curves:
@@ -201,6 +266,7 @@ font-size:13px}}table{{border-collapse:collapse;margin:1em 0}}</style></head><bo
 <table><tr><th>pair</th><th>EM</th><th>flips/seq</th><th>never_agree</th><th>KL</th></tr>{''.join(prows)}</table>
 <h2>Bit setting</h2><p>{esc(sel.get('reason', ''))}: chose <b>{esc(s['bits'])}</b> (selection set: {esc(str(sel.get('set')))},
 n = {sel.get('n')})</p><table><tr><th>bits</th><th>FP EM</th><th>RTN EM</th><th>RTN loss (points)</th></tr>{bit_rows}</table>
+<h2>Per-position analysis: where the errors are vs where the prior weighs</h2>{_position_table(position_analysis(result))}
 <h2>Plots</h2>{imgs}
 <h2>Glossary</h2><dl>{gloss}</dl>
 <h2>Settings</h2><table>{settings_rows}</table></body></html>"""

@@ -93,3 +93,29 @@ def test_pairs_use_only_the_common_seeds_while_a_run_is_partial():
     result = {"rows": {f"{r['name']}@{r['seed']}": r for r in rows}}
     bench.summarize(result, n_boot=200)
     assert "flatquant_vs_quarot" not in result["paired"]
+
+
+def test_position_analysis_parts_and_rank_correlation():
+    """The per-position analysis on curves with known answers: window thirds, the prior's range, and
+    Spearman's rho (+1 for a flip curve that rises with the prior, -1 for one that falls, None if flat)."""
+    rep = _load("fidelity_report")
+    assert rep.spearman([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
+    assert rep.spearman([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
+    assert rep.spearman([1, 2, 3, 4], [5, 5, 5, 5]) is None
+    assert rep._ranks([3.0, 1.0, 3.0, 2.0]) == [2.5, 0.0, 2.5, 1.0]
+    L = 6
+    prior = [0.5, 0.5, 1.0, 1.0, 1.5, 1.5]
+    rising, falling = [0.0, 0.0, 0.1, 0.1, 0.2, 0.2], [0.2, 0.2, 0.1, 0.1, 0.0, 0.0]
+    result = {"rows": {"faircalib@0": {"name": "faircalib", "prior_curve": prior}},
+              "methods": {"flatquant": {"flip_by_pos": falling, "kl_by_pos": [0.0] * L},
+                          "faircalib": {"flip_by_pos": rising, "kl_by_pos": [1.0] * L}}}
+    pa = rep.position_analysis(result)
+    assert pa["parts"] == {"early": [0, 1], "middle": [2, 3], "late": [4, 5]}
+    assert pa["prior"]["min"] == 0.5 and pa["prior"]["max"] == 1.5
+    assert pa["prior"]["by_part"] == {"early": 0.5, "middle": 1.0, "late": 1.5}
+    assert pa["methods"]["flatquant"]["flip_by_part"]["early"] == pytest.approx(0.2)
+    assert pa["methods"]["flatquant"]["spearman_prior_vs_flip"] == pytest.approx(-1.0)
+    assert pa["methods"]["faircalib"]["spearman_prior_vs_flip"] == pytest.approx(1.0)
+    assert pa["methods"]["faircalib"]["kl_by_part"]["late"] == 1.0
+    assert rep.position_analysis({"rows": {}, "methods": {}}) is None
+    assert "Spearman" in rep._position_table(pa) and "No FAIR-Calib rows" in rep._position_table(None)
