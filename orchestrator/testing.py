@@ -255,6 +255,12 @@ def is_loopback(ip: str) -> bool:
     return addr.is_loopback
 
 
+def _free_port() -> int:
+    import random
+
+    return next(p for p in (random.randrange(41000, 49000) for _ in range(200)) if _port_free(p))
+
+
 class LocalRayCluster:
     """A real multi-node Ray cluster on this machine: a head (`ray start --head`) and more nodes
     (`ray start --address`), each a separate set of processes on 127.0.0.1 with its own temp dir, CPU
@@ -266,11 +272,9 @@ class LocalRayCluster:
     """
 
     def __init__(self, nodes: int = 2, cpus_per_node: int = 1, env: dict | None = None):
-        import random
-
         self.nodes, self.cpus = nodes, cpus_per_node
         self.root = Path(tempfile.mkdtemp(prefix="fc-rc-", dir="/tmp"))
-        self.port = next(p for p in (random.randrange(41000, 49000) for _ in range(200)) if _port_free(p))
+        self.port = _free_port()
         self.address = f"127.0.0.1:{self.port}"
         self.env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", **(env or {})}
         self.env.setdefault("RAY_AUTH_MODE", "disabled")
@@ -294,16 +298,31 @@ class LocalRayCluster:
             return [*self.ray_cli(), "start", "--head", f"--port={self.port}", "--include-dashboard=false", *common]
         return [*self.ray_cli(), "start", f"--address={self.address}", *common]
 
-    def start(self, timeout_s: float = 180.0) -> LocalRayCluster:
+    def start(self, timeout_s: float = 180.0, attempts: int = 3) -> LocalRayCluster:
+        """Start every node. `ray start` gives a raylet a fixed 30 s to register with the GCS; on a loaded
+        machine that can run out, so a start that timed out is retried from scratch (fresh temp dirs and
+        port), up to `attempts` times; any other failure is raised at once."""
+        for attempt in range(attempts):
+            err = self._start_once(timeout_s)
+            if err is None:
+                return self
+            self.stop()
+            if "timed out during startup" not in err or attempt == attempts - 1:
+                raise RuntimeError(err)
+            self.root = Path(tempfile.mkdtemp(prefix="fc-rc-", dir="/tmp"))
+            self.port, self.started = _free_port(), []
+            self.address = f"127.0.0.1:{self.port}"
+        return self
+
+    def _start_once(self, timeout_s: float) -> str | None:
         for i in range(self.nodes):
             (self.root / f"node{i}").mkdir(parents=True, exist_ok=True)
             res = subprocess.run(self.node_command(i), env=self.env, capture_output=True, text=True,
                                  timeout=timeout_s)
             self.started.append(self.root / f"node{i}")
             if res.returncode != 0:
-                self.stop()
-                raise RuntimeError(f"ray start (node {i}) failed: {(res.stderr or res.stdout)[-2000:]}")
-        return self
+                return f"ray start (node {i}) failed: {(res.stderr or res.stdout)[-2000:]}"
+        return None
 
     def node_ids(self) -> dict[str, str]:
         """{node id: "node_<i>"} from the cluster's own view (a short-lived driver process)."""

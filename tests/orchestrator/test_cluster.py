@@ -66,3 +66,27 @@ def test_sweep_on_a_two_node_cluster_probes_on_both_nodes_and_merges_exactly(tin
     assert torch.equal(merged.per_sample, single.per_sample) and torch.equal(merged.sample_ids, single.sample_ids)
     assert merged.cache_key() == single.cache_key() == fc.prior_key
     print(json.dumps({"nodes": nodes, "shards_by_node": probe_out["shards_by_node"], "prior_equal": True}))
+
+
+def test_cluster_start_retries_a_raylet_registration_timeout_and_nothing_else(monkeypatch):
+    """`ray start` gives a raylet a fixed 30 s to register; on a loaded machine that runs out. A start
+    that timed out is retried from scratch (new temp root and port); any other failure is raised at once."""
+    answers = ["ray start (node 0) failed: ... The current node timed out during startup. ...", None]
+    calls, stopped = [], []
+    c = LocalRayCluster(nodes=2)
+    monkeypatch.setattr(c, "_start_once", lambda timeout_s: calls.append((c.root, c.port)) or answers.pop(0))
+    monkeypatch.setattr(c, "stop", lambda: stopped.append(c.root))
+    assert c.start() is c
+    assert len(calls) == 2 and len(stopped) == 1 and calls[0][0] != calls[1][0]
+    assert c.address == f"127.0.0.1:{calls[1][1]}"
+
+    c2 = LocalRayCluster(nodes=1)
+    monkeypatch.setattr(c2, "_start_once", lambda timeout_s: "ray start (node 0) failed: port in use")
+    monkeypatch.setattr(c2, "stop", lambda: None)
+    with pytest.raises(RuntimeError, match="port in use"):
+        c2.start()
+    c3 = LocalRayCluster(nodes=1)
+    monkeypatch.setattr(c3, "_start_once", lambda timeout_s: "node 0: timed out during startup")
+    monkeypatch.setattr(c3, "stop", lambda: None)
+    with pytest.raises(RuntimeError, match="timed out"):
+        c3.start(attempts=2)
