@@ -412,6 +412,19 @@ def _gb(x: float | None) -> float | None:
     return None if x is None else round(x / 2 ** 30, 3)
 
 
+def _load_of(r: dict) -> float:
+    """Mean 1-minute load average around a stage (0 when not recorded)."""
+    xs = [x for x in (r.get("load1_before"), r.get("load1_after")) if x is not None]
+    return sum(xs) / len(xs) if xs else 0.0
+
+
+def _loads_comparable(ra: dict, rb: dict, cpus: int | None = None) -> bool:
+    """Whether two stage runs' wall times can be differenced: the machine's load differed by less than one
+    core's worth of work and 50% (on a shared machine a busier neighbour slows a run by its share)."""
+    la, lb = _load_of(ra), _load_of(rb)
+    return abs(la - lb) < max(1.0, 0.5 * min(la, lb))
+
+
 def summarize(like: str, runs: dict[int, dict], models: dict[int, dict]) -> dict:
     """Per stage: time and memory at each depth, per-layer slope, extrapolation to the full depth."""
     depths = sorted(runs)
@@ -430,9 +443,14 @@ def summarize(like: str, runs: dict[int, dict], models: dict[int, dict]) -> dict
             **({"error": r["error"]} if "error" in r else {})} for L, r in rows.items()}}
         if len(ok) >= 2:
             a, b = min(ok), max(ok)
+            walls_comparable = _loads_comparable(ok[a], ok[b])
+            if not walls_comparable:
+                entry["wall_extrapolation"] = (
+                    f"omitted: the {a}- and {b}-layer runs saw different machine load (load1 {_load_of(ok[a]):.1f} vs "
+                    f"{_load_of(ok[b]):.1f}), so their wall-time difference is not a per-layer cost; cpu_s is")
             for key in ("stage_s", "wall_s", "cpu_s", "peak_rss", "peak_over_loaded"):
                 va, vb = ok[a].get(key), ok[b].get(key)
-                if va is None or vb is None:
+                if va is None or vb is None or (key in ("stage_s", "wall_s") and not walls_comparable):
                     continue
                 slope = (vb - va) / (b - a)
                 extra = va + slope * (full - a)

@@ -56,3 +56,21 @@ def test_summary_slope_and_extrapolation():
     assert ck["checkpoint_bytes_at_32_layers"] == 1000 + 100 * 30 and ck["fp_bf16_bytes_at_32_layers"] == 3000 + 400 * 30
     assert ck["ratio_at_32_layers"] == round(15000 / 4000, 3)
     assert s["paper_comparison"]["host_peak_rss_gb_extrapolated"] == 21.0
+
+
+def test_wall_extrapolation_is_omitted_when_the_depths_saw_different_load():
+    """A 2-layer run at load 8 and a 4-layer run at load 3 give a negative wall 'slope': it is not reported
+    (with the reason), while the load-independent cpu_s slope is."""
+    scale = _load()
+    gb = 2 ** 30
+    runs = {2: {"flatquant": {"stage_s": 450.0, "wall_s": 458.0, "cpu_s": 250.0, "peak_rss": 6 * gb,
+                              "load1_before": 7.0, "load1_after": 9.0}},
+            4: {"flatquant": {"stage_s": 340.0, "wall_s": 345.0, "cpu_s": 440.0, "peak_rss": 7 * gb,
+                              "load1_before": 3.0, "load1_after": 3.0}}}
+    fq = scale.summarize("llada-8b", runs, {})["stages"]["flatquant"]
+    assert "wall_s_per_layer" not in fq and "stage_s_at_32_layers" not in fq
+    assert "different machine load" in fq["wall_extrapolation"]
+    assert fq["cpu_s_per_layer"] == 95.0 and fq["cpu_s_at_32_layers"] == 250.0 + 95.0 * 30
+    runs[2]["flatquant"].update(load1_before=3.2, load1_after=2.8)
+    fq = scale.summarize("llada-8b", runs, {})["stages"]["flatquant"]
+    assert fq["wall_s_per_layer"] == pytest.approx(-56.5) and "wall_extrapolation" not in fq
