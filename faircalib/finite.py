@@ -20,17 +20,32 @@ import torch
 from faircalib.errors import NonFiniteError
 
 
+CHUNK = 1 << 22  # elements checked at a time
+
+
 def describe_non_finite(t: torch.Tensor) -> str | None:
     """None when every value of `t` is finite (or `t` is not floating point), else e.g. '3 of 4096 values
-    non-finite (nan)'."""
+    non-finite (nan)'.
+
+    Checked CHUNK elements at a time: `torch.isfinite` of a whole bf16 tensor materialises float32 and bool
+    copies of it (+2.5 GB and 9 s for LLaDA-8B's 126464 x 4096 embedding, measured), chunked it is +0.07 GB
+    and 3.3 s, so loading a real checkpoint costs no more memory than its largest tensor's chunk."""
     if not (t.is_floating_point() or t.is_complex()) or t.numel() == 0:
         return None
-    bad = ~torch.isfinite(t)
-    n = int(bad.sum())
+    flat = torch.view_as_real(t).reshape(-1) if t.is_complex() else t.reshape(-1)  # (numel,) a view if contiguous
+    n, nan, inf = 0, False, False
+    for c in flat.split(CHUNK):
+        if bool(torch.isfinite(c).all()):
+            continue
+        n += int((~torch.isfinite(c)).sum())
+        nan = nan or bool(torch.isnan(c).any())
+        inf = inf or bool(torch.isinf(c).any())
     if n == 0:
         return None
-    kinds = [k for k, present in (("nan", bool(torch.isnan(t).any())), ("inf", bool(torch.isinf(t).any())))
-             if present]
+    if t.is_complex():  # count complex values, not their real/imaginary parts
+        bad = ~torch.isfinite(torch.view_as_real(t)).all(-1)
+        n = int(bad.sum())
+    kinds = [k for k, present in (("nan", nan), ("inf", inf)) if present]
     return f"{n} of {t.numel()} values non-finite ({', '.join(kinds)})"
 
 

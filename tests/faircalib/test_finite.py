@@ -92,3 +92,24 @@ def test_probe_refuses_non_finite_logits_instead_of_a_finite_looking_prior(byte_
     with pytest.raises(NonFiniteError, match=r"^probe: the model's logits at diffusion step 0 of probe batch 0 have "
                                              r"\d+ of \d+ values non-finite \(nan"):
         probe_prior(model, tok, ["1+1=", "2+2=", "ab", "cd"], cfg)
+
+
+def test_describe_non_finite_counts_across_chunks_and_dtypes(monkeypatch):
+    """The check runs CHUNK elements at a time (no whole-tensor float32/bool copies): a NaN in the last
+    chunk and an inf in the first are both found and counted, in bf16 and float32, and a non-contiguous
+    tensor is checked too."""
+    import faircalib.finite as fin
+
+    monkeypatch.setattr(fin, "CHUNK", 7)
+    for dtype in (torch.bfloat16, torch.float32):
+        t = torch.zeros(10, 5, dtype=dtype)
+        assert fin.describe_non_finite(t) is None
+        t[9, 4] = float("nan")
+        t[0, 1] = float("inf")
+        t[0, 2] = float("-inf")
+        assert fin.describe_non_finite(t) == "3 of 50 values non-finite (nan, inf)"
+        assert fin.describe_non_finite(t.t()) == "3 of 50 values non-finite (nan, inf)"  # non-contiguous
+        assert fin.describe_non_finite(t[1:9]) is None
+    z = torch.zeros(4, dtype=torch.complex64)
+    z[2] = complex(float("nan"), float("nan"))
+    assert fin.describe_non_finite(z) == "1 of 4 values non-finite (nan)"
