@@ -38,13 +38,11 @@ from __future__ import annotations
 import argparse
 import fcntl
 import json
-import math
 import os
 import subprocess
 import sys
 import time
 from contextlib import contextmanager, nullcontext
-from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -341,10 +339,17 @@ def summarize(result: dict, n_boot: int) -> None:
             ci.pop("verdict")
             methods[n]["delta_vs_fp"][metric] = ci
     result["methods"], result["paired"] = methods, paired
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from fidelity_report import position_analysis
+    result["position_analysis"] = _report_module().position_analysis(result)
 
-    result["position_analysis"] = position_analysis(result)
+
+def _report_module():
+    """benchmarks/fidelity_report.py (a sibling script, not a package module), importable once."""
+    here = str(Path(__file__).resolve().parent)
+    if here not in sys.path:
+        sys.path.insert(0, here)
+    import fidelity_report
+
+    return fidelity_report
 
 
 def write_row(json_path: Path, row: dict, n_boot: int) -> None:
@@ -446,10 +451,7 @@ def main(argv: list[str] | None = None) -> dict:
         raise SystemExit("--report-only needs --json PATH of an existing result")
     result = json.loads(json_path.read_text())
     if args.report:
-        sys.path.insert(0, str(Path(__file__).resolve().parent))
-        from fidelity_report import build_report
-
-        build_report(result, Path(args.report))
+        _report_module().build_report(result, Path(args.report))
     out = {"json": str(json_path), "rows": len(result["rows"]), "bits": result["settings"]["bits"],
            "faircalib_vs_flatquant": result["paired"].get("faircalib_vs_flatquant")}
     print(json.dumps(out, indent=1))

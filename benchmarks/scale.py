@@ -418,9 +418,9 @@ def _load_of(r: dict) -> float:
     return sum(xs) / len(xs) if xs else 0.0
 
 
-def _loads_comparable(ra: dict, rb: dict, cpus: int | None = None) -> bool:
-    """Whether two stage runs' wall times can be differenced: the machine's load differed by less than one
-    core's worth of work and 50% (on a shared machine a busier neighbour slows a run by its share)."""
+def _loads_comparable(ra: dict, rb: dict) -> bool:
+    """Whether two stage runs' wall times can be differenced: their loads differ by less than 1.0 or by less
+    than half the smaller one (on a shared machine a busier neighbour slows a run by its share)."""
     la, lb = _load_of(ra), _load_of(rb)
     return abs(la - lb) < max(1.0, 0.5 * min(la, lb))
 
