@@ -264,8 +264,8 @@ def stage2_block(device: torch.device, tiny: bool) -> dict:
     per_block_15 = fixed_s + 15 * epoch_s
     out = {"calibration_tokens": [N, S], "epochs_run": 2, "batch_size": CalibConfig().batch_size,
            "steps_per_epoch": -(-N // CalibConfig().batch_size), "block_time_s": round(b.time_s, 2),
-           "epoch_s": round(epoch_s, 2), "fixed_per_block_s": round(fixed_s, 2),
-           "extrapolated_block_15_epochs_s": round(per_block_15, 1),
+           "epoch_s": round(epoch_s, 4), "fixed_per_block_s": round(fixed_s, 4),
+           "extrapolated_block_15_epochs_s": round(per_block_15, 4),
            "extrapolated_32_blocks_15_epochs_h": round(32 * per_block_15 / 3600, 3),
            "wall_s": round(wall, 2), "init_loss": b.init_loss, "final_loss": b.final_loss,
            "host_activation_bytes": 2 * N * S * model.config.d_model * 2}

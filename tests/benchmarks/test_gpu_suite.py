@@ -34,7 +34,8 @@ def test_gpu_suite_cpu_mode_end_to_end(tmp_path):
     assert b["w4a4_linears_on_kernels"] == 7 and b["tensor_bytes_ratio"] > 3 and b["w4a4_rel_err_vs_fp"] < 0.2
     s = d["stage2_block"]
     assert s["epochs_run"] == 2 and s["epoch_s"] > 0 and s["final_loss"] is not None
-    assert s["extrapolated_block_15_epochs_s"] >= 15 * s["epoch_s"]
+    # fixed + 15 epochs, each value rounded to 4 decimals: allow the rounding slack only
+    assert s["extrapolated_block_15_epochs_s"] >= 15 * s["epoch_s"] - 1e-3
     p = d["probe"]
     assert p["rollout_steps_per_s"] > 0 and p["prior_finite"] and (p["batch"], p["steps"]) == (4, 8)
     assert set(d["sections_s"]) == {"gemm", "quantizer", "block", "stage2_block", "probe"}
