@@ -10,6 +10,11 @@ to the scheduler's lifetime.
   written world-readable). RAY_AUTH_MODE is left to Ray (token by default; the user may disable it).
 - State under $FAIRCALIB_HOME/ray: sessions, logs, sockets, spilled objects (via a short symlink when
   the path is too long for unix sockets).
+- Workers at the scheduler's own priority: Ray starts its worker processes at nice 15 by default (so the
+  driver and raylet stay responsive), but here the workers do all of a job's work, and at nice 15 any
+  other busy process on the host starves them (a Dream-7B-shape service job stalled next to a benchmark).
+  The local node starts them at nice 0 unless RAY_worker_niceness is set. A cluster joined with
+  --ray-address keeps its own setting (`RAY_worker_niceness=0 ray start ...`, infra/README.md).
 - No orphans: a reaper process (faircalib.workers.ray_reaper) ends every process of this Ray when the
   scheduler exits, SIGKILL included.
 """
@@ -27,6 +32,8 @@ from typing import Any
 log = logging.getLogger(__name__)
 OWNER_VAR = "FAIRCALIB_RAY_OWNER"
 _reaper: dict = {}  # the pipe's write end and the reaper process of this process's local Ray
+NICENESS_VAR = "RAY_worker_niceness"  # Ray's own override of its worker niceness (default 15)
+WORKER_NICENESS = 0  # the local node's workers run at the scheduler's priority (module docstring)
 _SESSION_PATH_LEN = 64  # longest path Ray puts under its temp dir: /session_<date>_<pid>/sockets/plasma_store
 
 
@@ -107,8 +114,10 @@ def start_local_ray(num_cpus: int | None = None) -> dict:
     mark = f"{OWNER_VAR}={owner}"
     start_reaper(mark)
     os.environ[OWNER_VAR] = owner  # inherited by every process Ray starts now (and only by those)
+    system = {} if NICENESS_VAR in os.environ else {"_system_config": {"worker_niceness": WORKER_NICENESS}}
     try:
-        init_ray_with_retry(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False, _temp_dir=str(temp))
+        init_ray_with_retry(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False, _temp_dir=str(temp),
+                            **system)
     finally:
         os.environ.pop(OWNER_VAR, None)
     return {"temp_dir": str(temp), "owner": owner, "token_path": os.environ.get("RAY_AUTH_TOKEN_PATH")}

@@ -18,7 +18,7 @@ import pytest
 import yaml
 from faircalib.orchestrator.store import JobStore
 from faircalib.orchestrator.testing import is_loopback, listening_sockets, processes_with_env
-from faircalib.workers.local_ray import OWNER_VAR
+from faircalib.workers.local_ray import OWNER_VAR, WORKER_NICENESS
 
 FAIRCALIB = Path(sys.executable).with_name("faircalib")
 # long enough that the signal always lands mid-calibration (two blocks, 40 epochs each)
@@ -80,6 +80,11 @@ def _assert_loopback_and_private(pid: int, home: Path) -> None:
     raylet = next(p for p in listening if "raylet" in names[p])  # Ray's processes read that token file
     assert f"RAY_AUTH_TOKEN_PATH={token}".encode() in Path(f"/proc/{raylet}/environ").read_bytes().split(b"\0")
     assert list((home / "ray" / "sessions").glob("session_*/logs/raylet.out"))  # the session is under FAIRCALIB_HOME
+    # Ray's workers ("ray::<actor>" processes) run at the scheduler's own priority, not 15 above it
+    # (Ray's default worker niceness; workers/local_ray.py)
+    workers = {p: os.getpriority(os.PRIO_PROCESS, p) for p in ray_pids
+               if Path(f"/proc/{p}/cmdline").read_bytes().startswith(b"ray::")}
+    assert workers and set(workers.values()) == {os.getpriority(os.PRIO_PROCESS, pid) + WORKER_NICENESS}, workers
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
