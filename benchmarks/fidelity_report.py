@@ -76,8 +76,27 @@ def verdict_paragraph(result: dict) -> str:
     if abl:
         text += (f"Of {len(abl)} ablation rows compared with uniform weights (FlatQuant) in EM, "
                  f"{len(held)} are better ({', '.join(held) or 'none'}), {len(rev)} worse ({', '.join(rev) or 'none'}), "
-                 f"the rest not resolved.")
-    return text
+                 f"the rest not resolved. ")
+    return text + position_sentence(result.get("position_analysis"))
+
+
+def position_sentence(pa: dict | None) -> str:
+    """One descriptive sentence on where FlatQuant errs vs where the prior weighs (no claim: seed means)."""
+    fq = (pa or {}).get("methods", {}).get("flatquant")
+    if fq is None:
+        return ""
+    pr = pa["prior"]
+    parts = list(pa["parts"])
+    flips = " / ".join(fmt(fq["flip_by_part"][p]) for p in parts)
+    weights = " / ".join(f"{pr['by_part'][p]:.3g}" for p in parts)
+    text = (f"Where the errors are (descriptive, seed means): FlatQuant's teacher-forced flip rate by window "
+            f"third ({' / '.join(parts)}) is {flips}, where the prior weighs {weights} "
+            f"(range {pr['min']:.3g}–{pr['max']:.3g}, max/min {pr['max'] / pr['min']:.2f})")
+    rho = fq["spearman_prior_vs_flip"]
+    if rho is None:
+        return text + "."
+    side = ("more weight where FlatQuant errs more" if rho > 0 else "less weight where FlatQuant errs more")
+    return text + f"; Spearman ρ(prior, FlatQuant flip rate) = {rho:+.2f}, i.e. the prior tends to put {side}."
 
 
 def _save(fig, out: Path, name: str, made: list[str]) -> None:

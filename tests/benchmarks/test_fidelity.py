@@ -119,3 +119,7 @@ def test_position_analysis_parts_and_rank_correlation():
     assert pa["methods"]["faircalib"]["kl_by_part"]["late"] == 1.0
     assert rep.position_analysis({"rows": {}, "methods": {}}) is None
     assert "Spearman" in rep._position_table(pa) and "No FAIR-Calib rows" in rep._position_table(None)
+    sentence = rep.position_sentence(pa)  # the verdict paragraph's descriptive line
+    assert "0.2 / 0.1 / 0" in sentence and "0.5 / 1 / 1.5" in sentence and "max/min 3.00" in sentence
+    assert "ρ(prior, FlatQuant flip rate) = -1.00" in sentence and "less weight where FlatQuant errs more" in sentence
+    assert rep.position_sentence(None) == ""
