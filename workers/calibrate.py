@@ -22,7 +22,7 @@ def calibrate_request(state: Any, requests: list[dict], report: Callable[[dict],
     from faircalib.service.errors import StorageError
     from faircalib.service.storage import fetch_tree, open_storage, read_manifest, upload_tree
     from faircalib.workers.actor import prepare_actor
-    from faircalib.workers.models import fresh_copy, load_cached
+    from faircalib.workers.models import load_modifiable
 
     from faircalib.checkpoint import save_quantized
     from faircalib.errors import DataError
@@ -35,7 +35,7 @@ def calibrate_request(state: Any, requests: list[dict], report: Callable[[dict],
     cfg = MethodConfig.from_dict(req["method_config"])
     work = Path(req["workdir"])
     state_dir, ckpt_dir = work / "state", work / "checkpoint"
-    loaded = fresh_copy(load_cached(req["model"], "cpu"))  # a copy: run_method quantizes it in place
+    loaded = load_modifiable(req["model"], "cpu")  # never the cache's shared model: quantized in place
     if cfg.needs_calibration_data and loaded.tokenizer is None:
         raise DataError(f"model {req['model']!r} ships no tokenizer; calibration data cannot be tokenized")
     prior = None
