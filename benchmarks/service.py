@@ -116,6 +116,63 @@ def stage1_scaling(model: str, n: int, repeats: int) -> dict:
             "speedup_2_vs_1": round(med[1] / med[2], 3), "priors_identical": bool(same)}
 
 
+def _ceiling_child(spec: dict) -> None:
+    """One plain OS process (no Ray): load the teacher, say "ready", wait for the go file, probe the
+    ranges, print the start and end times as one JSON line."""
+    import torch
+
+    from faircalib.models import load_dllm
+    from faircalib.probe import ProbeConfig, probe_shard
+
+    torch.set_num_threads(1)
+    torch.set_flush_denormal(True)
+    m = load_dllm(spec["model"], device="cpu")
+    cfg = ProbeConfig.from_dict({**PROBE, "n_samples": spec["n"]})
+    print("ready", flush=True)
+    go = Path(spec["go"])
+    while not go.exists():
+        time.sleep(0.005)
+    t0 = time.time()
+    for start, stop in spec["ranges"]:
+        probe_shard(m.model, m.tokenizer, cfg, start, stop, model_hash=spec["model_hash"], device="cpu")
+    print(json.dumps({"t0": t0, "t1": time.time()}), flush=True)
+
+
+def host_ceiling(model: str, n: int, order: tuple[int, ...] = (1, 2, 2, 1)) -> dict:
+    """The host's own 1 -> 2 process speed-up on the same probe work without Ray: what 2 cores allow.
+    Each process loads the model, then all start probing together (a go file); a run's wall is from the
+    first start to the last finish, so model loading is excluded as it is from the warm-actor Ray figure."""
+    import subprocess
+
+    from faircalib.models import weights_hash
+
+    from faircalib.probe import ProbeConfig
+
+    model_hash = weights_hash(model)
+    bs = ProbeConfig.from_dict({**PROBE, "n_samples": n}).batch_size
+    ranges = [(a, min(a + bs, n)) for a in range(0, n, bs)]
+    walls: dict[int, list[float]] = {}
+    with tempfile.TemporaryDirectory(prefix="fc-ceiling-") as tmp:
+        for i, procs in enumerate(order):
+            go = Path(tmp) / f"go-{i}"
+            ps = [subprocess.Popen([sys.executable, __file__, "--ceiling-child", json.dumps(
+                {"model": model, "model_hash": model_hash, "n": n, "ranges": ranges[k::procs], "go": str(go)})],
+                stdout=subprocess.PIPE, text=True) for k in range(procs)]
+            for p in ps:
+                if p.stdout.readline().strip() != "ready":
+                    raise RuntimeError(f"host-ceiling child exited with {p.wait()} before it was ready")
+            go.touch()
+            times = [json.loads(p.stdout.readline()) for p in ps]
+            for p in ps:
+                p.wait()
+            wall = max(t["t1"] for t in times) - min(t["t0"] for t in times)
+            walls.setdefault(procs, []).append(round(wall, 2))
+            print(f"[ceiling] {procs} plain process(es): {wall:.1f}s (load {load1()})", file=sys.stderr)
+    med = {k: statistics.median(v) for k, v in walls.items()}
+    return {"what": "the same probe ranges in 1 vs 2 plain processes (no Ray, model load excluded)",
+            "wall_s": {str(k): v for k, v in walls.items()}, "speedup_2_vs_1": round(med[1] / med[2], 3)}
+
+
 # ------------------------------------------------------------------ 2. the same job: library vs service
 def job_config(model: str, storage: str, seed: int):
     """The benchmark's job; `seed` sets the probe and evaluation seeds (a new prior and FP baseline)."""
@@ -283,10 +340,15 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--model", default=None, help="Model source (default: zoo:tiny-llada, else a stand-in).")
     ap.add_argument("--probe-n", type=int, default=512, help="Stage I prompts for the scaling runs (16 per shard).")
     ap.add_argument("--repeats", type=int, default=1, help="Scaling runs per worker count (interleaved).")
+    ap.add_argument("--ceiling", action="store_true", help="Also time the same probe work in 1 vs 2 plain "
+                    "processes (no Ray): the host's own parallel ceiling, beside the Ray figure.")
     ap.add_argument("--skip-overhead", action="store_true")
     ap.add_argument("--skip-sweep", action="store_true")
     ap.add_argument("--out", default=None, help="Also write the JSON here.")
+    ap.add_argument("--ceiling-child", default=None, help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
+    if a.ceiling_child:
+        return _ceiling_child(json.loads(a.ceiling_child))
 
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -317,6 +379,9 @@ def main(argv: list[str] | None = None) -> dict:
         ray_init_s = time.perf_counter() - t0
         result["ray_init_s"] = round(ray_init_s, 2)
         result["stage1_scaling"] = stage1_scaling(model, a.probe_n, a.repeats)
+        if a.ceiling:
+            c = result["stage1_host_ceiling"] = host_ceiling(model, a.probe_n)
+            c["ray_fraction_of_ceiling"] = round(result["stage1_scaling"]["speedup_2_vs_1"] / c["speedup_2_vs_1"], 3)
         if not a.skip_overhead:
             result["overhead"] = overhead(model, work, f"sqlite:///{work / 'jobs.db'}", bucket, ray_init_s)
         if not a.skip_sweep:
