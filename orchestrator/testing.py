@@ -11,6 +11,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import uuid
 from pathlib import Path
 
 from faircalib.service.seaweed import _port_free
@@ -261,14 +262,21 @@ def _free_port() -> int:
     return next(p for p in (random.randrange(41000, 49000) for _ in range(200)) if _port_free(p))
 
 
+CLUSTER_VAR = "FAIRCALIB_TEST_CLUSTER"  # marks the processes of one LocalRayCluster
+
+
 class LocalRayCluster:
     """A real multi-node Ray cluster on this machine: a head (`ray start --head`) and more nodes
     (`ray start --address`), each a separate set of processes on 127.0.0.1 with its own temp dir, CPU
     count and custom resource `node_<i>` (node 0 is the head). The commands are the ones in
     infra/README.md ("A multi-node Ray cluster on one machine").
 
-        with LocalRayCluster(nodes=2, cpus_per_node=1) as cluster:
-            subprocess.run(["faircalib", "run", "--once", "--ray-address", cluster.address])
+    Loopback only: plain `ray start` rewrites --node-ip-address=127.0.0.1 to the host's routable address
+    (Ray's resolve_ip_for_localhost, unless RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0, with which a node
+    cannot join), and its servers then listen on every interface. The nodes are started through
+    faircalib.orchestrator.ray_loopback, which keeps 127.0.0.1 as given; there Ray binds loopback only.
+    Every process the nodes start is found by `processes` (CLUSTER_VAR in its environment, or a file
+    open under the temp root), which is how `stop` stops them all and only them.
     """
 
     def __init__(self, nodes: int = 2, cpus_per_node: int = 1, env: dict | None = None):
@@ -276,7 +284,8 @@ class LocalRayCluster:
         self.root = Path(tempfile.mkdtemp(prefix="fc-rc-", dir="/tmp"))
         self.port = _free_port()
         self.address = f"127.0.0.1:{self.port}"
-        self.env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", **(env or {})}
+        self.id = uuid.uuid4().hex[:12]
+        self.env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", **(env or {}), CLUSTER_VAR: self.id}
         self.env.setdefault("RAY_AUTH_MODE", "disabled")
         # start_test_ray's "0" makes `ray start --address` refuse to join ("not supported on Windows and
         # OSX") on Linux too: leave Ray's own default
@@ -286,7 +295,7 @@ class LocalRayCluster:
     def ray_cli(self) -> list[str]:
         import sys
 
-        return [sys.executable, "-m", "ray.scripts.scripts"]
+        return [sys.executable, "-m", "faircalib.orchestrator.ray_loopback"]
 
     def node_command(self, i: int) -> list[str]:
         import json
@@ -332,7 +341,8 @@ class LocalRayCluster:
         code = ("import json, ray; ray.init(address=%r, log_to_driver=False); "
                 "print(json.dumps({n['NodeID']: [k for k in n['Resources'] if k.startswith('node_')][0] "
                 "for n in ray.nodes() if n['Alive']}))" % self.address)
-        out = subprocess.run([sys.executable, "-c", code], env=self.env, capture_output=True, text=True,
+        env = {**self.env, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}  # a driver on 127.0.0.1 (loopback_only)
+        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                              timeout=120, check=True).stdout
         return json.loads(out.strip().splitlines()[-1])
 
@@ -343,23 +353,42 @@ class LocalRayCluster:
 
         # `ray stop` would stop every Ray on the machine (other sessions' included): stop only ours, by
         # the ids of the processes whose command line names our temp root or our GCS port.
-        mine = (str(self.root), f"--gcs-address=127.0.0.1:{self.port}", f"--gcs_server_port={self.port}",
+        # the ids of the processes that carry this cluster's id in their environment (or, for any started
+        # before it was set, name our temp root or GCS port on their command line).
+        mine = (str(self.root), f"--gcs-address={self.address}", f"--gcs_server_port={self.port}",
                 f"--address={self.address}", f"--port={self.port}")
-        for _ in range(2):
+        for attempt in range(2):
+            pids = set(self.processes())
             for proc in Path("/proc").iterdir():
-                if not proc.name.isdigit() or int(proc.name) == os.getpid():
-                    continue
                 try:
                     cmd = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
                 except OSError:
                     continue
-                if any(m in cmd for m in mine):
-                    try:
-                        os.kill(int(proc.name), signal.SIGTERM if _ == 0 else signal.SIGKILL)
-                    except OSError:
-                        pass
+                if proc.name.isdigit() and any(m in cmd for m in mine):
+                    pids.add(int(proc.name))
+            for pid in pids - {os.getpid()}:
+                try:
+                    os.kill(pid, signal.SIGTERM if attempt == 0 else signal.SIGKILL)
+                except OSError:
+                    pass
             time.sleep(1.5)
         shutil.rmtree(self.root, ignore_errors=True)
+
+    def processes(self) -> list[int]:
+        """Pids of every live process of this cluster's nodes: CLUSTER_VAR in their environment, or a file
+        open under the cluster's temp root (Ray's agents overwrite their environment block with their new
+        process title, but keep their node's log files open)."""
+        root = str(self.root)
+        pids = set(processes_with_env(f"{CLUSTER_VAR}={self.id}"))
+        for proc in Path("/proc").iterdir():
+            if not proc.name.isdigit():
+                continue
+            try:
+                if any(os.readlink(fd).startswith(root) for fd in (proc / "fd").iterdir()):
+                    pids.add(int(proc.name))
+            except OSError:
+                continue
+        return sorted(pids - {os.getpid()})
 
     def __enter__(self) -> LocalRayCluster:
         return self.start()

@@ -1,8 +1,9 @@
 """A real multi-node Ray cluster on this machine (orchestrator.testing.LocalRayCluster: `ray start
---head` and `ray start --address` as separate processes on 127.0.0.1, each with its own temp dir, one
-CPUs and a custom resource): a 2-job sweep through `faircalib run --ray-address`. The FAIR-Calib job's
+--head` and `ray start --address` as separate processes on 127.0.0.1, each with its own temp dir, CPUs
+and a custom resource): a 2-job sweep through `faircalib run --ray-address`. The FAIR-Calib job's
 probe shards ran on both nodes (node ids in its events), and the merged prior equals a single pass
-of the library in this process, bit for bit. Marked slow; CI runs it (the README's test command)."""
+of the library in this process, bit for bit; every server of the cluster listens on loopback only, and
+stopping it leaves no process behind. Marked slow; CI runs it (the README's test command)."""
 from __future__ import annotations
 
 import json
@@ -15,7 +16,7 @@ import pytest
 import torch
 import yaml
 from faircalib.orchestrator.store import JobStore
-from faircalib.orchestrator.testing import LocalRayCluster
+from faircalib.orchestrator.testing import LocalRayCluster, is_loopback, listening_sockets
 
 
 @pytest.mark.slow
@@ -42,7 +43,13 @@ def test_sweep_on_a_two_node_cluster_probes_on_both_nodes_and_merges_exactly(tin
         assert sorted(nodes.values()) == ["node_0", "node_1"]
         run = subprocess.run([*cli, "run", "--once", "--max-jobs", "2", "--ray-address", cluster.address,
                               "--db", sqlite_url], env=env, capture_output=True, text=True, timeout=900)
+        # every server of both nodes (GCS, raylets, agents, workers) listens on loopback only
+        socks = listening_sockets(cluster.processes())
+        assert sum(1 for s in socks.values() if s) >= 4, socks  # at least the GCS and two raylets and an agent
+        public = {p: [a for a in s if not is_loopback(a[0])] for p, s in socks.items()}
+        assert not any(public.values()), public
     assert run.returncode == 0, run.stderr[-3000:]
+    assert cluster.processes() == []  # stop() left no process of either node behind
     store = JobStore(sqlite_url)
     jobs = {j.method: j for j in store.list_jobs()}
     assert {m: j.state.value for m, j in jobs.items()} == {"faircalib": "succeeded", "rtn": "succeeded"}, run.stdout
