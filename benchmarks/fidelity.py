@@ -30,8 +30,9 @@ FlatQuant-vs-FAIR-Calib run on the long models; do not change them after seeing 
 
 Resumable and parallel: `--workers 2` runs two single-threaded worker processes that claim rows through
 lock files; each finished row is merged into the JSON at once (under a file lock), and a rerun skips the
-rows already in the JSON. Evaluation decodes under bf16 autocast on CPU (AVX512-BF16; the teacher too),
-calibration in float32; `settings.eval_dtype` records it.
+rows already in the JSON. Evaluation decodes under bf16 autocast on CPU (AVX512-BF16; the teacher too;
+a CPU that emulates bf16 is refused, see check_bf16), calibration in float32; `settings.eval_dtype`
+records it.
 """
 from __future__ import annotations
 
@@ -363,10 +364,23 @@ def write_row(json_path: Path, row: dict, n_boot: int) -> None:
 
 
 # ------------------------------------------------------------------------------------------- driver
+def check_bf16(prof: dict, name: str) -> None:
+    """The pre-registered profile evaluates under bf16 autocast; refuse a CPU that emulates bf16 (AVX2
+    only), where every row would take ~20x longer, instead of silently running for days."""
+    from faircalib.devices import BF16_SLOW, cpu_bf16_slowdown
+
+    if prof["bf16_eval"] and (slow := cpu_bf16_slowdown()) > BF16_SLOW:
+        raise SystemExit(f"fidelity: profile {name!r} evaluates under bf16 autocast, but a bf16 matmul is "
+                         f"{slow:.0f}x slower than float32 on this CPU (no AVX512-BF16/AMX: "
+                         f"{torch.backends.cpu.get_cpu_capability()}); run it on a CPU with bf16 units. "
+                         "Switching the profile to float32 would change its pre-registered settings.")
+
+
 def worker(args) -> None:
     torch.set_num_threads(1)
     torch.set_flush_denormal(True)
     prof = PROFILES[args.profile]
+    check_bf16(prof, args.profile)
     json_path, work = Path(args.json), Path(args.work)
     ctx = Context(args.model, prof, work)
     bits = json.loads(json_path.read_text())["settings"]["bits"]
@@ -424,6 +438,7 @@ def main(argv: list[str] | None = None) -> dict:
     if not args.report_only:
         torch.set_num_threads(1)
         torch.set_flush_denormal(True)
+        check_bf16(prof, args.profile)
         work = Path(args.work or f"/tmp/faircalib-fidelity-{stem}-{args.profile}")
         ctx = Context(args.model, prof, work)
         if json_path is None:  # resume the model's result of this profile if there is one

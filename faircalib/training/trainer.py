@@ -26,6 +26,7 @@ import torch
 
 from faircalib.configs import Config
 from faircalib.data import ALL_FAMILIES, FAMILIES, sample_tasks
+from faircalib.devices import BF16_SLOW, cpu_bf16_slowdown
 from faircalib.errors import ConfigError
 from faircalib.training.batches import TaskSampler, TextSampler, check_train_source, collate_sft, encode_task
 from faircalib.training.objective import pretrain_loss, sft_loss
@@ -146,6 +147,10 @@ def train(model, tokenizer, cfg: TrainConfig, log: Callable[[str], None] = print
     mode), "elapsed_s", "budget_s" (minutes mode), "loss" (the SFT loss EMA)}."""
     torch.set_flush_denormal(True)
     torch.set_num_threads(cfg.threads)
+    if cfg.bf16_autocast and (slow := cpu_bf16_slowdown()) > BF16_SLOW:
+        log(f"warning: bf16_autocast=True, but a bf16 matmul is {slow:.0f}x slower than float32 on this CPU "
+            "(no AVX512-BF16/AMX); bf16_autocast=False trains far faster here (float32 numerics, not the "
+            "recorded recipe's)")
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
     mask_id = model.mask_token_id

@@ -123,3 +123,15 @@ def test_position_analysis_parts_and_rank_correlation():
     assert "0.2 / 0.1 / 0" in sentence and "0.5 / 1 / 1.5" in sentence and "max/min 3.00" in sentence
     assert "ρ(prior, FlatQuant flip rate) = -1.00" in sentence and "less weight where FlatQuant errs more" in sentence
     assert rep.position_sentence(None) == ""
+
+
+def test_a_bf16_profile_is_refused_on_a_cpu_that_emulates_bf16(monkeypatch):
+    fidelity = _load("fidelity")
+    import faircalib.devices as devices
+
+    monkeypatch.setattr(devices, "cpu_bf16_slowdown", lambda: 24.0)
+    with pytest.raises(SystemExit, match=r"profile 'default' evaluates under bf16 autocast.*24x slower"):
+        fidelity.check_bf16(fidelity.PROFILES["default"], "default")
+    fidelity.check_bf16(fidelity.PROFILES["smoke"], "smoke")  # float32 evaluation: no bf16 needed
+    monkeypatch.setattr(devices, "cpu_bf16_slowdown", lambda: 0.6)  # a CPU with bf16 units
+    fidelity.check_bf16(fidelity.PROFILES["default"], "default")

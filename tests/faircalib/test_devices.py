@@ -41,3 +41,12 @@ def test_unknown_device_names(monkeypatch, bad):
     fake_cuda(monkeypatch, 1)
     with pytest.raises(ConfigError, match="auto, cpu, cuda, cuda:N"):
         resolve_device(bad)
+
+
+def test_cpu_bf16_slowdown_is_measured_once_and_flags_an_avx2_only_cpu():
+    from faircalib.devices import BF16_SLOW, cpu_bf16_slowdown
+
+    slow = cpu_bf16_slowdown()
+    assert 0 < slow < 1000 and cpu_bf16_slowdown() == slow  # cached: one measurement per process
+    if torch.backends.cpu.get_cpu_capability() == "AVX2":  # no bf16 units: torch emulates bf16 matmuls
+        assert slow > BF16_SLOW

@@ -70,3 +70,16 @@ def test_progress_events_every_step(small_tokenizer):
     assert [(e["event"], e["step"], e["total"]) for e in events] == [("train_step", s, 3) for s in (1, 2, 3)]
     assert all(e["budget_s"] is None and e["loss"] > 0 for e in events)
     assert events[0]["elapsed_s"] <= events[-1]["elapsed_s"]
+
+
+def test_bf16_autocast_on_a_cpu_that_emulates_bf16_is_warned_about(small_tokenizer, monkeypatch):
+    import faircalib.training.trainer as trainer
+
+    lines = []
+    monkeypatch.setattr(trainer, "cpu_bf16_slowdown", lambda: 24.0)
+    model = make_tiny("llada", small_tokenizer)
+    train(model, small_tokenizer, TrainConfig(steps=1, **{**FAST, "bf16_autocast": True}), log=lines.append)
+    assert any("24x slower than float32" in s for s in lines), lines
+    lines.clear()
+    train(model, small_tokenizer, TrainConfig(steps=1, **FAST), log=lines.append)  # float32: nothing to say
+    assert not any("slower than float32" in s for s in lines)
