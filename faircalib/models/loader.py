@@ -1,6 +1,7 @@
 """`load_dllm`: the one public way to get a model, its tokenizer and its adapter."""
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,8 @@ from faircalib.models.base import DiffusionLM
 from faircalib.models.config import DLLMConfig, read_config
 from faircalib.models.io import load_model_dir, load_tokenizer, open_safetensors, weight_files
 from faircalib.models.zoo import PREFIX, zoo_path
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -78,8 +81,24 @@ def load_dllm(source: str | Path, dtype: torch.dtype | None = None,
     path = resolve_source(source)
     device = resolve_device(device)
     model = load_model_dir(path, dtype or default_dtype(device), device, check_finite=check_finite)
+    if device.type == "cpu" and model.dtype == torch.bfloat16:
+        warn_emulated_bf16(str(source))
     return LoadedDLLM(model=model, tokenizer=load_tokenizer(path), adapter=DLLMAdapter(model),
                       source=str(source), path=path)
+
+
+def warn_emulated_bf16(source: str) -> bool:
+    """Log a warning (and return True) when a bf16 model is about to compute on a CPU that has no bf16
+    units: every matmul there is ~20x slower than in float32 (faircalib.devices.cpu_bf16_slowdown)."""
+    from faircalib.devices import BF16_SLOW, cpu_bf16_slowdown
+
+    slow = cpu_bf16_slowdown()
+    if slow <= BF16_SLOW:
+        return False
+    log.warning("%s is bf16 on a CPU without bf16 units: its matmuls are %.0fx slower than float32 here; "
+                "load it with dtype=torch.float32 if memory allows (twice the bytes), or use a CPU with "
+                "AVX512-BF16/AMX or a GPU", source, slow)
+    return True
 
 
 _DTYPE_BYTES = {"F64": 8, "F32": 4, "BF16": 2, "F16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1,

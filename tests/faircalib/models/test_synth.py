@@ -113,3 +113,20 @@ def test_values_do_not_depend_on_sharding(tmp_path):
     assert len(list(a.glob("*.safetensors"))) > 1 == len(list(b.glob("*.safetensors")))
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
     assert not torch.equal(sa["lm_head.weight"], sc["lm_head.weight"])
+
+
+def test_a_bf16_model_on_a_cpu_without_bf16_units_is_warned_about(tmp_path, monkeypatch, caplog):
+    import faircalib.devices as devices
+
+    out = write_synthetic("dream-7b", 1, tmp_path / "m", overrides=SMALL["dream-7b"])
+    monkeypatch.setattr(devices, "cpu_bf16_slowdown", lambda: 24.0)
+    with caplog.at_level("WARNING", logger="faircalib.models.loader"):
+        assert load_dllm(out).model.dtype == torch.bfloat16  # still loaded as stored: the warning names the fix
+    assert any("24x slower than float32" in r.getMessage() and "dtype=torch.float32" in r.getMessage()
+               for r in caplog.records), caplog.text
+    caplog.clear()
+    monkeypatch.setattr(devices, "cpu_bf16_slowdown", lambda: 0.6)  # a CPU with bf16 units: nothing to say
+    with caplog.at_level("WARNING", logger="faircalib.models.loader"):
+        load_dllm(out, dtype=torch.bfloat16)
+        load_dllm(out, dtype=torch.float32)
+    assert not caplog.records
