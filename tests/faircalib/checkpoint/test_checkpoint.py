@@ -36,9 +36,17 @@ def test_packed_checkpoint_loads_and_matches_fake_quant(make_outlier_model, cali
     diff = (l_load - l_fake).abs()
     quant_effect = float((l_fake - l_fp).abs().mean())
     agree = float((l_load.argmax(-1) == l_fake.argmax(-1)).float().mean())
-    print(f"\nloaded vs fake-quant logits: max abs {float(diff.max()):.2e}, mean abs {float(diff.mean()):.2e} "
-          f"(quantization itself moves logits by mean {quant_effect:.2e}); argmax agreement {agree:.4f}")
-    assert float(diff.max()) < 1e-3 and float(diff.mean()) < 1e-4 < 1e-2 * quant_effect and agree >= 0.99
+    seq_max = diff.amax(dim=(1, 2))  # (B,) each sequence's largest logit difference
+    exact = float((seq_max < 1e-5).float().mean())
+    print(f"\nloaded vs fake-quant logits: per-sequence max abs {[f'{v:.1e}' for v in seq_max.tolist()]}, mean "
+          f"abs {float(diff.mean()):.2e} (quantization itself moves logits by mean {quant_effect:.2e}); argmax "
+          f"agreement {agree:.4f}")
+    # float64 folding vs the float32 fake-quant path: a sequence agrees to float rounding (~3e-7), unless one of
+    # its activations sits on a 4-bit rounding boundary and lands in the neighbouring level; with bidirectional
+    # attention that moves the whole sequence's logits by part of one quantization step (6e-3 in 1 of 8
+    # sequences on an AVX2 CPU, none on AVX-512: the SIMD path decides which values sit on a boundary)
+    assert exact >= 0.75 and float(seq_max.max()) < 0.5 * quant_effect
+    assert float(diff.mean()) < 1e-4 < 1e-2 * quant_effect and agree >= 0.99
     rec = json.loads((tmp_path / "ck" / "quant_config.json").read_text())
     assert (rec["method"], rec["w_bits"], rec["a_bits"], rec["seed"]) == ("flatquant", 4, 4, 0)
     assert rec["calib_config"]["epochs"] == 2 and rec["code_version"] and rec["meta"] == {"source": "tiny"}
