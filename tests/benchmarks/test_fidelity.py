@@ -2,27 +2,14 @@
 the issue asks for, the report, and resumption (a rerun recomputes only the missing rows, identically)."""
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import pytest
 
-BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
-
-
-def _load(name: str):
-    sys.path.insert(0, str(BENCH))
-    spec = importlib.util.spec_from_file_location(f"faircalib_bench_{name}", BENCH / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
 
 @pytest.mark.timeout(1500)
-def test_fidelity_smoke_schema_report_and_resume(tmp_path, capsys):
-    bench = _load("fidelity")
+def test_fidelity_smoke_schema_report_and_resume(tmp_path, capsys, load_bench):
+    bench = load_bench("fidelity")
     js, work, rep = tmp_path / "f.json", tmp_path / "work", tmp_path / "rep"
     args = ["--model", "tiny:llada", "--profile", "smoke", "--json", str(js), "--work", str(work), "--bits", "w4a4"]
     bench.main(args + ["--workers", "2", "--report", str(rep)])
@@ -62,8 +49,8 @@ def test_fidelity_smoke_schema_report_and_resume(tmp_path, capsys):
     capsys.readouterr()
 
 
-def test_verdict_paragraph_and_formatting():
-    rep = _load("fidelity_report")
+def test_verdict_paragraph_and_formatting(load_bench):
+    rep = load_bench("fidelity_report")
     assert rep.fmt(0.0004, "kl") == "4.00e-04" and rep.fmt(0.25, "em") == "25.0%" and rep.fmt(0.0) == "0"
     result = {"settings": {"model": "m", "bits": "w4a3"}, "paired": {
         "faircalib_vs_flatquant": {m: {"delta": 0.01, "ci_low": -0.02, "ci_high": 0.04, "n_seeds": 5,
@@ -72,10 +59,10 @@ def test_verdict_paragraph_and_formatting():
     assert "not distinguishable" in text and "5 seeds x 1000" in text
 
 
-def test_pairs_use_only_the_common_seeds_while_a_run_is_partial():
+def test_pairs_use_only_the_common_seeds_while_a_run_is_partial(load_bench):
     """A partial run (flatquant seeds 0 and 1, faircalib seed 0 only) pairs faircalib with flatquant on seed 0
     alone; the deterministic fp / rtn rows pair with every seed of the other side."""
-    bench = _load("fidelity")
+    bench = load_bench("fidelity")
 
     def row(name, seed, em):
         n = 40
@@ -95,10 +82,10 @@ def test_pairs_use_only_the_common_seeds_while_a_run_is_partial():
     assert "flatquant_vs_quarot" not in result["paired"]
 
 
-def test_position_analysis_parts_and_rank_correlation():
+def test_position_analysis_parts_and_rank_correlation(load_bench):
     """The per-position analysis on curves with known answers: window thirds, the prior's range, and
     Spearman's rho (+1 for a flip curve that rises with the prior, -1 for one that falls, None if flat)."""
-    rep = _load("fidelity_report")
+    rep = load_bench("fidelity_report")
     assert rep.spearman([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
     assert rep.spearman([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
     assert rep.spearman([1, 2, 3, 4], [5, 5, 5, 5]) is None
@@ -125,8 +112,8 @@ def test_position_analysis_parts_and_rank_correlation():
     assert rep.position_sentence(None) == ""
 
 
-def test_a_bf16_profile_is_refused_on_a_cpu_that_emulates_bf16(monkeypatch):
-    fidelity = _load("fidelity")
+def test_a_bf16_profile_is_refused_on_a_cpu_that_emulates_bf16(monkeypatch, load_bench):
+    fidelity = load_bench("fidelity")
     import faircalib.devices as devices
 
     monkeypatch.setattr(devices, "cpu_bf16_slowdown", lambda: 24.0)

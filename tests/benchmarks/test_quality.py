@@ -1,24 +1,13 @@
 """benchmarks/quality.py smoke run on a tiny random model: every row, metric, plot and the HTML page."""
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import torch
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "quality.py"
 
-
-def _load():
-    spec = importlib.util.spec_from_file_location("faircalib_bench_quality", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-def test_quality_smoke(tmp_path, capsys):
-    bench = _load()
+def test_quality_smoke(tmp_path, capsys, load_bench):
+    bench = load_bench("quality")
     before = torch.get_num_threads()
     try:
         out = bench.main(["--model", "tiny:llada", "--smoke", "--methods", "fp,rtn,flatquant,faircalib",

@@ -2,23 +2,12 @@
 between depths, extrapolation to the real depth, checkpoint ratio) on hand-made numbers."""
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "scale.py"
 
-
-def _load():
-    spec = importlib.util.spec_from_file_location("faircalib_bench_scale", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-def test_tiny_stages_run_in_fresh_processes(tmp_path, capsys):
-    scale = _load()
+def test_tiny_stages_run_in_fresh_processes(tmp_path, capsys, load_bench):
+    scale = load_bench("scale")
     out = scale.main(["--tiny", "--like", "dream-7b", "--layers", "1", "--stages", "flatquant,load_quantized",
                       "--work", str(tmp_path), "--threads", "1"])
     capsys.readouterr()
@@ -38,8 +27,8 @@ def test_tiny_stages_run_in_fresh_processes(tmp_path, capsys):
     assert again["raw"]["dream-7b/1"]["stages"]["flatquant"] == raw["flatquant"]
 
 
-def test_summary_slope_and_extrapolation():
-    scale = _load()
+def test_summary_slope_and_extrapolation(load_bench):
+    scale = load_bench("scale")
     gb = 2 ** 30
     runs = {2: {"flatquant": {"stage_s": 100.0, "wall_s": 110.0, "peak_rss": 6 * gb, "peak_over_loaded": 2 * gb},
                 "load_quantized": {"checkpoint_bytes": 1000, "fp_model_bytes_on_disk": 3000, "resident_bytes": 900,
@@ -58,10 +47,10 @@ def test_summary_slope_and_extrapolation():
     assert s["paper_comparison"]["host_peak_rss_gb_extrapolated"] == 21.0
 
 
-def test_wall_extrapolation_is_omitted_when_the_depths_saw_different_load():
+def test_wall_extrapolation_is_omitted_when_the_depths_saw_different_load(load_bench):
     """A 2-layer run at load 8 and a 4-layer run at load 3 give a negative wall 'slope': it is not reported
     (with the reason), while the load-independent cpu_s slope is."""
-    scale = _load()
+    scale = load_bench("scale")
     gb = 2 ** 30
     runs = {2: {"flatquant": {"stage_s": 450.0, "wall_s": 458.0, "cpu_s": 250.0, "peak_rss": 6 * gb,
                               "load1_before": 7.0, "load1_after": 9.0}},

@@ -2,21 +2,9 @@
 splits the work across the processes and reports walls and a speed-up from them."""
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "service.py"
-
-
-def _load():
-    spec = importlib.util.spec_from_file_location("faircalib_bench_service", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-def test_host_ceiling_times_one_and_two_plain_processes(tiny_model_dir, capsys):
-    service = _load()
+def test_host_ceiling_times_one_and_two_plain_processes(tiny_model_dir, capsys, load_bench):
+    service = load_bench("service")
     out = service.host_ceiling(str(tiny_model_dir), n=32, order=(1, 2))
     capsys.readouterr()
     walls = out["wall_s"]
