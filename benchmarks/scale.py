@@ -17,7 +17,9 @@ Stages (settings in SETTINGS; small on purpose: the point is shapes, memory and 
   quarot          QuaRot (rotation + GPTQ) W4A4 + save
   load_quantized  load_quantized of the FAIR-Calib checkpoint: resident bytes; checkpoint vs bf16 bytes
   lm_eval         lm-eval (faircalib_arith + faircalib_tasks_mc, 2 examples each) on that checkpoint
-  service         one service job end to end (SQLite store, local Ray, local S3; 1 probe worker), 2 layers
+  service         one service job end to end (SQLite store, local Ray, local S3; 1 probe worker), 2 layers;
+                  its workers load the model as float32 (resources.dtype) on a CPU that emulates bf16
+                  (faircalib.devices.cpu_bf16_slowdown() > BF16_SLOW), else in its stored bf16
 
 Memory: RSS is sampled every 20 ms from /proc (the service stage sums the whole process tree: driver,
 Ray, actors, the S3 server); `peak_over_loaded` = peak RSS - RSS after loading + touching the model, i.e.
@@ -338,7 +340,12 @@ def _stage_service(model_dir: str, work: Path, threads: int) -> dict:
     from faircalib.service.storage import S3Storage, StorageOptions
     from faircalib.workers.pool import ensure_ray
 
+    from faircalib.devices import BF16_SLOW, cpu_bf16_slowdown
+
     p, c, e = SETTINGS["probe"], SETTINGS["calib"], SETTINGS["lm_eval"]
+    # the job's workers load the bf16 model as float32 on a CPU that emulates bf16 (~20x slower there)
+    slow = cpu_bf16_slowdown()
+    dtype = "float32" if slow > BF16_SLOW else "auto"
     spec = {"name": "scale-rehearsal", "model": model_dir, "method": "faircalib", "bits": "w4a4",
             "probe": {"prompts": p["prompts"], "n_samples": p["n_samples"], "steps": p["steps"],
                       "window": p["window"], "seed": 0},
@@ -348,7 +355,8 @@ def _stage_service(model_dir: str, work: Path, threads: int) -> dict:
                            "seq_len": 32, "limit": e["limit"], "mc_num": e["mc_num"], "check_greedy": False,
                            "decoding": e["decoding"]},
             "resources": {"probe_workers": 1, "probe_shard_size": p["batch_size"], "gpus_per_worker": 0,
-                          "calibration_gpus": 0, "cpus_per_worker": threads, "eval_workers": 1, "max_retries": 0}}
+                          "calibration_gpus": 0, "cpus_per_worker": threads, "eval_workers": 1, "max_retries": 0,
+                          "dtype": dtype}}
     creds = {"AWS_ACCESS_KEY_ID": "fc-scale", "AWS_SECRET_ACCESS_KEY": "fc-scale-secret-0123"}
     t0 = time.perf_counter()
     with SeaweedServer(work / "seaweed", env=creds) as s3:
@@ -369,7 +377,8 @@ def _stage_service(model_dir: str, work: Path, threads: int) -> dict:
     out = {"job_state": row.state.value, "reason": row.reason, "job_s": round(job_s, 2),
            "setup_s": round(tj - t0, 2),
            "stages_s": {k: (v or {}).get("stage_wall_s") for k, v in stages.items()},
-           "checkpoint_bytes": (stages.get("calibrate") or {}).get("checkpoint_bytes"), "settings": spec}
+           "checkpoint_bytes": (stages.get("calibrate") or {}).get("checkpoint_bytes"), "settings": spec,
+           "dtype": dtype, "cpu_bf16_slowdown": round(slow, 1)}
     ev = stages.get("evaluate") or {}
     out["evaluate_keys"] = sorted(ev)[:20]
     return out

@@ -6,8 +6,14 @@
     resolve_device("cuda")    -> cuda:<current>   (ConfigError when CUDA is unavailable)
     resolve_device("cuda:1")  -> cuda:1           (ConfigError when there is no device 1)
 
-Anything else (mps, gpu, "cuda:x", ...) is a ConfigError naming the allowed values. Module boundary: pure
-resolution; moving models is the caller's business. `cpu_bf16_slowdown()` measures whether this CPU has
+Anything else (mps, gpu, "cuda:x", ...) is a ConfigError naming the allowed values. The weights' dtype
+has one rule too (`--dtype` on the CLI, `resources.dtype` in a job):
+
+    resolve_dtype("auto", "cuda:0") -> torch.bfloat16
+    resolve_dtype("auto", "cpu")    -> None  (the dtype the checkpoint is stored in)
+    resolve_dtype("float32")        -> torch.float32   (also fp32; bfloat16 / bf16, float16 / fp16)
+
+Module boundary: pure resolution; moving and casting models is the caller's business. `cpu_bf16_slowdown()` measures whether this CPU has
 bf16 matmul units (AVX512-BF16 / AMX) or emulates bf16 (AVX2 only: ~20x slower than float32).
 """
 from __future__ import annotations
@@ -42,6 +48,28 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
         raise ConfigError(f"device={device!r} but no CUDA device is available (torch.cuda.is_available() is "
                           f"False); use --device cpu or --device auto")
     return _cuda_device(None if m.group(1) is None else int(m.group(1)))
+
+
+DTYPE_CHOICES = "auto, bfloat16, float32, float16"
+_DTYPES = {"bfloat16": torch.bfloat16, "bf16": torch.bfloat16, "float32": torch.float32, "fp32": torch.float32,
+           "float16": torch.float16, "fp16": torch.float16}
+
+
+def resolve_dtype(dtype: str | torch.dtype | None = "auto",
+                  device: str | torch.device | None = "cpu") -> torch.dtype | None:
+    """The dtype to load a model's weights in. "auto" (or None): bfloat16 on CUDA; on CPU None, i.e. the
+    dtype the weights are stored in (a bf16 checkpoint stays bf16 instead of doubling its memory; on a CPU
+    without bf16 units, cpu_bf16_slowdown() > BF16_SLOW, "float32" is ~20x faster at twice the bytes)."""
+    if isinstance(dtype, torch.dtype):
+        if dtype not in _DTYPES.values():
+            raise ConfigError(f"dtype={dtype} is not supported; use one of {DTYPE_CHOICES}", field="dtype")
+        return dtype
+    spec = "auto" if dtype is None else str(dtype).strip().lower().removeprefix("torch.")
+    if spec == "auto":
+        return torch.bfloat16 if torch.device(device if device is not None else "cpu").type == "cuda" else None
+    if spec not in _DTYPES:
+        raise ConfigError(f"dtype={dtype!r} is not supported; use one of {DTYPE_CHOICES}", field="dtype")
+    return _DTYPES[spec]
 
 
 def _cuda_device(index: int | None) -> torch.device:

@@ -45,7 +45,9 @@ def _check_gpus(path: str, value: Any) -> float:
 
 @dataclass(frozen=True)
 class Resources(Config):
-    """Ray resource requests. GPUs fall back to CPU when the cluster has none (recorded as an event)."""
+    """Ray resource requests. GPUs fall back to CPU when the cluster has none (recorded as an event).
+    dtype: the FP model's dtype in the workers (faircalib.devices.resolve_dtype: auto = bfloat16 on a GPU, the
+    stored dtype on CPU; float32 on a CPU without bf16 units, at twice the memory per worker)."""
     probe_workers: int = 2
     gpus_per_worker: float = 1.0
     cpus_per_worker: float = 1.0
@@ -53,8 +55,11 @@ class Resources(Config):
     calibration_gpus: float = 1.0
     eval_workers: int = 1
     max_retries: int = 2
+    dtype: str = "auto"
 
     def __post_init__(self) -> None:
+        from faircalib.devices import DTYPE_CHOICES, resolve_dtype
+
         check_int("probe_workers", self.probe_workers, 1)
         set_field(self, "gpus_per_worker", _check_gpus("gpus_per_worker", self.gpus_per_worker))
         set_field(self, "cpus_per_worker", check_float("cpus_per_worker", self.cpus_per_worker, 0.0, lo_open=True))
@@ -62,6 +67,10 @@ class Resources(Config):
         set_field(self, "calibration_gpus", _check_gpus("calibration_gpus", self.calibration_gpus))
         check_int("eval_workers", self.eval_workers, 1)
         check_int("max_retries", self.max_retries, 0, 10)
+        try:
+            resolve_dtype(check_str("dtype", self.dtype))
+        except ConfigError:
+            fail("dtype", f"one of {DTYPE_CHOICES}", self.dtype)
 
     @property
     def threads(self) -> int:

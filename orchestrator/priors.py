@@ -21,15 +21,26 @@ from faircalib.service.errors import JobCancelled
 from faircalib.service.storage import fetch_tree, open_storage, upload_tree
 
 
+def model_key(config, model_hash: str | None = None) -> str:
+    """What a job's cached results (prior, FP baselines) depend on about its model: the weights hash, plus
+    resources.dtype when the job sets one (a float32 teacher's prior and FP scores are not a bf16 one's)."""
+    from faircalib.devices import resolve_dtype
+    from faircalib.models import weights_hash
+
+    h = model_hash or weights_hash(config.model)
+    dtype = resolve_dtype(config.resources.dtype)
+    return h if dtype is None else f"{h}:{str(dtype).removeprefix('torch.')}"
+
+
 def job_prior_key(config, model_hash: str | None = None) -> str | None:
-    """The prior cache key of a JobConfig (None when its method uses no prior)."""
-    from faircalib.models import inspect_model, weights_hash
+    """The prior cache key of a JobConfig (None when its method uses no prior); model_hash: weights_hash."""
+    from faircalib.models import inspect_model
     from faircalib.probe import probe_cache_key
 
     if not config.uses_prior:
         return None
     policy = inspect_model(config.model)["default_policy"]
-    return probe_cache_key(config.run.probe, policy, model_hash or weights_hash(config.model))
+    return probe_cache_key(config.run.probe, policy, model_key(config, model_hash))
 
 
 @dataclass(frozen=True)

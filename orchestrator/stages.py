@@ -164,7 +164,7 @@ def run_probe(ctx: StageContext) -> StageResult:
     prior cache key), or built once by `probe_workers` probe actors, each running
     faircalib.probe.probe_shard on contiguous ranges of the probe set (multiples of the probe batch, so
     PositionPrior.merge equals the single-pass prior bit for bit)."""
-    from faircalib.orchestrator.priors import job_prior_key, obtain_prior
+    from faircalib.orchestrator.priors import job_prior_key, model_key, obtain_prior
     from faircalib.workers.pool import ShardTask, run_sharded
     from faircalib.workers.probe import run_probe_ranges, setup_probe
 
@@ -172,8 +172,8 @@ def run_probe(ctx: StageContext) -> StageResult:
 
     cfg = ctx.config
     probe = cfg.run.probe
-    model_hash = weights_hash(cfg.model)
-    key = job_prior_key(cfg, model_hash)
+    model_hash = model_key(cfg, weights_hash(cfg.model))  # what the shards' priors are keyed by
+    key = job_prior_key(cfg, weights_hash(cfg.model))
     ctx.store.set_prior_key(ctx.job.id, key)
 
     def build(local: Path) -> dict:
@@ -185,7 +185,7 @@ def run_probe(ctx: StageContext) -> StageResult:
         ranges = [(a, min(a + step, n)) for a in range(0, n, step)]
         task = ShardTask(setup=setup_probe, run=run_probe_ranges, name="probe", setup_kwargs={
             "model": cfg.model, "probe_config": probe.to_dict(), "model_hash": model_hash,
-            "threads": cfg.resources.threads})
+            "threads": cfg.resources.threads, "dtype": cfg.resources.dtype})
         t0 = time.monotonic()
         by_node: dict[str, list[int]] = {}
 
@@ -224,7 +224,7 @@ def run_calibrate(ctx: StageContext) -> StageResult:
     here = ctx.storage.child("calibrate")
     ckpt, state = here.child("checkpoint"), here.child("state")
     request = {"model": cfg.model, "method_config": cfg.run.to_dict(), "prior_uri": prior_uri,
-               "threads": cfg.resources.threads, "workdir": str(ctx.stage_dir("calibrate")),
+               "threads": cfg.resources.threads, "dtype": cfg.resources.dtype, "workdir": str(ctx.stage_dir("calibrate")),
                "state_uri": state.uri, "checkpoint_uri": ckpt.uri, "storage_hint": endpoint_hint(ctx.storage.uri)}
     out = run_single(ShardTask(setup=None, run=calibrate_request, name="calibrate"), request, resources=res,
                      max_retries=cfg.resources.max_retries, on_event=ctx.worker_event, should_stop=ctx.should_stop,
@@ -254,7 +254,7 @@ def run_evaluate(ctx: StageContext) -> StageResult:
                       "dest": str(ctx.workdir / "_eval_checkpoint"), "storage_hint": endpoint_hint(ctx.storage.uri)}
     task = ShardTask(setup=setup_eval, run=run_eval, name="evaluate", setup_kwargs={
         "model": cfg.model, "eval_config": cfg.evaluation.to_dict(), "threads": cfg.resources.threads,
-        "checkpoint": checkpoint})
+        "checkpoint": checkpoint, "dtype": cfg.resources.dtype})
     keys, model_hash = fp_baseline_keys(cfg)
     cached = ctx.store.baselines(keys.values())
     hits = [t for t, k in keys.items() if k in cached]
@@ -286,12 +286,15 @@ def run_evaluate(ctx: StageContext) -> StageResult:
 
 def fp_baseline_keys(cfg: JobConfig) -> tuple[dict[str, str], str]:
     """({task: FP baseline key}, model weights hash) of a job's evaluation (faircalib.eval.settings)."""
+    from faircalib.orchestrator.priors import model_key
+
     from faircalib.eval.settings import fp_baseline_key
     from faircalib.models import model_decoding, resolve_source, weights_hash
 
     model_hash = weights_hash(cfg.model)
     decoding = model_decoding(cfg.model, resolve_source(cfg.model)).values  # as the eval actor applies them
-    return {t: fp_baseline_key(cfg.evaluation, t, model_hash, decoding) for t in cfg.evaluation.tasks}, model_hash
+    mkey = model_key(cfg, model_hash)  # + resources.dtype when set: a float32 FP score is not a bf16 one
+    return {t: fp_baseline_key(cfg.evaluation, t, mkey, decoding) for t in cfg.evaluation.tasks}, model_hash
 
 
 def run_upload(ctx: StageContext) -> StageResult:

@@ -18,7 +18,7 @@ from typing import Any
 
 def calibrate_request(state: Any, requests: list[dict], report: Callable[[dict], None]) -> dict:
     """requests: one dict from orchestrator.stages.run_calibrate (model, method_config = MethodConfig.to_dict(),
-    prior_uri, workdir, state_uri, checkpoint_uri, storage_hint, threads) -> the uploads' summary."""
+    prior_uri, workdir, state_uri, checkpoint_uri, storage_hint, threads, dtype) -> the uploads' summary."""
     from faircalib.service.errors import StorageError
     from faircalib.service.storage import fetch_tree, open_storage, read_manifest, upload_tree
     from faircalib.workers.actor import prepare_actor
@@ -35,7 +35,7 @@ def calibrate_request(state: Any, requests: list[dict], report: Callable[[dict],
     cfg = MethodConfig.from_dict(req["method_config"])
     work = Path(req["workdir"])
     state_dir, ckpt_dir = work / "state", work / "checkpoint"
-    loaded = load_modifiable(req["model"], "cpu")  # never the cache's shared model: quantized in place
+    loaded = load_modifiable(req["model"], "cpu", req.get("dtype", "auto"))  # never the cache's shared model: quantized in place
     if cfg.needs_calibration_data and loaded.tokenizer is None:
         raise DataError(f"model {req['model']!r} ships no tokenizer; calibration data cannot be tokenized")
     prior = None

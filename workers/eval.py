@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any
 
 
-def setup_eval(model: str, eval_config: dict, threads: int = 1, checkpoint: dict | None = None) -> dict[str, Any]:
+def setup_eval(model: str, eval_config: dict, threads: int = 1, checkpoint: dict | None = None,
+               dtype: str = "auto") -> dict[str, Any]:
     """Per-actor state. eval_config: a faircalib.eval.EvalConfig as `to_dict()`. checkpoint: {"storage": URI,
     "dest": local dir, "storage_hint": endpoint_hint} of a quantized checkpoint (fetched and
     checksum-verified here, so actors on other nodes need no shared disk)."""
@@ -27,7 +28,7 @@ def setup_eval(model: str, eval_config: dict, threads: int = 1, checkpoint: dict
     from faircalib.models import model_decoding
 
     device = prepare_actor(threads)
-    fp = load_cached(model, device)  # warm: shared with this process's probe / calibrate / other jobs
+    fp = load_cached(model, device, dtype)  # warm: shared with this process's probe / calibrate / other jobs
     state: dict[str, Any] = {"fp": fp, "cfg": EvalConfig.from_dict(eval_config), "device": device, "quantized": None,
                              "decoding": model_decoding(str(fp.source), fp.path).values, "threads": torch.get_num_threads()}
     if checkpoint is not None:

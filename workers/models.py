@@ -2,7 +2,7 @@
 stage and job that runs there on the same weights (probe, calibrate and evaluate of one job, and the
 next job on the same model), bounded by an LRU of FAIRCALIB_WORKER_MODELS entries (default 2).
 
-Keyed by (source, device, identity of the files): the resolved directory's config.json and the
+Keyed by (source, device, dtype, identity of the files): the resolved directory's config.json and the
 (name, size, mtime) of its weight files, so a model directory rewritten in place is loaded again.
 Callers must not modify the cached model; calibration takes `load_modifiable`'s model instead: a deep
 copy of a cached model of up to FAIRCALIB_WORKER_COPY_MAX_GB (default 2), so the cache stays warm for the
@@ -62,8 +62,10 @@ def _identity(source: str) -> tuple:
     return (str(path), tuple((f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in files))
 
 
-def _key(source: str, device: str) -> tuple:
-    return (str(source), str(device), _identity(str(source)))
+def _key(source: str, device: str, dtype: str = "auto") -> tuple:
+    from faircalib.devices import resolve_dtype
+
+    return (str(source), str(device), str(resolve_dtype(dtype, device)), _identity(str(source)))
 
 
 def _insert(key: tuple, loaded) -> None:
@@ -73,29 +75,29 @@ def _insert(key: tuple, loaded) -> None:
             _CACHE.popitem(last=False)
 
 
-def load_cached(source: str, device: str = "cpu"):
-    """faircalib.models.load_dllm(source, device=device), loaded at most once per process (LRU)."""
+def load_cached(source: str, device: str = "cpu", dtype: str = "auto"):
+    """faircalib.models.load_dllm(source, dtype, device), loaded at most once per process (LRU)."""
     from faircalib.models import load_dllm
 
-    key = _key(source, device)
+    key = _key(source, device, dtype)
     with _LOCK:
         if key in _CACHE:
             _CACHE.move_to_end(key)
             STATS["hits"] += 1
             return _CACHE[key]
-    loaded = load_dllm(source, device=device)
+    loaded = load_dllm(source, dtype=dtype, device=device)
     STATS["loads"] += 1
     _insert(key, loaded)
     return loaded
 
 
-def load_modifiable(source: str, device: str = "cpu"):
+def load_modifiable(source: str, device: str = "cpu", dtype: str = "auto"):
     """A LoadedDLLM the caller may modify in place (calibration quantizes it): see the module docstring.
     A worker runs one task at a time (Ray's default actor concurrency), so a model taken out of the cache
     has no other user."""
     from faircalib.models import load_dllm
 
-    key, limit = _key(source, device), _copy_max_bytes()
+    key, limit = _key(source, device, dtype), _copy_max_bytes()
     with _LOCK:
         cached = _CACHE.get(key)
         if cached is not None and model_bytes(cached.model) <= limit:
@@ -106,7 +108,7 @@ def load_modifiable(source: str, device: str = "cpu"):
             del _CACHE[key]
             STATS["taken"] += 1
             return cached
-    loaded = load_dllm(source, device=device)
+    loaded = load_dllm(source, dtype=dtype, device=device)
     STATS["loads"] += 1
     if model_bytes(loaded.model) > limit:
         return loaded  # not cached: it is about to be modified

@@ -10,8 +10,9 @@ from collections.abc import Callable
 from typing import Any
 
 
-def setup_probe(model: str, probe_config: dict, model_hash: str, threads: int = 1) -> dict[str, Any]:
-    """probe_config: a faircalib.probe.ProbeConfig as `to_dict()`."""
+def setup_probe(model: str, probe_config: dict, model_hash: str, threads: int = 1,
+                dtype: str = "auto") -> dict[str, Any]:
+    """probe_config: a faircalib.probe.ProbeConfig as `to_dict()`; dtype: JobConfig.resources.dtype."""
     from faircalib.workers.actor import prepare_actor
 
     from faircalib.workers.models import load_cached
@@ -20,7 +21,7 @@ def setup_probe(model: str, probe_config: dict, model_hash: str, threads: int = 
     from faircalib.probe import ProbeConfig
 
     device = prepare_actor(threads)
-    loaded = load_cached(model, device)  # warm: loaded once per worker process
+    loaded = load_cached(model, device, dtype)  # warm: loaded once per worker process
     if loaded.tokenizer is None:
         raise DataError(f"model {loaded.source!r} ships no tokenizer; Stage I needs one to tokenize probe prompts")
     return {"m": loaded, "cfg": ProbeConfig.from_dict(probe_config), "model_hash": model_hash, "device": device}

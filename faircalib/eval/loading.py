@@ -20,16 +20,20 @@ def is_quantized_dir(path: str | Path) -> bool:
 
 def load_for_eval(source: str | Path, device: str = "auto", dtype: str | torch.dtype | None = None):
     """A model directory, `zoo:NAME` or a quantized checkpoint directory (has quant_config.json or
-    manifest.json) -> LoadedDLLM on `device` (auto | cpu | cuda | cuda:N, faircalib.devices)."""
+    manifest.json) -> LoadedDLLM on `device` (auto | cpu | cuda | cuda:N) with the FP weights in `dtype`
+    (auto | bfloat16 | float32 | float16; both rules: faircalib.devices). A quantized checkpoint computes
+    in the dtype it was calibrated in, so an explicit dtype for one is refused rather than ignored."""
+    from faircalib.devices import resolve_dtype
+
     s = str(source)
     if not s.startswith("zoo:") and is_quantized_dir(s):
         from faircalib.checkpoint import load_quantized
 
+        if resolve_dtype(dtype, "cpu") is not None:
+            raise ConfigError(f"dtype={dtype!r}: {s} is a quantized checkpoint, which computes in the dtype it "
+                              "was calibrated in (fp_dtype in its quant_config.json); drop the dtype, or quantize "
+                              "from a model loaded in that dtype", field="dtype")
         return load_quantized(s, device=device)
     from faircalib.models import load_dllm
 
-    if isinstance(dtype, str):
-        if not isinstance(getattr(torch, dtype, None), torch.dtype):
-            raise ConfigError(f"dtype: {dtype!r} is not a torch dtype (e.g. float32, bfloat16)", field="dtype")
-        dtype = getattr(torch, dtype)
-    return load_dllm(s, dtype=dtype, device=device)
+    return load_dllm(s, dtype=dtype, device=device)  # dtype: faircalib.devices.resolve_dtype

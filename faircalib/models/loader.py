@@ -62,25 +62,19 @@ def resolve_source(source: str | Path) -> Path:
     return zoo_path(s) if s.startswith(PREFIX) else Path(s).expanduser()
 
 
-def default_dtype(device: torch.device | str) -> torch.dtype | None:
-    """bfloat16 on CUDA; None on CPU = the dtype the weights are stored in (`stored_dtype`: a bf16 checkpoint
-    stays bf16 instead of doubling its memory as float32; the zoo's float32 models stay float32)."""
-    return torch.bfloat16 if torch.device(device).type == "cuda" else None
-
-
-def load_dllm(source: str | Path, dtype: torch.dtype | None = None,
+def load_dllm(source: str | Path, dtype: torch.dtype | str | None = None,
               device: torch.device | str = "cpu", check_finite: bool = True) -> LoadedDLLM:
     """Load a LLaDA or Dream model from a Hugging Face-format directory or a zoo name.
 
-    dtype defaults to bfloat16 on CUDA and to the stored dtype on CPU (`default_dtype`). device may be
-    "auto" (faircalib.devices.resolve_device). Raises ModelLoadError with a one-line reason
+    dtype (a torch dtype or auto | bfloat16 | float32 | float16, faircalib.devices.resolve_dtype) defaults to
+    bfloat16 on CUDA and to the stored dtype on CPU. device may be "auto" (faircalib.devices.resolve_device). Raises ModelLoadError with a one-line reason
     (NonFiniteError naming the tensor when a weight is NaN/inf, unless check_finite=False).
     """
-    from faircalib.devices import resolve_device
+    from faircalib.devices import resolve_device, resolve_dtype
 
     path = resolve_source(source)
     device = resolve_device(device)
-    model = load_model_dir(path, dtype or default_dtype(device), device, check_finite=check_finite)
+    model = load_model_dir(path, resolve_dtype(dtype, device), device, check_finite=check_finite)
     if device.type == "cpu" and model.dtype == torch.bfloat16:
         warn_emulated_bf16(str(source))
     return LoadedDLLM(model=model, tokenizer=load_tokenizer(path), adapter=DLLMAdapter(model),
@@ -96,7 +90,8 @@ def warn_emulated_bf16(source: str) -> bool:
     if slow <= BF16_SLOW:
         return False
     log.warning("%s is bf16 on a CPU without bf16 units: its matmuls are %.0fx slower than float32 here; "
-                "load it with dtype=torch.float32 if memory allows (twice the bytes), or use a CPU with "
+                "load it as float32 if memory allows (twice the bytes: --dtype float32 on the CLI, "
+                "resources.dtype: float32 in a job, dtype='float32' in load_dllm), or use a CPU with "
                 "AVX512-BF16/AMX or a GPU", source, slow)
     return True
 

@@ -117,14 +117,21 @@ def _device_option(f):
                              "on the host and streams one block at a time to the device.")(f)
 
 
-def _load(source: str, threads: int):
+def _dtype_option(f):
+    return click.option("--dtype", default="auto", show_default=True,
+                        help="Weights' dtype: auto | bfloat16 | float32 | float16 (auto = bfloat16 on CUDA, the "
+                             "stored dtype on CPU; float32 on a CPU without bf16 units, at twice the memory).")(f)
+
+
+def _load(source: str, threads: int, dtype: str = "auto"):
+    """The model on the host (Stage II streams one block at a time to the device) in --dtype."""
     import torch
 
     from faircalib.models import load_dllm, weights_hash
 
     torch.set_num_threads(threads)
     torch.set_flush_denormal(True)
-    loaded = load_dllm(source)
+    loaded = load_dllm(source, dtype=dtype)
     return loaded, weights_hash(source)
 
 
@@ -141,21 +148,24 @@ def _summary(prior) -> dict:
 @click.option("--shard", default=None, help="START:STOP of the probe set (START a multiple of --probe-batch).")
 @click.option("--threads", type=int, default=1, show_default=True)
 @_device_option
+@_dtype_option
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Prior directory to write.")
 @quiet_option
-def probe_cmd(source: str, shard: str | None, threads: int, device: str, out: str, quiet: bool, **kw) -> None:
+def probe_cmd(source: str, shard: str | None, threads: int, device: str, dtype: str, out: str, quiet: bool,
+              **kw) -> None:
     """Stage I: probe model SOURCE (directory or zoo:NAME) with random-commit rollouts; save the prior.
     T / L default to the model's own decoding settings (zoo model card, or the family's documented
     defaults for a model directory); --paper-scale or --steps / --window choose others."""
-    from faircalib.devices import resolve_device
+    from faircalib.devices import resolve_device, resolve_dtype
     from faircalib.errors import ConfigError
     from faircalib.probe import probe_prior, probe_shard
 
-    device = resolve_device(device)  # a bad --device fails before the model loads
+    device = resolve_device(device)  # a bad --device / --dtype fails before the model loads
+    resolve_dtype(dtype)
     cfg, origin = _probe_config(kw, source)
     with ProgressView(quiet=quiet) as view:
         view.note(_probe_line(cfg, origin))
-        loaded, mhash = _load(source, threads)
+        loaded, mhash = _load(source, threads, dtype)
         if shard:
             try:
                 start, stop = (int(x) for x in shard.split(":"))
@@ -202,21 +212,23 @@ def prior_merge_cmd(out: str, parts: tuple[str, ...]) -> None:
 @click.option("--state-dir", default=None, type=click.Path(file_okay=False), help="Per-block state (resume).")
 @click.option("--threads", type=int, default=1, show_default=True)
 @_device_option
+@_dtype_option
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Checkpoint directory to write.")
 @quiet_option
 def quantize_cmd(source: str, method: str, bits: str, prior_dir: str | None, floor: float | None,
                  qdrop_weighted: bool, calib_source: str | None, calib_n: int | None, calib_seq_len: int | None,
                  calib_seed: int | None, epochs: int | None, seed: int, state_dir: str | None, threads: int,
-                 device: str, out: str, quiet: bool, **kw) -> None:
+                 device: str, dtype: str, out: str, quiet: bool, **kw) -> None:
     """Quantize model SOURCE with one method (Stage I + Stage II for faircalib) and save the checkpoint.
     Probing (without --prior) uses the model's own decoding T / L unless --paper-scale or flags say
     otherwise; the chosen values are printed first."""
     from faircalib.checkpoint import save_quantized
-    from faircalib.devices import resolve_device
+    from faircalib.devices import resolve_device, resolve_dtype
     from faircalib.pipeline import MethodConfig, run_method
     from faircalib.probe import PositionPrior
 
-    device = resolve_device(device)  # a bad --device fails before the model loads
+    device = resolve_device(device)  # a bad --device / --dtype fails before the model loads
+    resolve_dtype(dtype)
     probe, origin = _probe_config(kw, source)
     prior = PositionPrior.load(prior_dir) if prior_dir else None
     if prior is not None:
@@ -232,13 +244,13 @@ def quantize_cmd(source: str, method: str, bits: str, prior_dir: str | None, flo
         if cfg.uses_prior:
             view.note(f"prior from {prior_dir} ({prior.n_samples} prompts, L={prior.window})" if prior is not None
                       else _probe_line(cfg.probe, origin))
-        loaded, _ = _load(source, threads)
+        loaded, _ = _load(source, threads, dtype)
         model, info = run_method(loaded.model, loaded.tokenizer, cfg, prior=prior, state_dir=state_dir,
                                  progress=view, inplace=True, device=device)
     save_quantized(model, out, meta={"source": source, "method_config": cfg.to_dict(),
                                      "prior": info.get("prior")}, tokenizer=loaded.tokenizer)
     click.echo(json.dumps({"out": out, "method": method, "bits": cfg.bits, "device": str(device),
-                           "wall_time_s": info["wall_time_s"],
+                           "dtype": str(loaded.model.dtype).removeprefix("torch."), "wall_time_s": info["wall_time_s"],
                            "prior_key": (info.get("prior") or {}).get("cache_key"),
                            "block_losses": info.get("block_losses")}, indent=2))
 

@@ -28,12 +28,15 @@ from faircalib.orchestrator.progress import ProgressView, quiet_option
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda | cuda:N (auto = CUDA when "
               "available).")
+@click.option("--dtype", default="auto", show_default=True, help="FP weights' dtype: auto | bfloat16 | float32 | "
+              "float16 (auto = bfloat16 on CUDA, the stored dtype on CPU; a quantized checkpoint keeps its own).")
 @click.option("--threads", type=int, default=1, show_default=True, help="torch threads (the machine is shared).")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None, help="Write the result here.")
 @quiet_option
 def eval_cmd(source: str, tasks: str, limit: float | None, mc_num: int, batch_size: int, gen_batch_size: int,
              gen_length: int | None, steps: int | None, block_length: int | None, policy: str | None,
-             no_greedy_check: bool, seed: int, device: str, threads: int, json_out: str | None, quiet: bool) -> None:
+             no_greedy_check: bool, seed: int, device: str, dtype: str, threads: int, json_out: str | None,
+             quiet: bool) -> None:
     """Evaluate SOURCE (model dir, zoo:NAME or quantized checkpoint dir) with lm-eval on --tasks.
     Decoding defaults to the model card's settings (a model directory without one: its family's
     documented defaults); the chosen values are printed first."""
@@ -44,10 +47,11 @@ def eval_cmd(source: str, tasks: str, limit: float | None, mc_num: int, batch_si
     os.environ.setdefault("TQDM_DISABLE", "1")  # lm-eval's own bars; progress comes from faircalib's events
     import torch
 
-    from faircalib.devices import resolve_device
+    from faircalib.devices import resolve_device, resolve_dtype
     from faircalib.eval.harness import evaluate_source, format_table
 
-    device = str(resolve_device(device))  # a bad --device fails before anything loads
+    device = str(resolve_device(device))  # a bad --device / --dtype fails before anything loads
+    resolve_dtype(dtype)
     torch.set_num_threads(max(1, threads))
     torch.set_flush_denormal(True)
     decoding = {k: v for k, v in (("gen_length", gen_length), ("steps", steps), ("block_length", block_length),
@@ -55,7 +59,7 @@ def eval_cmd(source: str, tasks: str, limit: float | None, mc_num: int, batch_si
     lim = None if limit is None else (int(limit) if limit >= 1 else limit)
     with ProgressView(quiet=quiet) as view:
         view.note(_decoding_line(source, decoding))
-        res = evaluate_source(source, tasks, device=device, decoding=decoding, limit=lim, mc_num=mc_num,
+        res = evaluate_source(source, tasks, device=device, dtype=dtype, decoding=decoding, limit=lim, mc_num=mc_num,
                               batch_size=batch_size, gen_batch_size=gen_batch_size, seed=seed,
                               check_greedy=not no_greedy_check, progress=False, report=view)
     click.echo(format_table(res))

@@ -50,3 +50,17 @@ def test_cpu_bf16_slowdown_is_measured_once_and_flags_an_avx2_only_cpu():
     assert 0 < slow < 1000 and cpu_bf16_slowdown() == slow  # cached: one measurement per process
     if torch.backends.cpu.get_cpu_capability() == "AVX2":  # no bf16 units: torch emulates bf16 matmuls
         assert slow > BF16_SLOW
+
+
+def test_resolve_dtype(monkeypatch):
+    from faircalib.devices import resolve_dtype
+
+    fake_cuda(monkeypatch, 1)
+    assert resolve_dtype("auto", "cuda:0") is torch.bfloat16  # a GPU computes in bf16
+    assert resolve_dtype("auto", "cpu") is None and resolve_dtype(None) is None  # CPU: the stored dtype
+    for spec, want in (("float32", torch.float32), ("FP32", torch.float32), ("torch.bfloat16", torch.bfloat16),
+                       (" bf16 ", torch.bfloat16), ("float16", torch.float16), (torch.float32, torch.float32)):
+        assert resolve_dtype(spec, "cuda:0") is want and resolve_dtype(spec, "cpu") is want
+    for bad in ("int8", "double", "", torch.int8):
+        with pytest.raises(ConfigError, match="use one of auto, bfloat16, float32, float16"):
+            resolve_dtype(bad)

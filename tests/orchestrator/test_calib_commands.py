@@ -95,6 +95,31 @@ def test_device_option_is_validated_before_loading(model_dir, tmp_path, command)
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.parametrize("command", ["probe", "quantize", "eval"])
+def test_dtype_option_is_validated_before_loading(model_dir, tmp_path, command):
+    extra = ["--tasks", "faircalib_arith"] if command == "eval" else ["--out", str(tmp_path / "o")]
+    bad = CliRunner().invoke(main, [command, model_dir, "--dtype", "int8", *extra])
+    assert bad.exit_code == 1 and "dtype='int8' is not supported; use one of auto, bfloat16, float32, float16" \
+        in bad.output and "Traceback" not in bad.output
+    assert not (tmp_path / "o").exists()
+
+
+def test_quantize_loads_the_model_in_the_requested_dtype(model_dir, tmp_path):
+    before = torch.get_num_threads()
+    try:
+        q = CliRunner().invoke(main, ["quantize", model_dir, "--method", "rtn", "--dtype", "bfloat16",
+                                      "--out", str(tmp_path / "ck")])
+    finally:
+        torch.set_num_threads(before)
+    assert q.exit_code == 0, q.output
+    assert _json(q.stdout)["dtype"] == "bfloat16"  # the float32 test model, loaded as bf16
+    record = json.loads((tmp_path / "ck" / "quant_config.json").read_text())
+    assert record["fp_dtype"] == "bfloat16"
+    ev = CliRunner().invoke(main, ["eval", str(tmp_path / "ck"), "--tasks", "faircalib_arith", "--dtype", "float32"])
+    assert ev.exit_code == 1 and "is a quantized checkpoint, which computes in the dtype it was calibrated in" \
+        in ev.output
+
+
 def test_quantize_reports_the_resolved_device(model_dir, tmp_path):
     before = torch.get_num_threads()
     try:

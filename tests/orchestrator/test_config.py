@@ -67,6 +67,8 @@ def test_round_trip_and_frozen():
     ({"model": "m", "qdrop_weighted": True}, "qdrop_weighted: applies to method 'qdrop' only"),
     ({"model": "m", "resources": {"gpus_per_worker": 1.5}}, "resources.gpus_per_worker: expected a number in [0, 1] or a whole number of GPUs, got 1.5"),
     ({"model": "m", "resources": {"probe_workers": 0}}, "resources.probe_workers: expected an integer >= 1, got 0"),
+    ({"model": "m", "resources": {"dtype": "int8"}},
+     "resources.dtype: expected one of auto, bfloat16, float32, float16, got 'int8'"),
     ({"model": "m", "storage": "gs://b/x"}, "storage: 'gs://b/x' has an unsupported scheme; expected s3://BUCKET[/PREFIX] or file:///ABSOLUTE/PATH"),
     ({"model": "m", "storage": "s3://B_ad/x"}, "storage: bucket 'B_ad' is not a valid S3 bucket name"),
     ({"model": "m", "storage": "file://rel/x"}, "storage: 'file://rel/x' must name an absolute path"),

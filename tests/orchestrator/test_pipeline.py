@@ -259,3 +259,27 @@ def test_a_warm_scheduler_reuses_its_workers_and_the_fp_baseline(ray_session, ti
     done = [[e.data for e in store.events(j) if e.kind == "shard_done"] for j in ids]
     assert done[0][0]["pid"] == done[1][0]["pid"] and done[1][0]["warm"] is True  # the same warm actor
     assert done[2][0]["pid"] == done[0][0]["pid"]  # other settings: a new state, the same process
+
+
+def test_resources_dtype_reaches_every_worker(ray_session, tiny_model_dir, tmp_path, sqlite_url, job_dict):
+    """resources.dtype: bfloat16 on the float32 test model: the calibrate actor quantizes a bf16 model (the
+    checkpoint records fp_dtype bfloat16), the eval actor's FP model is bf16 too, and its FP baseline is
+    keyed apart from the stored-dtype job's (computed, not taken from that job's cache entry)."""
+    from faircalib.orchestrator.config import JobConfig
+    from faircalib.orchestrator.scheduler import Scheduler, SchedulerOptions
+
+    store = JobStore(sqlite_url)
+    base = job_dict(tiny_model_dir, f"file://{tmp_path / 'art'}", method="rtn")
+    base["resources"]["calibration_gpus"] = 0
+    half = {**base, "resources": {**base["resources"], "dtype": "bfloat16"}}
+    ids = [store.create_job(JobConfig.from_dict(s)) for s in (base, half)]
+    assert Scheduler(store, options=SchedulerOptions(poll_s=0.05, max_jobs=1)).run(once=True) == ids
+    rows = [store.get_job(j) for j in ids]
+    assert [r.state.value for r in rows] == ["succeeded"] * 2, [r.reason for r in rows]
+    records = [json.loads((tmp_path / "art" / j / "calibrate" / "checkpoint" / "quant_config.json").read_text())
+               for j in ids]
+    assert [r["fp_dtype"] for r in records] == ["float32", "bfloat16"]
+    outs = [next(s.output for s in store.stages(j) if s.name == "evaluate") for j in ids]
+    assert [o["fp_baseline"]["computed"] for o in outs] == [["fidelity"], ["fidelity"]]
+    fp = [r.results["metrics"]["fidelity"]["fp"] for r in rows]
+    assert fp[0] != fp[1]  # a bf16 teacher scores differently from the float32 one on the same weights

@@ -38,6 +38,12 @@ def test_the_job_prior_key_is_the_librarys_and_covers_every_probe_setting(tiny_m
         other = JobConfig.from_dict({**job, "probe": {**job["probe"], **change}})
         assert job_prior_key(other) != base, change
     assert job_prior_key(JobConfig.from_dict({**job, "method": "flatquant"})) is None
+    # the teacher's dtype is part of what the prior (and the FP baselines) depend on; "auto" keeps the old key
+    assert job_prior_key(JobConfig.from_dict({**job, "resources": {"dtype": "auto"}})) == base
+    f32 = job_prior_key(JobConfig.from_dict({**job, "resources": {"dtype": "float32"}}))
+    bf16 = job_prior_key(JobConfig.from_dict({**job, "resources": {"dtype": "bf16"}}))
+    assert len({base, f32, bf16}) == 3
+    assert job_prior_key(JobConfig.from_dict({**job, "resources": {"dtype": "bfloat16"}})) == bf16
 
 
 def test_equal_keys_share_one_prior_across_concurrent_schedulers(tmp_path, sqlite_url):

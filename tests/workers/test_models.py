@@ -56,3 +56,14 @@ def test_copy_limit_from_the_environment(cache, monkeypatch, caplog):
     assert "FAIRCALIB_WORKER_COPY_MAX_GB='lots' is not a number of GB; using 2" in caplog.text
     monkeypatch.delenv(cache.COPY_MAX_GB_VAR)
     assert cache._copy_max_bytes() == 2 * 2 ** 30
+
+
+def test_the_cache_is_keyed_by_dtype(cache, tiny_model_dir):
+    src = str(tiny_model_dir)  # stored float32
+    stored = cache.load_cached(src)
+    assert cache.load_cached(src, "cpu", "auto") is stored
+    half = cache.load_cached(src, "cpu", "bfloat16")
+    assert half is not stored and half.model.dtype == torch.bfloat16 and stored.model.dtype == torch.float32
+    assert cache.STATS["loads"] == 2
+    mine = cache.load_modifiable(src, "cpu", "bfloat16")  # calibration's copy in the job's dtype
+    assert mine.model.dtype == torch.bfloat16 and mine.model is not half.model

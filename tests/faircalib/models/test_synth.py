@@ -122,9 +122,12 @@ def test_a_bf16_model_on_a_cpu_without_bf16_units_is_warned_about(tmp_path, monk
     monkeypatch.setattr(devices, "cpu_bf16_slowdown", lambda: 24.0)
     with caplog.at_level("WARNING", logger="faircalib.models.loader"):
         assert load_dllm(out).model.dtype == torch.bfloat16  # still loaded as stored: the warning names the fix
-    assert any("24x slower than float32" in r.getMessage() and "dtype=torch.float32" in r.getMessage()
-               for r in caplog.records), caplog.text
+    assert any("24x slower than float32" in r.getMessage() and "--dtype float32" in r.getMessage()
+               and "resources.dtype: float32" in r.getMessage() for r in caplog.records), caplog.text
     caplog.clear()
+    with caplog.at_level("WARNING", logger="faircalib.models.loader"):  # the fix it names works
+        assert load_dllm(out, dtype="float32").model.dtype == torch.float32
+    assert not caplog.records
     monkeypatch.setattr(devices, "cpu_bf16_slowdown", lambda: 0.6)  # a CPU with bf16 units: nothing to say
     with caplog.at_level("WARNING", logger="faircalib.models.loader"):
         load_dllm(out, dtype=torch.bfloat16)
