@@ -22,6 +22,8 @@ from __future__ import annotations
 import json
 import os
 import socket
+import sqlite3
+import time
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -237,8 +239,15 @@ def _make_engine(url: str) -> Engine:
     def _on_connect(dbapi_conn, _record):
         dbapi_conn.isolation_level = None  # let the "begin" hook below issue BEGIN itself
         cur = dbapi_conn.cursor()
-        cur.execute("PRAGMA journal_mode=WAL")
         cur.execute("PRAGMA busy_timeout=60000")
+        for attempt in range(100):  # switching a new file to WAL needs an exclusive lock; SQLite may report
+            try:                    # "database is locked" at once (no busy wait) when openers race for it
+                cur.execute("PRAGMA journal_mode=WAL")
+                break
+            except sqlite3.OperationalError as e:
+                if "locked" not in str(e) or attempt == 99:
+                    raise
+                time.sleep(0.05)
         cur.execute("PRAGMA foreign_keys=ON")
         cur.close()
 
@@ -279,11 +288,18 @@ class JobStore:
         cfg = Config()
         cfg.set_main_option("script_location", str(_MIGRATIONS))
         try:
-            with self.engine.begin() as conn:
-                if self.is_postgres:
-                    conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_MIGRATION_LOCK})
-                cfg.attributes["connection"] = conn
-                command.upgrade(cfg, "head")
+            for attempt in range(20):
+                try:
+                    with self.engine.begin() as conn:
+                        if self.is_postgres:
+                            conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_MIGRATION_LOCK})
+                        cfg.attributes["connection"] = conn
+                        command.upgrade(cfg, "head")
+                    break
+                except OperationalError as e:  # SQLite: a racing opener's lock that busy_timeout did not wait out
+                    if self.is_postgres or "locked" not in str(e.orig) or attempt == 19:
+                        raise
+                    time.sleep(0.1 * (attempt + 1))
         except OperationalError as e:
             raise StoreError(f"cannot open job database {self.url_masked}: {self._scrub(_first_line(e.orig))}") from e
         except SQLAlchemyError as e:
