@@ -13,8 +13,9 @@ has one rule too (`--dtype` on the CLI, `resources.dtype` in a job):
     resolve_dtype("auto", "cpu")    -> None  (the dtype the checkpoint is stored in)
     resolve_dtype("float32")        -> torch.float32   (also fp32; bfloat16 / bf16, float16 / fp16)
 
-Module boundary: pure resolution; moving and casting models is the caller's business. `cpu_bf16_slowdown()` measures whether this CPU has
-bf16 matmul units (AVX512-BF16 / AMX) or emulates bf16 (AVX2 only: ~20x slower than float32).
+Module boundary: pure resolution; moving and casting models is the caller's business.
+`cpu_bf16_slowdown()` measures whether this CPU has bf16 matmul units (AVX512-BF16 / AMX) or emulates
+bf16 (AVX2 only: ~20x slower than float32).
 """
 from __future__ import annotations
 
@@ -66,7 +67,8 @@ def resolve_dtype(dtype: str | torch.dtype | None = "auto",
         return dtype
     spec = "auto" if dtype is None else str(dtype).strip().lower().removeprefix("torch.")
     if spec == "auto":
-        return torch.bfloat16 if torch.device(device if device is not None else "cpu").type == "cuda" else None
+        on_cuda = torch.device(device if device is not None else "cpu").type == "cuda"
+        return torch.bfloat16 if on_cuda else None
     if spec not in _DTYPES:
         raise ConfigError(f"dtype={dtype!r} is not supported; use one of {DTYPE_CHOICES}", field="dtype")
     return _DTYPES[spec]

@@ -172,8 +172,9 @@ def run_probe(ctx: StageContext) -> StageResult:
 
     cfg = ctx.config
     probe = cfg.run.probe
-    model_hash = model_key(cfg, weights_hash(cfg.model))  # what the shards' priors are keyed by
-    key = job_prior_key(cfg, weights_hash(cfg.model))
+    weights = weights_hash(cfg.model)  # reads every weight file (16 GB at 8B): once
+    model_hash = model_key(cfg, weights)  # what the shards' priors are keyed by (+ resources.dtype)
+    key = job_prior_key(cfg, weights)
     ctx.store.set_prior_key(ctx.job.id, key)
 
     def build(local: Path) -> dict:
@@ -224,7 +225,8 @@ def run_calibrate(ctx: StageContext) -> StageResult:
     here = ctx.storage.child("calibrate")
     ckpt, state = here.child("checkpoint"), here.child("state")
     request = {"model": cfg.model, "method_config": cfg.run.to_dict(), "prior_uri": prior_uri,
-               "threads": cfg.resources.threads, "dtype": cfg.resources.dtype, "workdir": str(ctx.stage_dir("calibrate")),
+               "threads": cfg.resources.threads, "dtype": cfg.resources.dtype,
+               "workdir": str(ctx.stage_dir("calibrate")),
                "state_uri": state.uri, "checkpoint_uri": ckpt.uri, "storage_hint": endpoint_hint(ctx.storage.uri)}
     out = run_single(ShardTask(setup=None, run=calibrate_request, name="calibrate"), request, resources=res,
                      max_retries=cfg.resources.max_retries, on_event=ctx.worker_event, should_stop=ctx.should_stop,

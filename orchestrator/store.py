@@ -22,7 +22,6 @@ from __future__ import annotations
 import json
 import os
 import socket
-import sqlite3
 import time
 import uuid
 from collections.abc import Iterable
@@ -240,14 +239,7 @@ def _make_engine(url: str) -> Engine:
         dbapi_conn.isolation_level = None  # let the "begin" hook below issue BEGIN itself
         cur = dbapi_conn.cursor()
         cur.execute("PRAGMA busy_timeout=60000")
-        for attempt in range(100):  # switching a new file to WAL needs an exclusive lock; SQLite may report
-            try:                    # "database is locked" at once (no busy wait) when openers race for it
-                cur.execute("PRAGMA journal_mode=WAL")
-                break
-            except sqlite3.OperationalError as e:
-                if "locked" not in str(e) or attempt == 99:
-                    raise
-                time.sleep(0.05)
+        cur.execute("PRAGMA journal_mode=WAL")  # racing first openers: JobStore.migrate retries "locked"
         cur.execute("PRAGMA foreign_keys=ON")
         cur.close()
 
@@ -296,7 +288,8 @@ class JobStore:
                         cfg.attributes["connection"] = conn
                         command.upgrade(cfg, "head")
                     break
-                except OperationalError as e:  # SQLite: a racing opener's lock that busy_timeout did not wait out
+                except OperationalError as e:  # SQLite: switching a new file to WAL or the migration's write
+                    # lock can fail at once ("database is locked", no busy wait) when first openers race
                     if self.is_postgres or "locked" not in str(e.orig) or attempt == 19:
                         raise
                     time.sleep(0.1 * (attempt + 1))

@@ -35,7 +35,8 @@ def calibrate_request(state: Any, requests: list[dict], report: Callable[[dict],
     cfg = MethodConfig.from_dict(req["method_config"])
     work = Path(req["workdir"])
     state_dir, ckpt_dir = work / "state", work / "checkpoint"
-    loaded = load_modifiable(req["model"], "cpu", req.get("dtype", "auto"))  # never the cache's shared model: quantized in place
+    # never the cache's shared model: it is quantized in place
+    loaded = load_modifiable(req["model"], "cpu", req.get("dtype", "auto"))
     if cfg.needs_calibration_data and loaded.tokenizer is None:
         raise DataError(f"model {req['model']!r} ships no tokenizer; calibration data cannot be tokenized")
     prior = None

@@ -67,7 +67,8 @@ def load_dllm(source: str | Path, dtype: torch.dtype | str | None = None,
     """Load a LLaDA or Dream model from a Hugging Face-format directory or a zoo name.
 
     dtype (a torch dtype or auto | bfloat16 | float32 | float16, faircalib.devices.resolve_dtype) defaults to
-    bfloat16 on CUDA and to the stored dtype on CPU. device may be "auto" (faircalib.devices.resolve_device). Raises ModelLoadError with a one-line reason
+    bfloat16 on CUDA and to the stored dtype on CPU. device may be "auto" (faircalib.devices.resolve_device).
+    Raises ModelLoadError with a one-line reason
     (NonFiniteError naming the tensor when a weight is NaN/inf, unless check_finite=False).
     """
     from faircalib.devices import resolve_device, resolve_dtype

@@ -250,7 +250,8 @@ def quantize_cmd(source: str, method: str, bits: str, prior_dir: str | None, flo
     save_quantized(model, out, meta={"source": source, "method_config": cfg.to_dict(),
                                      "prior": info.get("prior")}, tokenizer=loaded.tokenizer)
     click.echo(json.dumps({"out": out, "method": method, "bits": cfg.bits, "device": str(device),
-                           "dtype": str(loaded.model.dtype).removeprefix("torch."), "wall_time_s": info["wall_time_s"],
+                           "dtype": str(loaded.model.dtype).removeprefix("torch."),
+                           "wall_time_s": info["wall_time_s"],
                            "prior_key": (info.get("prior") or {}).get("cache_key"),
                            "block_losses": info.get("block_losses")}, indent=2))
 

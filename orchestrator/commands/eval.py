@@ -59,8 +59,8 @@ def eval_cmd(source: str, tasks: str, limit: float | None, mc_num: int, batch_si
     lim = None if limit is None else (int(limit) if limit >= 1 else limit)
     with ProgressView(quiet=quiet) as view:
         view.note(_decoding_line(source, decoding))
-        res = evaluate_source(source, tasks, device=device, dtype=dtype, decoding=decoding, limit=lim, mc_num=mc_num,
-                              batch_size=batch_size, gen_batch_size=gen_batch_size, seed=seed,
+        res = evaluate_source(source, tasks, device=device, dtype=dtype, decoding=decoding, limit=lim,
+                              mc_num=mc_num, batch_size=batch_size, gen_batch_size=gen_batch_size, seed=seed,
                               check_greedy=not no_greedy_check, progress=False, report=view)
     click.echo(format_table(res))
     click.echo(f"total {res['wall_s']:.1f}s (load {res['load_s']:.1f}s) on {res['device']}, {res['threads']} thread(s)")
