@@ -24,6 +24,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from faircalib.bf16 import fast_bf16
 from faircalib.diffusion.config import DREAM_CONFIDENCE_POLICIES, DecodeConfig, RecordSpec, resolve_config
 from faircalib.diffusion.policies import (
     NEG_INF,
@@ -57,8 +58,10 @@ def make_generators(seed: int, device: torch.device) -> tuple[torch.Generator, t
 
 
 def window_logits(model: Any, ids: torch.Tensor, attention_mask: torch.Tensor | None, start: int) -> torch.Tensor:
-    """Position-aligned logits for positions start..T-1 of ids (B, T) -> (B, T-start, V) float32."""
-    return model(ids, attention_mask=attention_mask, window=(start, ids.shape[1])).float()
+    """Position-aligned logits for positions start..T-1 of ids (B, T) -> (B, T-start, V) float32. A bf16 model
+    on a CPU without bf16 units runs its GEMMs through faircalib.bf16.fast_bf16 (float32 speed)."""
+    with fast_bf16(model):
+        return model(ids, attention_mask=attention_mask, window=(start, ids.shape[1])).float()
 
 
 def policy_logits(logits: torch.Tensor, mask_token_id: int, inplace: bool = False) -> torch.Tensor:

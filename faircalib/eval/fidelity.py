@@ -18,6 +18,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from faircalib.bf16 import fast_bf16
+
 DEFAULT_RATIOS = (0.15, 0.3, 0.5, 0.7, 0.9)
 
 
@@ -51,7 +53,8 @@ _MAX_LOGIT_ELEMENTS = 1 << 27  # per forward batch: (rows, S, V) float32 logits 
 @torch.no_grad()
 def _batch_logits(model, x: torch.Tensor) -> torch.Tensor:
     dev = next(model.parameters()).device
-    return model(x.to(dev)).float().cpu()  # (b, S, V)
+    with fast_bf16(model):
+        return model(x.to(dev)).float().cpu()  # (b, S, V)
 
 
 @torch.no_grad()

@@ -43,6 +43,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from faircalib.bf16 import fast_bf16
 from faircalib.errors import ConfigError
 
 Pair = tuple[Sequence[int], Sequence[int]]  # (context ids, continuation ids)
@@ -153,7 +154,8 @@ def masked_nll(model: Any, pairs: Sequence[Pair], mc_num: int = 128, batch_size:
             scored[b, Lmax - L:] = m
             weight[b] = plans[i].weights[r]
         mask_arg = None if bool(attn.all()) else attn.to(device)
-        logits = model(ids.to(device), attention_mask=mask_arg, window=(T - Lmax, T)).float()  # (B, Lmax, V)
+        with fast_bf16(model):  # a bf16 CPU model where bf16 is emulated: float32-speed GEMMs
+            logits = model(ids.to(device), attention_mask=mask_arg, window=(T - Lmax, T)).float()  # (B, Lmax, V)
         logp = F.log_softmax(logits, dim=-1)
         ce = -logp.gather(-1, target.to(device)[..., None]).squeeze(-1).cpu().double()  # (B, Lmax)
         per_row = (ce * scored).sum(1) * weight  # (B,)

@@ -1,0 +1,93 @@
+"""bf16 matmuls at float32 speed on a CPU without bf16 units.
+
+On an AVX2-only CPU (no AVX512-BF16 / AMX) torch runs a bf16 GEMM through a slow conversion path:
+`cpu_bf16_slowdown()` measures 6-40x the float32 time there. The arithmetic of a bf16 GEMM is simple,
+though: the operands are bf16 numbers, every product of two bf16 numbers is exact in float32 (8 + 8
+significand bits < 24), the products are summed in float32 and the result is rounded to bf16. A float32
+GEMM on the same (exactly representable) operands, rounded once to bf16, is that computation; it differs
+from a native kernel only in the order of the float32 summation, the way native kernels differ from each
+other (AMX vs AVX512-BF16 vs oneDNN's software path): about 1e-4 of the outputs by one bf16 ulp
+(tests/faircalib/test_bf16.py, benchmarks/bf16_emulation.py).
+
+    with bf16_autocast():            # torch.autocast("cpu", bfloat16), GEMMs emulated where bf16 is slow
+        model(ids)
+    with fast_bf16(model):           # a bf16 CPU model's inference where this CPU emulates bf16, else nothing
+        model(ids)
+
+`Bf16GemmEmulation` is a TorchDispatchMode: it sees the ops after autocast has cast their inputs, and
+replaces aten.mm / addmm / bmm / baddbmm whose tensor inputs are all bf16 CPU tensors; every other op
+runs unchanged. `fast_bf16` is what decoding (`faircalib.diffusion.window_logits`: generate, replay,
+positional diagnostics, Stage I rollouts), log-likelihood scoring (lm-eval) and the FP-fidelity logits use,
+so a bf16 checkpoint on an AVX2-only CPU decodes at float32 speed in bf16 memory. It is for inference
+(grad disabled); Stage II calibration of a bf16 model runs torch's own kernels.
+"""
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from faircalib.devices import BF16_SLOW, cpu_bf16_slowdown
+
+_aten = torch.ops.aten
+_GEMMS = {_aten.mm.default, _aten.addmm.default, _aten.bmm.default, _aten.baddbmm.default}
+
+KERNEL_NATIVE = "native bf16 GEMM"
+KERNEL_EMULATED = "float32 GEMM on bf16 operands, rounded to bf16 (faircalib/bf16.py)"
+
+
+class Bf16GemmEmulation(TorchDispatchMode):
+    """Run bf16 CPU GEMMs (mm, addmm, bmm, baddbmm) as float32 GEMMs on the same bf16 values, output
+    rounded once to bf16. `calls` counts the substituted ops (a test's evidence that the mode acted)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func in _GEMMS:
+            tensors = [a for a in args if isinstance(a, torch.Tensor)]
+            if tensors and all(t.dtype == torch.bfloat16 and t.device.type == "cpu" for t in tensors):
+                self.calls += 1
+                up = tuple(a.float() if isinstance(a, torch.Tensor) else a for a in args)
+                return func(*up, **kwargs).to(torch.bfloat16)
+        return func(*args, **kwargs)
+
+
+def emulate_bf16_here() -> bool:
+    """True where this CPU emulates bf16 (cpu_bf16_slowdown() > BF16_SLOW), i.e. where the substitution pays."""
+    return cpu_bf16_slowdown() > BF16_SLOW
+
+
+def bf16_kernel(emulate: bool) -> str:
+    """The name a result records for the bf16 GEMM it ran with."""
+    return KERNEL_EMULATED if emulate else KERNEL_NATIVE
+
+
+def fast_bf16(model: Any) -> contextlib.AbstractContextManager:
+    """A Bf16GemmEmulation for one inference call of `model` when its weights are bf16 on CPU, grad is
+    disabled and this CPU emulates bf16; otherwise a no-op context."""
+    params = model.parameters() if hasattr(model, "parameters") else iter(())
+    p = next(iter(params), None)
+    if (p is None or p.dtype != torch.bfloat16 or p.device.type != "cpu" or torch.is_grad_enabled()
+            or not emulate_bf16_here()):
+        return contextlib.nullcontext()
+    return Bf16GemmEmulation()
+
+
+@contextlib.contextmanager
+def bf16_autocast(emulate: bool | None = None) -> Iterator[Bf16GemmEmulation | None]:
+    """CPU bf16 autocast; `emulate` None = where this CPU emulates bf16 (emulate_bf16_here()). Yields the
+    active Bf16GemmEmulation, or None when the native kernels run."""
+    if emulate is None:
+        emulate = emulate_bf16_here()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        if not emulate:
+            yield None
+            return
+        with Bf16GemmEmulation() as mode:
+            yield mode

@@ -1,0 +1,120 @@
+"""faircalib/bf16.py: the emulated bf16 GEMM is the bf16 computation (exact products, float32 sums, one
+rounding), it acts only on bf16 CPU GEMMs, and bf16_autocast picks it where the CPU emulates bf16."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+import faircalib.bf16 as bf16mod
+from faircalib.bf16 import (
+    KERNEL_EMULATED,
+    KERNEL_NATIVE,
+    Bf16GemmEmulation,
+    bf16_autocast,
+    bf16_kernel,
+    fast_bf16,
+)
+
+
+def _ops(g: torch.Generator):
+    a, b = torch.randn(64, 96, generator=g).bfloat16(), torch.randn(96, 40, generator=g).bfloat16()  # (M,K),(K,N)
+    bias = torch.randn(40, generator=g).bfloat16()
+    x, y = torch.randn(3, 64, 96, generator=g).bfloat16(), torch.randn(3, 96, 40, generator=g).bfloat16()
+    c = torch.randn(3, 64, 40, generator=g).bfloat16()
+    return {  # op name -> (call, the same computation in float32, rounded once)
+        "mm": (lambda: a @ b, lambda: (a.float() @ b.float()).bfloat16()),
+        "addmm": (lambda: torch.addmm(bias, a, b), lambda: torch.addmm(bias.float(), a.float(), b.float()).bfloat16()),
+        "bmm": (lambda: torch.bmm(x, y), lambda: torch.bmm(x.float(), y.float()).bfloat16()),
+        "baddbmm": (lambda: torch.baddbmm(c, x, y, alpha=0.5),
+                    lambda: torch.baddbmm(c.float(), x.float(), y.float(), alpha=0.5).bfloat16()),
+    }
+
+
+@pytest.mark.parametrize("op", ["mm", "addmm", "bmm", "baddbmm"])
+def test_each_gemm_is_float32_on_bf16_operands_rounded_once(op):
+    call, reference = _ops(torch.Generator().manual_seed(0))[op]
+    native = call()
+    with Bf16GemmEmulation() as mode:
+        emulated = call()
+    assert mode.calls == 1 and emulated.dtype == torch.bfloat16
+    assert torch.equal(emulated, reference())
+    # the same numbers as torch's own bf16 kernel but for float32 summation order: a few outputs, by ~1 ulp
+    rel = (emulated.float() - native.float()).abs() / native.float().abs().clamp_min(1e-2)
+    assert float((emulated != native).float().mean()) < 0.02 and float(rel.max()) < 0.05
+
+
+def test_other_dtypes_and_ops_run_unchanged():
+    g = torch.Generator().manual_seed(1)
+    a, b = torch.randn(32, 16, generator=g), torch.randn(16, 8, generator=g)
+    with Bf16GemmEmulation() as mode:
+        f32 = a @ b  # float32 GEMM: not substituted
+        mixed = torch.nn.functional.silu(a.bfloat16())  # not a GEMM
+    assert mode.calls == 0
+    assert torch.equal(f32, a @ b) and torch.equal(mixed, torch.nn.functional.silu(a.bfloat16()))
+
+
+def test_bf16_autocast_emulates_a_linear_model_and_matches_native_autocast():
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(48, 96), torch.nn.SiLU(), torch.nn.Linear(96, 32))  # float32 weights
+    x = torch.randn(20, 48)
+    with torch.no_grad():
+        with bf16_autocast(emulate=False) as none:
+            native = net(x)
+        with bf16_autocast(emulate=True) as mode:
+            emulated = net(x)
+    assert none is None and mode.calls == 2  # both Linear layers went through the substitution
+    assert native.dtype == emulated.dtype == torch.bfloat16
+    torch.testing.assert_close(emulated.float(), native.float(), rtol=2 ** -6, atol=1e-3)
+
+
+def test_auto_follows_the_cpu_measurement(monkeypatch):
+    monkeypatch.setattr(bf16mod, "cpu_bf16_slowdown", lambda: 24.0)  # an AVX2-only CPU
+    with bf16_autocast() as mode:
+        assert isinstance(mode, Bf16GemmEmulation) and torch.is_autocast_cpu_enabled()
+    monkeypatch.setattr(bf16mod, "cpu_bf16_slowdown", lambda: 0.6)  # a CPU with bf16 units
+    with bf16_autocast() as mode:
+        assert mode is None and torch.is_autocast_cpu_enabled()
+    assert not torch.is_autocast_cpu_enabled()
+    assert bf16_kernel(True) == KERNEL_EMULATED and bf16_kernel(False) == KERNEL_NATIVE
+
+
+def _spy(monkeypatch) -> list:
+    """Record every Bf16GemmEmulation that fast_bf16 hands out."""
+    made = []
+
+    class Spy(Bf16GemmEmulation):
+        def __init__(self):
+            super().__init__()
+            made.append(self)
+
+    monkeypatch.setattr(bf16mod, "Bf16GemmEmulation", Spy)
+    return made
+
+
+def test_fast_bf16_only_for_bf16_cpu_inference_where_the_cpu_emulates_bf16(monkeypatch):
+    net = torch.nn.Linear(8, 4)
+    monkeypatch.setattr(bf16mod, "cpu_bf16_slowdown", lambda: 24.0)
+    with torch.no_grad():
+        assert isinstance(fast_bf16(net.bfloat16()), Bf16GemmEmulation)
+        assert not isinstance(fast_bf16(net.float()), Bf16GemmEmulation)  # float32 weights
+        assert not isinstance(fast_bf16(object()), Bf16GemmEmulation)  # no parameters at all
+    assert not isinstance(fast_bf16(net.bfloat16()), Bf16GemmEmulation)  # grad enabled: training runs native
+    monkeypatch.setattr(bf16mod, "cpu_bf16_slowdown", lambda: 0.6)  # a CPU with bf16 units
+    with torch.no_grad():
+        assert not isinstance(fast_bf16(net.bfloat16()), Bf16GemmEmulation)
+
+
+def test_decoding_a_bf16_model_uses_the_emulation_and_agrees_with_native(monkeypatch):
+    from faircalib.diffusion import generate
+    from faircalib.models.tiny import tiny_model
+
+    model = tiny_model("llada", seed=0, n_layers=2).to(torch.bfloat16)
+    prompts = [torch.randint(3, 90, (12,), generator=torch.Generator().manual_seed(i)) for i in range(4)]
+    monkeypatch.setattr(bf16mod, "cpu_bf16_slowdown", lambda: 0.6)
+    made = _spy(monkeypatch)
+    native = generate(model, prompts, steps=8, gen_length=8, block_length=8)
+    assert made == []
+    monkeypatch.setattr(bf16mod, "cpu_bf16_slowdown", lambda: 24.0)
+    emulated = generate(model, prompts, steps=8, gen_length=8, block_length=8)
+    assert len(made) == 8 and all(m.calls > 0 for m in made)  # one per step, every GEMM substituted
+    assert float((emulated.tokens == native.tokens).float().mean()) >= 0.9  # bf16 ulp-level differences only
