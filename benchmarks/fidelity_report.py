@@ -251,6 +251,15 @@ def _mean_prior(result: dict) -> list[float] | None:
     return [sum(v) / len(curves) for v in zip(*curves)]
 
 
+def kernels_of(result: dict) -> dict[str, list[str]]:
+    """bf16 GEMM kernel -> the row keys evaluated with it (rows from before the field existed ran on a CPU
+    with bf16 units, natively)."""
+    by: dict[str, list[str]] = {}
+    for key, row in result["rows"].items():
+        by.setdefault(row.get("bf16_kernel", "native bf16 GEMM (not recorded)"), []).append(key)
+    return by
+
+
 def build_report(result: dict, out: Path) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     made = make_plots(result, out) if result.get("methods") else []
@@ -272,6 +281,7 @@ def build_report(result: dict, out: Path) -> Path:
                        f"<td>{v['loss_points']:.1f}</td></tr>" for b, v in sel.get("losses", {}).items())
     settings_rows = "".join(f"<tr><td>{esc(str(k))}</td><td>{esc(json.dumps(v) if not isinstance(v, str) else v)}</td></tr>"
                             for k, v in s.items() if k != "bit_selection")
+    kernel_rows = "".join(f"<tr><td>{esc(k)}</td><td>{esc(', '.join(v))}</td></tr>" for k, v in kernels_of(result).items())
     gloss = "".join(f"<dt>{esc(k)}</dt><dd>{esc(v)}</dd>" for k, v in GLOSSARY.items())
     imgs = "".join(f'<figure><img src="{n}" width="900"><figcaption>{n}</figcaption></figure>' for n in made)
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>FAIR-Calib fidelity: {esc(s['model'])}</title>
@@ -288,6 +298,7 @@ n = {sel.get('n')})</p><table><tr><th>bits</th><th>FP EM</th><th>RTN EM</th><th>
 <h2>Per-position analysis: where the errors are vs where the prior weighs</h2>{_position_table(position_analysis(result))}
 <h2>Plots</h2>{imgs}
 <h2>Glossary</h2><dl>{gloss}</dl>
-<h2>Settings</h2><table>{settings_rows}</table></body></html>"""
+<h2>Settings</h2><table>{settings_rows}</table>
+<h3>Evaluation kernel per row</h3><table><tr><th>bf16 GEMM</th><th>rows</th></tr>{kernel_rows}</table></body></html>"""
     (out / "index.html").write_text(page)
     return out / "index.html"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 
 @pytest.mark.timeout(1500)
@@ -28,12 +29,15 @@ def test_fidelity_smoke_schema_report_and_resume(tmp_path, capsys, load_bench):
     fp_row = result["rows"]["fp@0"]
     assert sum(fp_row["flips"]) == 0 and max(fp_row["kl"]) < 1e-6  # FP against itself
     row = result["rows"]["faircalib@0"]
+    assert row["bf16_kernel"] == "float32"  # the smoke profile evaluates in float32
     L = result["settings"]["window"]
     assert len(row["flip_by_pos"]) == L and len(row["prior_curve"]) == L
     assert len(row["em"]) == prof["n_eval"] and len(row["flips"]) == prof["n_diag"]
     assert abs(sum(row["prior_curve"]) / L - 1.0) < 1e-6
     html = (rep / "index.html").read_text()
     assert "Verdict" in html and "Glossary" in html and "faircalib vs flatquant" in html
+    kernel_row = html.split("<tr><td>float32</td><td>")[1].split("</td>")[0]  # the evaluation kernel per row
+    assert sorted(kernel_row.split(", ")) == sorted(result["rows"])
     assert {p.name for p in rep.glob("*.png")} >= {"delta_vs_fp.png", "flip_by_pos.png", "kl_by_pos.png"}
 
     # resume: drop two finished rows; a rerun computes exactly those, bit-identically, and keeps the rest
@@ -51,6 +55,9 @@ def test_fidelity_smoke_schema_report_and_resume(tmp_path, capsys, load_bench):
 
 def test_verdict_paragraph_and_formatting(load_bench):
     rep = load_bench("fidelity_report")
+    rows = {"fp@0": {}, "rtn@0": {"bf16_kernel": "emulated"}, "quarot@0": {"bf16_kernel": "emulated"}}
+    assert rep.kernels_of({"rows": rows}) == {"native bf16 GEMM (not recorded)": ["fp@0"],
+                                              "emulated": ["rtn@0", "quarot@0"]}
     assert rep.fmt(0.0004, "kl") == "4.00e-04" and rep.fmt(0.25, "em") == "25.0%" and rep.fmt(0.0) == "0"
     result = {"settings": {"model": "m", "bits": "w4a3"}, "paired": {
         "faircalib_vs_flatquant": {m: {"delta": 0.01, "ci_low": -0.02, "ci_high": 0.04, "n_seeds": 5,
@@ -112,13 +119,24 @@ def test_position_analysis_parts_and_rank_correlation(load_bench):
     assert rep.position_sentence(None) == ""
 
 
-def test_a_bf16_profile_is_refused_on_a_cpu_that_emulates_bf16(monkeypatch, load_bench):
+def test_the_bf16_profile_runs_emulated_bf16_gemms_on_a_cpu_without_bf16_units(monkeypatch, load_bench, tmp_path):
     fidelity = load_bench("fidelity")
-    import faircalib.devices as devices
+    from faircalib.bf16 import KERNEL_EMULATED, KERNEL_NATIVE, Bf16GemmEmulation
 
-    monkeypatch.setattr(devices, "cpu_bf16_slowdown", lambda: 24.0)
-    with pytest.raises(SystemExit, match=r"profile 'default' evaluates under bf16 autocast.*24x slower"):
-        fidelity.check_bf16(fidelity.PROFILES["default"], "default")
-    fidelity.check_bf16(fidelity.PROFILES["smoke"], "smoke")  # float32 evaluation: no bf16 needed
-    monkeypatch.setattr(devices, "cpu_bf16_slowdown", lambda: 0.6)  # a CPU with bf16 units
-    fidelity.check_bf16(fidelity.PROFILES["default"], "default")
+    monkeypatch.setattr(fidelity, "emulate_bf16_here", lambda: True)  # an AVX2-only CPU
+    ctx = fidelity.Context("tiny:llada", fidelity.PROFILES["default"], tmp_path)
+    assert ctx.emulate and ctx.kernel == KERNEL_EMULATED
+    ids = torch.tensor([ctx.prompts(ctx.eval_tasks[:1])[0].tolist()])  # (1, T)
+    with torch.no_grad(), ctx.amp() as mode:
+        logits = ctx.model(ids)  # (1, T, V)
+    assert isinstance(mode, Bf16GemmEmulation) and mode.calls > 0 and torch.isfinite(logits).all()
+    monkeypatch.setattr(fidelity, "emulate_bf16_here", lambda: False)  # a CPU with bf16 units
+    native = fidelity.Context("tiny:llada", fidelity.PROFILES["default"], tmp_path)
+    assert not native.emulate and native.kernel == KERNEL_NATIVE
+    with native.amp() as mode:
+        assert mode is None and torch.is_autocast_cpu_enabled()
+    smoke = fidelity.Context("tiny:llada", fidelity.PROFILES["smoke"], tmp_path)  # float32 evaluation
+    assert not smoke.emulate and smoke.kernel == "float32"
+    with smoke.amp():
+        assert not torch.is_autocast_cpu_enabled()
+
