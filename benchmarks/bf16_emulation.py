@@ -14,7 +14,8 @@
    stores for fp@0 / rtn@0, where it has them.
 4. Real shape: one window forward (faircalib.diffusion.window_logits, which applies faircalib.bf16.fast_bf16)
    of a 1-layer synthetic Dream-7B / LLaDA-8B in bf16 on `--real-tokens` tokens: torch's native bf16 vs the
-   substitution vs the same model in float32 (time, peak-free: the weights stay bf16), and how far the
+   substitution vs the same model in float32: time, peak memory above the loaded bf16 model (Linux VmHWM;
+   a weight over faircalib.bf16.CHUNK_ELEMENTS is upcast a column block at a time), and how far the
    logits are apart.
 One thread; prints and writes JSON.
 """
@@ -112,6 +113,20 @@ def decode_level(model: str, n_native: int, n_ref: int) -> dict:
     return out
 
 
+def _status_gb(field: str) -> float:
+    return int(next(line for line in open("/proc/self/status") if line.startswith(field)).split()[1]) / 2 ** 20
+
+
+def _reset_peak() -> float:
+    """Reset the process's peak RSS (Linux) -> the current RSS in GB."""
+    Path("/proc/self/clear_refs").write_text("5")
+    return _status_gb("VmRSS")
+
+
+def _peak() -> float:
+    return _status_gb("VmHWM")
+
+
 def real_shape(like: str, tokens: int) -> dict:
     import faircalib.bf16 as bf16mod
     from faircalib.diffusion import window_logits
@@ -123,8 +138,10 @@ def real_shape(like: str, tokens: int) -> dict:
     out = {"like": like, "layers": 1, "tokens": tokens}
     with torch.no_grad():
         for name, emulate in (("native_bf16", False), ("emulated_bf16", True)):
-            bf16mod.emulate_bf16_here = lambda e=emulate: e
+            bf16mod.emulate_bf16_here = lambda e=emulate: e  # pin the choice fast_bf16 makes
+            base = _reset_peak()
             out[f"{name}_s"], logits = timed(lambda: window_logits(model, ids, None, start), reps=1)
+            out[f"{name}_peak_above_model_gb"] = round(_peak() - base, 3)
             out[f"{name}_logits"] = logits
         out["float32_s"], f32 = timed(lambda: window_logits(model.float(), ids, None, start), reps=1)
     nat, emu = out.pop("native_bf16_logits"), out.pop("emulated_bf16_logits")

@@ -53,9 +53,34 @@ class Bf16GemmEmulation(TorchDispatchMode):
             tensors = [a for a in args if isinstance(a, torch.Tensor)]
             if tensors and all(t.dtype == torch.bfloat16 and t.device.type == "cpu" for t in tensors):
                 self.calls += 1
+                if func in _MATRIX_GEMMS and args[-1].numel() > CHUNK_ELEMENTS:
+                    return _column_chunks(func, args, kwargs)
                 up = tuple(a.float() if isinstance(a, torch.Tensor) else a for a in args)
                 return func(*up, **kwargs).to(torch.bfloat16)
         return func(*args, **kwargs)
+
+
+_MATRIX_GEMMS = {_aten.mm.default, _aten.addmm.default}
+CHUNK_ELEMENTS = 1 << 24  # a weight above this (64 MB in float32) is upcast a column block at a time
+
+
+def _column_chunks(func, args, kwargs) -> torch.Tensor:
+    """mm(a, b) / addmm(c, a, b) with a large b (K, N) (a linear's weight, e.g. a 152064-row LM head: 2.2 GB
+    in float32), a column block of b at a time, so the float32 copy never exceeds CHUNK_ELEMENTS. Every
+    output element is still one float32 dot product of the same values, rounded once."""
+    a, b = args[-2], args[-1]  # (M, K), (K, N)
+    M, (K, N) = a.shape[0], b.shape
+    c = None if func is _aten.mm.default else args[0].expand(M, N)  # addmm's input, broadcast (M, N)
+    beta, alpha = kwargs.get("beta", 1), kwargs.get("alpha", 1)
+    a32, out = a.float(), torch.empty(M, N, dtype=torch.bfloat16)  # (M, K), (M, N)
+    step = max(1, CHUNK_ELEMENTS // max(K, 1))
+    for j in range(0, N, step):
+        bj = b[:, j:j + step].float()  # (K, n)
+        if c is None:
+            out[:, j:j + step] = a32 @ bj
+        else:
+            out[:, j:j + step] = torch.addmm(c[:, j:j + step].float(), a32, bj, beta=beta, alpha=alpha)
+    return out
 
 
 def emulate_bf16_here() -> bool:

@@ -118,3 +118,21 @@ def test_decoding_a_bf16_model_uses_the_emulation_and_agrees_with_native(monkeyp
     emulated = generate(model, prompts, steps=8, gen_length=8, block_length=8)
     assert len(made) == 8 and all(m.calls > 0 for m in made)  # one per step, every GEMM substituted
     assert float((emulated.tokens == native.tokens).float().mean()) >= 0.9  # bf16 ulp-level differences only
+
+
+def test_a_large_weight_is_upcast_a_column_block_at_a_time(monkeypatch):
+    g = torch.Generator().manual_seed(2)
+    a, w = torch.randn(6, 40, generator=g).bfloat16(), torch.randn(70, 40, generator=g).bfloat16()  # (M,K), (N,K)
+    bias = torch.randn(70, generator=g).bfloat16()
+    whole = {}
+    with Bf16GemmEmulation():
+        whole["mm"], whole["addmm"] = a @ w.T, torch.addmm(bias, a, w.T, beta=0.5, alpha=2.0)
+    monkeypatch.setattr(bf16mod, "CHUNK_ELEMENTS", 40 * 16)  # 16 columns per block: 5 blocks, the last partial
+    with Bf16GemmEmulation() as mode:
+        chunked = {"mm": a @ w.T, "addmm": torch.addmm(bias, a, w.T, beta=0.5, alpha=2.0)}
+    assert mode.calls == 2
+    for op in ("mm", "addmm"):  # the same float32 dot products, rounded once
+        assert chunked[op].dtype == torch.bfloat16 and chunked[op].shape == (6, 70)
+        torch.testing.assert_close(chunked[op].float(), whole[op].float(), rtol=2 ** -7, atol=1e-6)
+    ref = torch.addmm(bias.float(), a.float(), w.T.float(), beta=0.5, alpha=2.0).bfloat16()
+    assert float((chunked["addmm"] != ref).float().mean()) < 0.02
