@@ -6,7 +6,8 @@
 - torch:      consume=True on the same Hessian given as a transposed (non-contiguous) view, so the factor
               runs through torch.linalg (the code path before the in-place one; still used on CUDA);
 - torch_copy: consume=False (the caller keeps H; one more copy).
-Each in a fresh single-threaded process: the peak resident memory above the Hessian (VmHWM after
+Each in a fresh single-threaded process, the Hessian handed over as QuaRot hands it (no other
+reference, so a consuming path may free it): the peak resident memory above the Hessian (VmHWM after
 resetting it, Linux), in (K, K) float64 matrices and GB, and the wall time. The peak in matrices does
 not depend on K beyond LAPACK's fixed workspace, so it extrapolates to Dream-7B's down_proj (K = 18944,
 2.87 GB per float64 matrix).
@@ -41,7 +42,9 @@ def _child(k: int, mode: str) -> None:
     Path("/proc/self/clear_refs").write_text("5")  # VmHWM := current RSS
     base = kb("VmRSS")
     t0 = time.perf_counter()
-    gptq_factor(h.T if mode == "torch" else h, consume=mode != "torch_copy")
+    given = [h.T if mode == "torch" else h]
+    del h  # a consumed Hessian is handed over (as QuaRot's `stats.pop(point).H`): nothing else holds it
+    gptq_factor(given.pop(), consume=mode != "torch_copy")
     print(json.dumps({"peak_above_h_bytes": (kb("VmHWM") - base) * 1024, "seconds": time.perf_counter() - t0}))
 
 

@@ -62,8 +62,9 @@ class GPTQFactor:
 def gptq_factor(H: torch.Tensor, damp: float = 0.01, act_order: bool = False, *, consume: bool = False) -> GPTQFactor:
     """Factor an input Hessian once (float64 math). consume=True works in H's storage (the caller gives it
     up): on CPU the whole factorisation then runs in that one (K, K) float64 buffer (LAPACK in place,
-    `_inverse_factor_in_place`), so the peak is H plus the float32 result (4.3 GB at K = 18944) instead of
-    two float64 copies (5.7 GB; torch's linalg ops never work in place, even with out=)."""
+    `_inverse_factor_in_place`), so the peak is H plus 0.56 matrix (the float32 result and LAPACK's
+    workspace; 4.5 GB in all at K = 18944) instead of H plus 2.0 matrices through torch.linalg, which never
+    works in place, even with out= (8.6 GB; benchmarks/results/gptq_memory.json)."""
     K = H.shape[0]
     if H.shape != (K, K):
         raise ValueError(f"gptq: H must be square, got {tuple(H.shape)}")

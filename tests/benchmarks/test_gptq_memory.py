@@ -12,6 +12,5 @@ def test_consuming_the_hessian_factors_it_without_a_second_float64_matrix(load_b
     peaks = {mode: bench.measure(3072, mode)["peak_matrices"] for mode in bench.MODES}
     # in place: the float32 result (0.5 matrix) plus LAPACK's workspace (measured 0.71 at K = 3072)
     assert peaks["in_place"] < 0.85
-    # torch.linalg on the consumed Hessian holds a second float64 matrix at each step (then the result)
-    assert peaks["torch"] > 0.95
-    assert peaks["torch_copy"] > 1.9  # consume=False: the caller's Hessian stays, plus a copy
+    # through torch.linalg, consumed or not, two more float64 matrices at the worst step (measured 2.10)
+    assert peaks["torch"] > 1.5 and peaks["torch_copy"] > 1.5
