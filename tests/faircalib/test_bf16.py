@@ -136,3 +136,22 @@ def test_a_large_weight_is_upcast_a_column_block_at_a_time(monkeypatch):
         torch.testing.assert_close(chunked[op].float(), whole[op].float(), rtol=2 ** -7, atol=1e-6)
     ref = torch.addmm(bias.float(), a.float(), w.T.float(), beta=0.5, alpha=2.0).bfloat16()
     assert float((chunked["addmm"] != ref).float().mean()) < 0.02
+
+
+def test_scoring_and_fidelity_logits_of_a_bf16_model_use_the_emulation(monkeypatch):
+    from faircalib.eval.fidelity import masked_token_nll
+    from faircalib.eval.loglik import masked_nll
+    from faircalib.models.tiny import tiny_model
+
+    model = tiny_model("llada", seed=0, n_layers=2).to(torch.bfloat16)
+    pairs = [([5, 6, 7, 8], [9, 10]), ([11, 12], [13, 14, 15])]
+    ids = torch.randint(3, 90, (2, 16), generator=torch.Generator().manual_seed(0))  # (B, T)
+    monkeypatch.setattr(bf16mod, "cpu_bf16_slowdown", lambda: 0.6)
+    made = _spy(monkeypatch)
+    native = (masked_nll(model, pairs, mc_num=4), masked_token_nll(model, ids))
+    assert made == []
+    monkeypatch.setattr(bf16mod, "cpu_bf16_slowdown", lambda: 24.0)
+    emulated = (masked_nll(model, pairs, mc_num=4), masked_token_nll(model, ids))
+    assert len(made) >= 2 and all(m.calls > 0 for m in made)  # lm-eval scoring and the fidelity logits
+    torch.testing.assert_close(torch.tensor(emulated[0]), torch.tensor(native[0]), rtol=0.02, atol=0.02)
+    assert abs(emulated[1] - native[1]) < 0.02 * abs(native[1]) + 0.02
