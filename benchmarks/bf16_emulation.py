@@ -17,6 +17,9 @@
    substitution vs the same model in float32: time, peak memory above the loaded bf16 model (Linux VmHWM;
    a weight over faircalib.bf16.CHUNK_ELEMENTS is upcast a column block at a time), and how far the
    logits are apart.
+5. Stage II at a real shape: FlatQuant calibration (faircalib.calibrate.engine, which applies
+   fast_bf16(model, training=True)) of a 1-layer synthetic Dream-7B in bf16 on `--stage2-n` sequences of
+   64 tokens for one epoch, torch's native bf16 vs the substitution: time and the block's final loss.
 One thread; prints and writes JSON.
 """
 from __future__ import annotations
@@ -155,6 +158,30 @@ def real_shape(like: str, tokens: int) -> dict:
     return out
 
 
+def stage2(like: str, n: int, native: bool = True) -> dict:
+    import faircalib.bf16 as bf16mod
+    from faircalib.calibrate import CalibConfig
+    from faircalib.calibrate.engine import calibrate_layerwise
+    from faircalib.models.synth import synthetic_model
+    from faircalib.quant.config import QuantConfig
+
+    ids = torch.randint(10, 1000, (n, 64), generator=torch.Generator().manual_seed(0))  # (N, S)
+    out = {"like": like, "layers": 1, "n": n, "seq_len": 64, "epochs": 1, "method": "flatquant"}
+    for name, emulate in (("emulated_bf16", True), ("native_bf16", False))[:2 if native else 1]:
+        bf16mod.emulate_bf16_here = lambda e=emulate: e  # pin the choice fast_bf16 makes
+        model = synthetic_model(like, 1)  # the same bf16 weights each time
+        t0 = time.perf_counter()
+        res = calibrate_layerwise(model, ids, QuantConfig(method="flatquant"),
+                                  CalibConfig(epochs=1, n=n, seq_len=64, batch_size=min(n, 4)))
+        out[f"{name}_s"] = round(time.perf_counter() - t0, 1)
+        out[f"{name}_init_loss"], out[f"{name}_final_loss"] = res.blocks[0].init_loss, res.blocks[0].final_loss
+        del model, res
+    if native:
+        out["native_over_emulated_time"] = out["native_bf16_s"] / out["emulated_bf16_s"]
+    print(json.dumps(out))
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--models", default="zoo:long-dream,zoo:long-llada")
@@ -162,7 +189,10 @@ def main() -> None:
     ap.add_argument("--n-ref", type=int, default=100, help="prompts compared with the committed rows")
     ap.add_argument("--real", default="dream-7b,llada-8b", help="synthetic real shapes for part 4 ('' = skip)")
     ap.add_argument("--real-tokens", type=int, default=64)
-    ap.add_argument("--parts", default="gemm,decode,real")
+    ap.add_argument("--stage2-n", type=int, default=4)
+    ap.add_argument("--stage2-skip-native", action="store_true",
+                    help="time only the substitution (torch's native bf16 Stage II can take tens of minutes here)")
+    ap.add_argument("--parts", default="gemm,decode,real,stage2")
     ap.add_argument("--json", default=str(RESULTS / "bf16_emulation.json"))
     a = ap.parse_args()
     torch.set_num_threads(1)
@@ -170,7 +200,8 @@ def main() -> None:
     result = {"machine": {"cpu_capability": torch.backends.cpu.get_cpu_capability(),
                           "cpu_bf16_slowdown": round(cpu_bf16_slowdown(), 1), "torch": torch.__version__,
                           "threads": 1},
-              "settings": {"n_native": a.n_native, "n_ref": a.n_ref, "real_tokens": a.real_tokens}}
+              "settings": {"n_native": a.n_native, "n_ref": a.n_ref, "real_tokens": a.real_tokens,
+                           "stage2_n": a.stage2_n}}
     parts = a.parts.split(",")
     if "gemm" in parts:  # the long zoo models' hidden, MLP and head shapes
         result["gemm"] = gemm_level([(5000, 256, 704), (5000, 704, 256), (5000, 256, 1024)])
@@ -178,6 +209,8 @@ def main() -> None:
         result["decode"] = [decode_level(m, a.n_native, a.n_ref) for m in a.models.split(",")]
     if "real" in parts and a.real:
         result["real_shape"] = [real_shape(like, a.real_tokens) for like in a.real.split(",")]
+    if "stage2" in parts:
+        result["stage2"] = stage2("dream-7b", a.stage2_n, native=not a.stage2_skip_native)
     Path(a.json).write_text(json.dumps(result, indent=1))
     print(json.dumps({"json": a.json}))
 

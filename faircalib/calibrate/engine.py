@@ -28,6 +28,7 @@ import json
 import math
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,7 @@ import torch
 from torch import nn
 
 import faircalib
+from faircalib.bf16 import fast_bf16
 from faircalib.calibrate.config import CalibConfig
 from faircalib.calibrate.state import BlockStateStore
 from faircalib.devices import resolve_device
@@ -310,45 +312,47 @@ def calibrate_layerwise(adapter_or_model: DLLMAdapter | DiffusionLM, calib_ids: 
                 resident.append(_fp_pass(blk, resident[-1], ctx, device, eb, (), None))
         h = resident[0]
 
-    for index in range(adapter.n_blocks):
-        t0 = time.perf_counter()
-        block = model.blocks[index]
-        report = BlockReport(block=index)
-        emit({"event": "block_start", "block": index, "n_blocks": adapter.n_blocks,
-              "epochs": None if hooks.solve_block is not None else ccfg.epochs})  # one-shot: no epochs
-        block.to(device)
-        resumed = store is not None and store.done(index)
-        stats: dict[str, Any] = {}
-        observe = hooks.observe(stats) if (hooks.observe is not None and not resumed) else None
-        fp_out = _fp_pass(block, h, ctx, device, eb, qcfg.points, observe,
-                          out=None if resident is None else torch.empty_like(h))
-        if resident is not None:
-            fp_out = resident[index + 1]
+    # a bf16 model on a CPU without bf16 units: float32-speed GEMMs, forward and backward (faircalib/bf16.py)
+    with fast_bf16(model, training=True) if device.type == "cpu" else nullcontext():
+        for index in range(adapter.n_blocks):
+            t0 = time.perf_counter()
+            block = model.blocks[index]
+            report = BlockReport(block=index)
+            emit({"event": "block_start", "block": index, "n_blocks": adapter.n_blocks,
+                  "epochs": None if hooks.solve_block is not None else ccfg.epochs})  # one-shot: no epochs
+            block.to(device)
+            resumed = store is not None and store.done(index)
+            stats: dict[str, Any] = {}
+            observe = hooks.observe(stats) if (hooks.observe is not None and not resumed) else None
+            fp_out = _fp_pass(block, h, ctx, device, eb, qcfg.points, observe,
+                              out=None if resident is None else torch.empty_like(h))
+            if resident is not None:
+                fp_out = resident[index + 1]
 
-        if hooks.solve_block is not None:  # one-shot (QuaRot: GPTQ): no fake form, no training
-            if resumed:
-                tensors, info = store.load(index)
-                hooks.load_block(block, qcfg, tensors)
-                report = BlockReport(**{k: v for k, v in info.items() if k in BlockReport.__dataclass_fields__})
-                report.resumed = True
+            if hooks.solve_block is not None:  # one-shot (QuaRot: GPTQ): no fake form, no training
+                if resumed:
+                    tensors, info = store.load(index)
+                    hooks.load_block(block, qcfg, tensors)
+                    report = BlockReport(**{k: v for k, v in info.items() if k in BlockReport.__dataclass_fields__})
+                    report.resumed = True
+                else:
+                    tensors = hooks.solve_block(block, qcfg, stats)
+                    report.final_loss = _eval_loss(block, h, fp_out, weights, ctx, device, eb)
+                    report.time_s = time.perf_counter() - t0
+                    if store is not None:
+                        store.save(index, tensors, asdict(report))
             else:
-                tensors = hooks.solve_block(block, qcfg, stats)
-                report.final_loss = _eval_loss(block, h, fp_out, weights, ctx, device, eb)
-                report.time_s = time.perf_counter() - t0
-                if store is not None:
-                    store.save(index, tensors, asdict(report))
-        else:
-            _learned_block(block, index, h, fp_out, weights, ctx, device, qcfg, ccfg, stats, store, report,
-                           resumed, lambda e: emit({**e, "n_blocks": adapter.n_blocks}), t0)
-            if finalize:
-                fold_block(block, qcfg)
-        if ccfg.streaming:
-            block.to("cpu")
-        result.blocks.append(report)
-        emit({"event": "block_done", "block": index, "n_blocks": adapter.n_blocks, "init_loss": report.init_loss,
-              "final_loss": report.final_loss, "time_s": report.time_s, "resumed": report.resumed,
-              "fallback": report.fallback})
-        h = fp_out
+                _learned_block(block, index, h, fp_out, weights, ctx, device, qcfg, ccfg, stats, store, report,
+                               resumed, lambda e: emit({**e, "n_blocks": adapter.n_blocks}), t0)
+                if finalize:
+                    fold_block(block, qcfg)
+            if ccfg.streaming:
+                block.to("cpu")
+            result.blocks.append(report)
+            emit({"event": "block_done", "block": index, "n_blocks": adapter.n_blocks, "init_loss": report.init_loss,
+                  "final_loss": report.final_loss, "time_s": report.time_s, "resumed": report.resumed,
+                  "fallback": report.fallback})
+            h = fp_out
     if not ccfg.streaming:
         del resident, teacher
         model.to("cpu")

@@ -85,18 +85,18 @@ def load_dllm(source: str | Path, dtype: torch.dtype | str | None = None,
 def warn_emulated_bf16(source: str) -> bool:
     """Log a warning (and return True) when a bf16 model is about to compute on a CPU that has no bf16
     units: torch's bf16 matmuls there are ~20x slower than float32 (faircalib.devices.cpu_bf16_slowdown).
-    Inference (decoding, probing, scoring) substitutes float32-speed GEMMs (faircalib.bf16.fast_bf16);
-    Stage II calibration, which trains, does not."""
+    Decoding, probing, scoring and Stage II calibration substitute float32-speed GEMMs on the bf16 values
+    (faircalib.bf16.fast_bf16); everything else (e.g. GPTQ's Hessian collection in float64) is unaffected."""
     from faircalib.devices import BF16_SLOW, cpu_bf16_slowdown
 
     slow = cpu_bf16_slowdown()
     if slow <= BF16_SLOW:
         return False
     log.warning("%s is bf16 on a CPU without bf16 units: torch's bf16 matmuls are %.0fx slower than float32 "
-                "here; decoding and probing run float32-speed GEMMs on the bf16 values, but Stage II "
-                "calibration does not: load it as float32 if memory allows (twice the bytes: --dtype float32 "
-                "on the CLI, resources.dtype: float32 in a job, dtype='float32' in load_dllm), or use a CPU "
-                "with AVX512-BF16/AMX or a GPU", source, slow)
+                "here, so faircalib runs its GEMMs as float32 GEMMs on the bf16 values (faircalib/bf16.py; "
+                "still slower than a float32 model, ~1.3-1.7x in a forward); --dtype float32 on the CLI "
+                "(resources.dtype: float32 in a job, dtype='float32' in load_dllm) is faster at twice the "
+                "bytes, or use a CPU with AVX512-BF16/AMX or a GPU", source, slow)
     return True
 
 

@@ -155,3 +155,39 @@ def test_scoring_and_fidelity_logits_of_a_bf16_model_use_the_emulation(monkeypat
     assert len(made) >= 2 and all(m.calls > 0 for m in made)  # lm-eval scoring and the fidelity logits
     torch.testing.assert_close(torch.tensor(emulated[0]), torch.tensor(native[0]), rtol=0.02, atol=0.02)
     assert abs(emulated[1] - native[1]) < 0.02 * abs(native[1]) + 0.02
+
+
+def test_stage2_calibration_of_a_bf16_model_runs_forward_and_backward_through_the_emulation(monkeypatch):
+    from faircalib.calibrate import CalibConfig
+    from faircalib.calibrate.engine import calibrate_layerwise
+    from faircalib.models.tiny import tiny_model
+    from faircalib.quant.config import QuantConfig
+
+    ids = torch.randint(3, 90, (8, 32), generator=torch.Generator().manual_seed(0))  # (N, S)
+    losses = {}
+    for slowdown in (0.6, 24.0):  # a CPU with bf16 units, then one without
+        monkeypatch.setattr(bf16mod, "cpu_bf16_slowdown", lambda s=slowdown: s)
+        made = _spy(monkeypatch)
+        model = tiny_model("llada", seed=0, n_layers=2).to(torch.bfloat16)
+        res = calibrate_layerwise(model, ids, QuantConfig(method="flatquant"), CalibConfig(epochs=2, n=8, seq_len=32))
+        losses[slowdown] = [b.final_loss for b in res.blocks]
+        if slowdown == 0.6:
+            assert made == []
+    (mode,) = made
+    # every block's forward and backward GEMMs: more calls than the forward passes alone make
+    assert mode.calls > 2 * 2 * 7  # blocks x epochs x the 7 linears of a block
+    for native, emulated in zip(losses[0.6], losses[24.0]):
+        assert emulated == pytest.approx(native, rel=0.2)
+
+
+def test_backward_gemms_go_through_the_emulation_too():
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(16, 8).bfloat16()
+    x = torch.randn(4, 16).bfloat16().requires_grad_()
+    with Bf16GemmEmulation() as mode:
+        lin(x).float().pow(2).sum().backward()
+    assert mode.calls == 3  # forward addmm; backward: grad of the input and grad of the weight
+    ref_x = x.detach().clone().requires_grad_()
+    lin.weight.grad = None
+    lin(ref_x).float().pow(2).sum().backward()  # torch's native bf16 kernels
+    torch.testing.assert_close(x.grad.float(), ref_x.grad.float(), rtol=2 ** -6, atol=1e-3)
