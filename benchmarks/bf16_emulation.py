@@ -34,6 +34,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import fidelity
+from peak_memory import peak_bytes, reset_peak
 
 from faircalib.bf16 import Bf16GemmEmulation, bf16_autocast
 from faircalib.devices import cpu_bf16_slowdown
@@ -116,20 +117,6 @@ def decode_level(model: str, n_native: int, n_ref: int) -> dict:
     return out
 
 
-def _status_gb(field: str) -> float:
-    return int(next(line for line in open("/proc/self/status") if line.startswith(field)).split()[1]) / 2 ** 20
-
-
-def _reset_peak() -> float:
-    """Reset the process's peak RSS (Linux) -> the current RSS in GB."""
-    Path("/proc/self/clear_refs").write_text("5")
-    return _status_gb("VmRSS")
-
-
-def _peak() -> float:
-    return _status_gb("VmHWM")
-
-
 def real_shape(like: str, tokens: int) -> dict:
     import faircalib.bf16 as bf16mod
     from faircalib.diffusion import window_logits
@@ -142,9 +129,9 @@ def real_shape(like: str, tokens: int) -> dict:
     with torch.no_grad():
         for name, emulate in (("native_bf16", False), ("emulated_bf16", True)):
             bf16mod.emulate_bf16_here = lambda e=emulate: e  # pin the choice fast_bf16 makes
-            base = _reset_peak()
+            base = reset_peak()
             out[f"{name}_s"], logits = timed(lambda: window_logits(model, ids, None, start), reps=1)
-            out[f"{name}_peak_above_model_gb"] = round(_peak() - base, 3)
+            out[f"{name}_peak_above_model_gb"] = round((peak_bytes() - base) / 2 ** 30, 3)
             out[f"{name}_logits"] = logits
         out["float32_s"], f32 = timed(lambda: window_logits(model.float(), ids, None, start), reps=1)
     nat, emu = out.pop("native_bf16_logits"), out.pop("emulated_bf16_logits")

@@ -28,6 +28,7 @@ DREAM_DOWN_K = 18944
 def _child(k: int, mode: str) -> None:
     import scipy.linalg.lapack  # noqa: F401  (a one-time library load, not the factorisation's)
     import torch
+    from peak_memory import peak_bytes, reset_peak  # benchmarks/peak_memory.py (the script's own folder)
 
     from faircalib.quant.gptq import gptq_factor
 
@@ -36,16 +37,12 @@ def _child(k: int, mode: str) -> None:
     h = x.T @ x  # (K, K) symmetric positive-definite
     del x
 
-    def kb(field: str) -> int:
-        return int(next(line for line in open("/proc/self/status") if line.startswith(field)).split()[1])
-
-    Path("/proc/self/clear_refs").write_text("5")  # VmHWM := current RSS
-    base = kb("VmRSS")
+    base = reset_peak()
     t0 = time.perf_counter()
     given = [h.T if mode == "torch" else h]
     del h  # a consumed Hessian is handed over (as QuaRot's `stats.pop(point).H`): nothing else holds it
     gptq_factor(given.pop(), consume=mode != "torch_copy")
-    print(json.dumps({"peak_above_h_bytes": (kb("VmHWM") - base) * 1024, "seconds": time.perf_counter() - t0}))
+    print(json.dumps({"peak_above_h_bytes": peak_bytes() - base, "seconds": time.perf_counter() - t0}))
 
 
 def measure(k: int, mode: str) -> dict:

@@ -20,7 +20,6 @@ import argparse
 import copy
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -90,13 +89,10 @@ def calib_cfg(a, epochs=None, streaming=True) -> CalibConfig:
 
 
 # ------------------------------------------------------------------------------------------ memory probe
-def _status() -> dict[str, int]:
-    s = Path("/proc/self/status").read_text()
-    return {k: int(re.search(k + r":\s+(\d+)", s).group(1)) * 1024 for k in ("VmRSS", "VmHWM")}
-
-
 def memory_probe(a) -> None:
     """Child process: load, reset the peak counter, calibrate, print the peak added by calibration."""
+    from peak_memory import peak_bytes, reset_peak  # benchmarks/peak_memory.py (the script's own folder)
+
     model, tok, _ = load(a.model)
     calib, _ = data(tok, a)
     method, setting, mode = a.memprobe.split(",")
@@ -110,11 +106,10 @@ def memory_probe(a) -> None:
              calib_cfg=calib_cfg(a, epochs=1, streaming=mode == "streaming"))
     del warm
     gc.collect()
-    before = _status()["VmRSS"]
-    Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM to the current RSS
+    before = reset_peak()
     quantize(model, QuantConfig.from_bits(setting, method=method), calib,
              calib_cfg=calib_cfg(a, epochs=1, streaming=mode == "streaming"))
-    print(json.dumps({"peak_added_bytes": _status()["VmHWM"] - before, "rss_before_bytes": before}))
+    print(json.dumps({"peak_added_bytes": peak_bytes() - before, "rss_before_bytes": before}))
 
 
 def run_probe(a, method: str, setting: str, mode: str) -> int | None:
