@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import fcntl
+import hashlib
 import json
 import os
 import subprocess
@@ -135,6 +136,7 @@ class Context:
         self.emulate = bool(prof["bf16_eval"]) and emulate_bf16_here()  # no bf16 units: float32 GEMMs
         self.kernel = bf16_kernel(self.emulate) if prof["bf16_eval"] else "float32"
         self._teacher = None
+        self.cache_path: Path | None = None  # persistent teacher copy (main() sets it; see TeacherCache)
 
     def prompts(self, tasks) -> list[torch.Tensor]:
         return [torch.tensor(self.tok(t.prompt, add_special_tokens=False)["input_ids"], dtype=torch.long)
@@ -151,16 +153,38 @@ class Context:
         """The evaluation's numerics: bf16 autocast (pre-registered profile) or float32."""
         return bf16_autocast(self.emulate) if self.prof["bf16_eval"] else nullcontext()
 
-    def teacher(self) -> Trajectory:
-        """The FP teacher's greedy default-policy trajectory on the held-out prompts (cached on disk)."""
-        if self._teacher is None:
+    def teacher(self, records: bool = False) -> Trajectory:
+        """The FP teacher's greedy default-policy trajectory on the held-out prompts, cached in the work
+        directory and, when `cache_path` is set, in a persistent copy without records (see TeacherCache).
+        records=True (the fp row's never_agree) needs the per-step top-1 record, which only a decode has."""
+        if self._teacher is None or (records and "top1" not in self._teacher.records):
             path = self.work / "teacher.traj"
             with locked(self.work / "teacher.lock"):
-                if not path.exists():
+                have = Trajectory.load(path) if path.exists() else None
+                if have is None and self.cache_path is not None:
+                    have = TeacherCache(self.cache_path).load(self)
+                    if have is not None:
+                        log(f"FP teacher trajectory from {self.cache_path} (same weights, kernel and settings)")
+                        have.save(path)
+                if have is None or (records and "top1" not in have.records):
                     log(f"FP teacher decode of {len(self.eval_tasks)} held-out prompts")
-                    self.decode(self.model, self.eval_tasks).save(path)
-            self._teacher = Trajectory.load(path)
+                    have = self.decode(self.model, self.eval_tasks)
+                    have.save(path)
+                    if self.cache_path is not None:
+                        TeacherCache(self.cache_path).save(self, have)
+            self._teacher = have
         return self._teacher
+
+    def fingerprint(self) -> dict:
+        """What the teacher trajectory depends on: weights, held-out set, decoding, kernel and torch."""
+        h = hashlib.sha256()
+        for name, t in sorted(self.model.state_dict().items()):
+            h.update(name.encode())
+            h.update(t.detach().contiguous().cpu().view(-1).view(torch.uint8).numpy().tobytes())
+        return {"model": self.model_src, "weights_sha256": h.hexdigest(), "n_eval": self.prof["n_eval"],
+                "eval_seed": EVAL_SEED, "task_source": self.task_source, "decoding": self.dcfg.to_dict(),
+                "eval_batch": self.prof["eval_batch"], "bf16_eval": bool(self.prof["bf16_eval"]),
+                "kernel": self.kernel, "torch": torch.__version__}
 
     def probe_cfg(self, seed: int, settings: PriorSettings = PriorSettings()) -> ProbeConfig:
         return ProbeConfig(prompts=f"{self.task_source}:probe", n_samples=self.prof["probe_n"], steps=self.L,
@@ -177,6 +201,34 @@ class Context:
                     p.save(d / name)
                 (d / "done").write_text("ok")
         return {name: PositionPrior.load(d / name) for name in PRIOR_VARIANTS}
+
+
+class TeacherCache:
+    """A persistent copy of the FP teacher's trajectory (core tensors, no records: ~1.5 MB at 1000 x 64),
+    so a fresh machine skips the ~20-40 min teacher decode. It is used only when its fingerprint (weights
+    hash, held-out set, decoding, eval batch, bf16 kernel, torch version) equals the current one; any
+    difference means a fresh decode, which then replaces the copy. Decoding is deterministic for a fixed
+    fingerprint, so a hit gives the trajectory the decode would have produced on this machine."""
+
+    FORMAT = "faircalib.fidelity-teacher/1"
+
+    def __init__(self, path: Path):
+        self.path, self.meta = Path(path), Path(str(path) + ".json")
+
+    def load(self, ctx: Context) -> Trajectory | None:
+        if not (self.path.exists() and self.meta.exists()):
+            return None
+        meta = json.loads(self.meta.read_text())
+        if meta.get("format") != self.FORMAT or meta.get("fingerprint") != ctx.fingerprint():
+            log(f"teacher cache {self.path} was made with other weights/settings/kernel: decoding afresh")
+            return None
+        return Trajectory.load(self.path)
+
+    def save(self, ctx: Context, traj: Trajectory) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        Trajectory(traj.prompt_ids, traj.prompt_mask, traj.tokens, traj.commit_step, traj.config,
+                   traj.mask_token_id, traj.pad_token_id, {}).save(self.path)
+        self.meta.write_text(json.dumps({"format": self.FORMAT, "fingerprint": ctx.fingerprint()}, indent=1) + "\n")
 
 
 def concat_trajectories(parts: list[Trajectory]) -> Trajectory:
@@ -273,7 +325,7 @@ def run_row(ctx: Context, key: str, bits: str) -> dict:
     q, info = quantize_row(ctx, name, seed, bits)
     t_q = time.perf_counter() - t0
     teacher = ctx.teacher()
-    traj = teacher if name == "fp" else ctx.decode(q, ctx.eval_tasks)
+    traj = ctx.teacher(records=True) if name == "fp" else ctx.decode(q, ctx.eval_tasks)
     em = em_of(ctx, traj, ctx.eval_tasks)
     never = never_agree_per_sequence(traj.records["top1"], traj.commit_step, traj.tokens)
     nd = ctx.prof["n_diag"]
@@ -419,6 +471,12 @@ def settings_of(args, prof: dict, ctx: Context, selection: dict) -> dict:
             "machine": f"{os.cpu_count()} CPUs, torch {torch.__version__}, {args.workers} worker process(es) x 1 thread"}
 
 
+def teacher_cache_path(opt: str, model: str, stem: str, results: Path) -> Path | None:
+    if opt == "none" or (opt == "auto" and model.startswith("tiny:")):
+        return None
+    return results / f"fidelity_{stem}_teacher.traj" if opt == "auto" else Path(opt)
+
+
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", required=True)
@@ -429,6 +487,9 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--bits", default="auto", help="auto (the RTN-loss rule) or a setting, e.g. w4a3")
     ap.add_argument("--workers", type=int, default=2, help="single-threaded worker processes")
     ap.add_argument("--work", default=None, help="scratch directory (teacher trajectory, priors, row claims)")
+    ap.add_argument("--teacher-cache", default="auto",
+                    help="persistent FP teacher trajectory: auto (benchmarks/results/fidelity_<model>_teacher.traj "
+                         "for zoo/local models, none for tiny: test models), none, or a path")
     ap.add_argument("--report-only", action="store_true", help="rebuild the report from an existing --json")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -444,6 +505,7 @@ def main(argv: list[str] | None = None) -> dict:
         torch.set_flush_denormal(True)
         work = Path(args.work or f"/tmp/faircalib-fidelity-{stem}-{args.profile}")
         ctx = Context(args.model, prof, work)
+        ctx.cache_path = teacher_cache_path(args.teacher_cache, args.model, stem, results)
         log_kernel(ctx)
         if json_path is None:  # resume the model's result of this profile if there is one
             found = [p for p in sorted(results.glob(f"fidelity_{stem}_*.json"))

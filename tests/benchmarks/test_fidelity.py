@@ -140,3 +140,40 @@ def test_the_bf16_profile_runs_emulated_bf16_gemms_on_a_cpu_without_bf16_units(m
     with smoke.amp():
         assert not torch.is_autocast_cpu_enabled()
 
+
+
+def test_the_teacher_cache_skips_the_decode_only_for_an_identical_fingerprint(tmp_path, load_bench):
+    bench = load_bench("fidelity")
+    prof = {**bench.PROFILES["smoke"], "n_eval": 4}
+    cache = tmp_path / "cache" / "teacher.traj"
+    first = bench.Context("tiny:llada", prof, tmp_path / "w1")
+    first.cache_path = cache
+    decoded = first.teacher(records=True)
+    assert cache.exists() and "top1" in decoded.records
+    stored = json.loads((tmp_path / "cache" / "teacher.traj.json").read_text())["fingerprint"]
+    assert stored["n_eval"] == 4 and len(stored["weights_sha256"]) == 64 and stored["kernel"] == "float32"
+
+    calls = []
+    second = bench.Context("tiny:llada", prof, tmp_path / "w2")  # a fresh machine: empty work directory
+    second.cache_path = cache
+    real_decode = second.decode
+    second.decode = lambda *a, **k: calls.append(1) or real_decode(*a, **k)
+    hit = second.teacher()
+    assert calls == [] and hit.records == {}  # no decode: the record-free persistent copy
+    assert torch.equal(hit.tokens, decoded.tokens) and torch.equal(hit.commit_step, decoded.commit_step)
+    assert torch.equal(hit.prompt_ids, decoded.prompt_ids)
+    assert (tmp_path / "w2" / "teacher.traj").exists()
+    full = second.teacher(records=True)  # the fp row needs the per-step top-1: only a decode has it
+    assert calls == [1] and torch.equal(full.records["top1"], decoded.records["top1"])
+
+    other = bench.Context("tiny:llada", prof, tmp_path / "w3")
+    other.cache_path, other.kernel = cache, "some other bf16 kernel"  # e.g. a host with native bf16 units
+    other.decode = lambda *a, **k: calls.append(2) or real_decode(*a, **k)
+    other.teacher()
+    assert calls == [1, 2]  # a different fingerprint decodes afresh ...
+    assert json.loads((tmp_path / "cache" / "teacher.traj.json").read_text())["fingerprint"]["kernel"] == \
+        "some other bf16 kernel"  # ... and the copy now matches this machine
+    assert bench.teacher_cache_path("auto", "tiny:llada", "tiny_llada", tmp_path) is None
+    assert bench.teacher_cache_path("auto", "zoo:long-dream", "long-dream", tmp_path) == \
+        tmp_path / "fidelity_long-dream_teacher.traj"
+    assert bench.teacher_cache_path("none", "zoo:long-dream", "long-dream", tmp_path) is None
