@@ -20,4 +20,7 @@ def symmetric_scale(x: torch.Tensor, bits: int, clip: torch.Tensor | float = 1.0
 def quantize_codes(x: torch.Tensor, scale: torch.Tensor, bits: int) -> torch.Tensor:
     """Integer codes (as x's float dtype) in [-2^(b-1), 2^(b-1)-1]; no gradient."""
     lo, hi = qrange(bits)
-    return torch.clamp(torch.round(x / scale), lo, hi)
+    q = x / scale  # a fresh tensor: rounded and clamped in place when no gradient flows (same values)
+    if q.requires_grad:
+        return torch.clamp(torch.round(q), lo, hi)
+    return q.round_().clamp_(lo, hi)

@@ -182,13 +182,20 @@ class QuantLinear(_KeepDtype):
                                    * self.w_scale[a:a + rows.step, None]).to(cdt)) for a in rows]
             y = (parts[0] if len(parts) == 1 else torch.cat(parts, dim=-1)).float()  # (M, N)
         else:
-            s_x = symmetric_scale(x2.float(), self.a_bits, self.act_clip)  # (M, 1)
-            xq = quantize_codes(x2.float(), s_x, self.a_bits)  # (M, K) integer-valued
+            xf = x2.float()  # (M, K) one float32 copy for the scale and the codes
+            s_x = symmetric_scale(xf, self.a_bits, self.act_clip)  # (M, 1)
+            xq = quantize_codes(xf, s_x, self.a_bits)  # (M, K) integer-valued
+            del xf
             parts = [self._gemm(xq, unpack(self.qweight[a:a + rows.step], self.w_bits)) for a in rows]
             acc = parts[0] if len(parts) == 1 else torch.cat(parts, dim=-1)  # (M, N)
-            y = (acc * s_x.to(self.acc_dtype)).float() * self.w_scale  # epilogue
+            # epilogue acc · s_x · s_w, in place on the fresh accumulator where it is float32 (same
+            # values as out-of-place; decoding is dominated by these (M, N) passes on CPU)
+            if acc.dtype == torch.float32 and not acc.requires_grad:
+                y = acc.mul_(s_x).mul_(self.w_scale)
+            else:
+                y = (acc * s_x.to(self.acc_dtype)).float() * self.w_scale
         if self.bias is not None:
-            y = y + self.bias
+            y = y.add_(self.bias) if not y.requires_grad else y + self.bias
         return y.to(x.dtype).reshape(*lead, self.out_features)
 
     def extra_repr(self) -> str:
