@@ -35,6 +35,9 @@ float32; `settings.eval_dtype` records it. On a CPU without bf16 units the bf16 
 on the bf16 operands, rounded to bf16 (faircalib/bf16.py: the same arithmetic up to the float32 summation
 order, at float32 speed instead of ~6x slower; validated in benchmarks/results/bf16_emulation.json); each
 row records the kernel it ran with in `bf16_kernel`.
+The FP teacher's trajectory is also kept in benchmarks/results/fidelity_<model>_teacher.traj (+ .json
+fingerprint; `--teacher-cache`): a fresh machine reuses it instead of decoding again only when the weights,
+held-out set, decoding, eval batch, bf16 kernel and torch version all match.
 """
 from __future__ import annotations
 
