@@ -138,7 +138,7 @@ class Context:
         self.select_tasks = sample_tasks(prof["n_select"], "probe", SELECT_SEED, fams)
         self.emulate = bool(prof["bf16_eval"]) and emulate_bf16_here()  # no bf16 units: float32 GEMMs
         self.kernel = bf16_kernel(self.emulate) if prof["bf16_eval"] else "float32"
-        self._teacher = None
+        self._teacher, self._weights_sha = None, None
         self.cache_path: Path | None = None  # persistent teacher copy (main() sets it; see TeacherCache)
 
     def prompts(self, tasks) -> list[torch.Tensor]:
@@ -180,11 +180,13 @@ class Context:
 
     def fingerprint(self) -> dict:
         """What the teacher trajectory depends on: weights, held-out set, decoding, kernel and torch."""
-        h = hashlib.sha256()
-        for name, t in sorted(self.model.state_dict().items()):
-            h.update(name.encode())
-            h.update(t.detach().contiguous().cpu().view(-1).view(torch.uint8).numpy().tobytes())
-        return {"model": self.model_src, "weights_sha256": h.hexdigest(), "n_eval": self.prof["n_eval"],
+        if self._weights_sha is None:  # the weights never change within a Context: hash them once
+            h = hashlib.sha256()
+            for name, t in sorted(self.model.state_dict().items()):
+                h.update(name.encode())
+                h.update(t.detach().contiguous().cpu().view(-1).view(torch.uint8).numpy().tobytes())
+            self._weights_sha = h.hexdigest()
+        return {"model": self.model_src, "weights_sha256": self._weights_sha, "n_eval": self.prof["n_eval"],
                 "eval_seed": EVAL_SEED, "task_source": self.task_source, "decoding": self.dcfg.to_dict(),
                 "eval_batch": self.prof["eval_batch"], "bf16_eval": bool(self.prof["bf16_eval"]),
                 "kernel": self.kernel, "torch": torch.__version__}

@@ -189,7 +189,7 @@ class QuantLinear(_KeepDtype):
             parts = [self._gemm(xq, unpack(self.qweight[a:a + rows.step], self.w_bits)) for a in rows]
             acc = parts[0] if len(parts) == 1 else torch.cat(parts, dim=-1)  # (M, N)
             # epilogue acc · s_x · s_w, in place on the fresh accumulator where it is float32 (same
-            # values as out-of-place; decoding is dominated by these (M, N) passes on CPU)
+            # values as out-of-place; saves two (M, N) temporaries per call)
             if acc.dtype == torch.float32 and not acc.requires_grad:
                 y = acc.mul_(s_x).mul_(self.w_scale)
             else:
