@@ -476,6 +476,16 @@ def settings_of(args, prof: dict, ctx: Context, selection: dict) -> dict:
             "machine": f"{os.cpu_count()} CPUs, torch {torch.__version__}, {args.workers} worker process(es) x 1 thread"}
 
 
+def find_result(results: Path, stem: str, profile: str) -> Path | None:
+    """The model's result JSON of `profile` in `results`, if one exists. Only result files count: the teacher
+    cache's fingerprint (fidelity_<stem>_teacher.traj.json) matches the same glob but has no settings/rows."""
+    for p in sorted(results.glob(f"fidelity_{stem}_*.json")):
+        doc = json.loads(p.read_text())
+        if isinstance(doc.get("settings"), dict) and "rows" in doc and doc["settings"].get("profile") == profile:
+            return p
+    return None
+
+
 def teacher_cache_path(opt: str, model: str, stem: str, results: Path) -> Path | None:
     if opt == "none" or (opt == "auto" and model.startswith("tiny:")):
         return None
@@ -513,9 +523,7 @@ def main(argv: list[str] | None = None) -> dict:
         ctx.cache_path = teacher_cache_path(args.teacher_cache, args.model, stem, results)
         log_kernel(ctx)
         if json_path is None:  # resume the model's result of this profile if there is one
-            found = [p for p in sorted(results.glob(f"fidelity_{stem}_*.json"))
-                     if json.loads(p.read_text())["settings"].get("profile") == args.profile]
-            json_path = found[0] if found else None
+            json_path = find_result(results, stem, args.profile)
         if json_path is not None and json_path.exists():
             log(f"resuming {json_path} ({len(json.loads(json_path.read_text())['rows'])} rows done)")
         else:

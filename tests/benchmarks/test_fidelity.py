@@ -177,3 +177,16 @@ def test_the_teacher_cache_skips_the_decode_only_for_an_identical_fingerprint(tm
     assert bench.teacher_cache_path("auto", "zoo:long-dream", "long-dream", tmp_path) == \
         tmp_path / "fidelity_long-dream_teacher.traj"
     assert bench.teacher_cache_path("none", "zoo:long-dream", "long-dream", tmp_path) is None
+
+
+def test_a_rerun_without_json_finds_the_result_and_not_the_teacher_fingerprint(tmp_path, load_bench):
+    """Regression: the teacher cache's fingerprint, fidelity_<stem>_teacher.traj.json, sorts before
+    fidelity_<stem>_w4a4.json and matched the resume glob; reading its "settings" crashed every rerun."""
+    fid = load_bench("fidelity")
+    (tmp_path / "fidelity_m_teacher.traj.json").write_text(json.dumps({"weights_sha256": "ab", "n_eval": 4}))
+    assert fid.find_result(tmp_path, "m", "default") is None
+    (tmp_path / "fidelity_m_w4a3.json").write_text(json.dumps({"settings": {"profile": "smoke"}, "rows": {}}))
+    (tmp_path / "fidelity_m_w4a4.json").write_text(json.dumps({"settings": {"profile": "default"}, "rows": {}}))
+    assert fid.find_result(tmp_path, "m", "default") == tmp_path / "fidelity_m_w4a4.json"
+    assert fid.find_result(tmp_path, "m", "smoke") == tmp_path / "fidelity_m_w4a3.json"
+    assert fid.find_result(tmp_path, "other", "default") is None
