@@ -37,7 +37,10 @@ order, at float32 speed instead of ~6x slower; validated in benchmarks/results/b
 row records the kernel it ran with in `bf16_kernel`.
 The FP teacher's trajectory is also kept in benchmarks/results/fidelity_<model>_teacher.traj (+ .json
 fingerprint; `--teacher-cache`): a fresh machine reuses it instead of decoding again only when the weights,
-held-out set, decoding, eval batch, bf16 kernel and torch version all match.
+held-out set, decoding, eval batch, bf16 kernel and torch version all match. The Stage I priors of each
+seed (~10 min of probing per seed on this CPU) are kept the same way, next to it in
+benchmarks/results/fidelity_<model>_priors/s<seed>/ (PriorCache: weights, probe config, prior variants,
+model dtype, kernel and torch version must match).
 """
 from __future__ import annotations
 
@@ -50,6 +53,7 @@ import subprocess
 import sys
 import time
 from contextlib import contextmanager, nullcontext
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -71,6 +75,7 @@ BIT_CANDIDATES = ("w4a4", "w4a3", "w3a4", "w3a3")
 RTN_LOSS_POINTS = 15.0
 METRICS = {"em": 1, "flips": -1, "never_agree": -1, "kl": -1}  # direction: +1 higher is better
 
+RESULTS = Path(__file__).resolve().parent / "results"
 PROFILES = {
     # CPU scale for two single-threaded workers on this 2-core machine (~2.5 h per model): see the docstring
     "default": {"n_eval": 1000, "n_diag": 250, "n_select": 250, "probe_n": 256, "probe_batch": 32,
@@ -196,16 +201,29 @@ class Context:
                            window=self.L, batch_size=self.prof["probe_batch"], seed=seed, prior=settings)
 
     def priors(self, seed: int) -> dict[str, PositionPrior]:
-        """Every prior variant of one seed from ONE probe pass (cached on disk per seed)."""
+        """Every prior variant of one seed from ONE probe pass (cached on disk per seed, in the work
+        directory and, when `cache_path` is set, in a persistent copy: see PriorCache)."""
         d = self.work / f"priors_s{seed}"
+        keep = PriorCache(priors_cache_dir(self.cache_path) / f"s{seed}") if self.cache_path is not None else None
         with locked(self.work / f"priors_s{seed}.lock"):
+            if not (d / "done").exists() and keep is not None and keep.load(self, seed, d):
+                log(f"Stage I priors of seed {seed} from {keep.dir} (same weights, probe settings and kernel)")
             if not (d / "done").exists():
                 log(f"Stage I probe, seed {seed} ({self.prof['probe_n']} prompts, T = L = {self.L})")
                 pri = probe_priors(self.model, self.tok, None, self.probe_cfg(seed), PRIOR_VARIANTS)
                 for name, p in pri.items():
                     p.save(d / name)
                 (d / "done").write_text("ok")
+            if keep is not None and not keep.matches(self, seed):
+                keep.save(self, seed, d)
         return {name: PositionPrior.load(d / name) for name in PRIOR_VARIANTS}
+
+    def probe_fingerprint(self, seed: int) -> dict:
+        """What one seed's Stage I priors depend on: weights, probe config, variants, dtype, kernel, torch."""
+        return {"model": self.model_src, "weights_sha256": self.fingerprint()["weights_sha256"],
+                "probe": self.probe_cfg(seed).to_dict(),
+                "variants": {n: asdict(v) for n, v in sorted(PRIOR_VARIANTS.items())},
+                "dtype": str(next(self.model.parameters()).dtype), "kernel": self.kernel, "torch": torch.__version__}
 
 
 class TeacherCache:
@@ -234,6 +252,42 @@ class TeacherCache:
         Trajectory(traj.prompt_ids, traj.prompt_mask, traj.tokens, traj.commit_step, traj.config,
                    traj.mask_token_id, traj.pad_token_id, {}).save(self.path)
         self.meta.write_text(json.dumps({"format": self.FORMAT, "fingerprint": ctx.fingerprint()}, indent=1) + "\n")
+
+
+class PriorCache:
+    """A persistent copy of one seed's Stage I priors (every PRIOR_VARIANTS entry, ~0.1 MB each), so a fresh
+    machine skips the probe. Used only on an exact fingerprint match (Context.probe_fingerprint); a fresh
+    probe replaces a mismatching copy."""
+
+    FORMAT = "faircalib.fidelity-priors/1"
+
+    def __init__(self, directory: Path):
+        self.dir = Path(directory)
+        self.meta = self.dir / "fingerprint.json"
+
+    def matches(self, ctx: Context, seed: int) -> bool:
+        if not self.meta.exists():
+            return False
+        meta = json.loads(self.meta.read_text())
+        return meta.get("format") == self.FORMAT and meta.get("fingerprint") == ctx.probe_fingerprint(seed) \
+            and all((self.dir / n / "prior.json").exists() for n in PRIOR_VARIANTS)
+
+    def load(self, ctx: Context, seed: int, work_dir: Path) -> bool:
+        """Copy the priors into `work_dir` (marked done) if the fingerprint matches; False otherwise."""
+        if not self.matches(ctx, seed):
+            if self.meta.exists():
+                log(f"prior cache {self.dir} was made with other weights/settings/kernel: probing afresh")
+            return False
+        for n in PRIOR_VARIANTS:
+            PositionPrior.load(self.dir / n).save(work_dir / n)
+        (work_dir / "done").write_text("ok")
+        return True
+
+    def save(self, ctx: Context, seed: int, work_dir: Path) -> None:
+        for n in PRIOR_VARIANTS:
+            PositionPrior.load(work_dir / n).save(self.dir / n)
+        self.meta.write_text(json.dumps({"format": self.FORMAT, "fingerprint": ctx.probe_fingerprint(seed)},
+                                        indent=1) + "\n")
 
 
 def concat_trajectories(parts: list[Trajectory]) -> Trajectory:
@@ -444,6 +498,7 @@ def worker(args) -> None:
     prof = PROFILES[args.profile]
     json_path, work = Path(args.json), Path(args.work)
     ctx = Context(args.model, prof, work)
+    ctx.cache_path = teacher_cache_path(args.teacher_cache, args.model, stem_of(args.model), RESULTS)
     bits = json.loads(json_path.read_text())["settings"]["bits"]
     claims = work / "claims"
     claims.mkdir(parents=True, exist_ok=True)
@@ -486,6 +541,19 @@ def find_result(results: Path, stem: str, profile: str) -> Path | None:
     return None
 
 
+def stem_of(model: str) -> str:
+    """The file-name stem of a model source: zoo:long-dream -> long-dream, tiny:llada -> tiny_llada."""
+    return model.removeprefix("zoo:").replace("/", "_").replace(":", "_")
+
+
+def priors_cache_dir(teacher_cache: Path) -> Path:
+    """Where the persistent Stage I priors live, beside the teacher copy: fidelity_<m>_teacher.traj ->
+    fidelity_<m>_priors/ (any other name N -> N.priors/)."""
+    name = teacher_cache.name
+    return teacher_cache.with_name(name.removesuffix("_teacher.traj") + "_priors" if name.endswith("_teacher.traj")
+                                   else name + ".priors")
+
+
 def teacher_cache_path(opt: str, model: str, stem: str, results: Path) -> Path | None:
     if opt == "none" or (opt == "auto" and model.startswith("tiny:")):
         return None
@@ -504,7 +572,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--work", default=None, help="scratch directory (teacher trajectory, priors, row claims)")
     ap.add_argument("--teacher-cache", default="auto",
                     help="persistent FP teacher trajectory: auto (benchmarks/results/fidelity_<model>_teacher.traj "
-                         "for zoo/local models, none for tiny: test models), none, or a path")
+                         "for zoo/local models, none for tiny: test models), none, or a path; the Stage I priors "
+                         "are kept beside it (<path minus _teacher.traj>_priors/s<seed>/)")
     ap.add_argument("--report-only", action="store_true", help="rebuild the report from an existing --json")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -512,8 +581,7 @@ def main(argv: list[str] | None = None) -> dict:
         worker(args)
         return {}
     prof = PROFILES[args.profile]
-    stem = args.model.removeprefix("zoo:").replace("/", "_").replace(":", "_")
-    results = Path(__file__).resolve().parent / "results"
+    stem, results = stem_of(args.model), RESULTS
     json_path = Path(args.json) if args.json else None
     if not args.report_only:
         torch.set_num_threads(1)
@@ -536,7 +604,7 @@ def main(argv: list[str] | None = None) -> dict:
         for stale in list((work / "claims").glob("*")) if (work / "claims").exists() else []:
             stale.unlink()  # claims of an earlier, interrupted invocation
         cmd = [sys.executable, __file__, "--worker", "--model", args.model, "--json", str(json_path),
-               "--profile", args.profile, "--work", str(work)]
+               "--profile", args.profile, "--work", str(work), "--teacher-cache", args.teacher_cache]
         procs = [subprocess.Popen(cmd) for _ in range(max(1, args.workers))]
         rcs = [p.wait() for p in procs]
         if any(rcs):

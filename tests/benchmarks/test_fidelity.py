@@ -190,3 +190,37 @@ def test_a_rerun_without_json_finds_the_result_and_not_the_teacher_fingerprint(t
     assert fid.find_result(tmp_path, "m", "default") == tmp_path / "fidelity_m_w4a4.json"
     assert fid.find_result(tmp_path, "m", "smoke") == tmp_path / "fidelity_m_w4a3.json"
     assert fid.find_result(tmp_path, "other", "default") is None
+
+
+def test_the_prior_cache_skips_the_probe_only_for_an_identical_fingerprint(tmp_path, load_bench, monkeypatch):
+    bench = load_bench("fidelity")
+    prof = bench.PROFILES["smoke"]
+    cache = tmp_path / "res" / "fidelity_m_teacher.traj"
+    assert bench.priors_cache_dir(cache) == tmp_path / "res" / "fidelity_m_priors"
+    assert bench.priors_cache_dir(tmp_path / "t.traj") == tmp_path / "t.traj.priors"
+    probes = []
+    real = bench.probe_priors
+    monkeypatch.setattr(bench, "probe_priors", lambda *a, **k: probes.append(a[3].seed) or real(*a, **k))
+    first = bench.Context("tiny:llada", prof, tmp_path / "w1")
+    first.cache_path = cache
+    made = first.priors(1)
+    assert probes == [1] and (tmp_path / "res" / "fidelity_m_priors" / "s1" / "fingerprint.json").exists()
+
+    second = bench.Context("tiny:llada", prof, tmp_path / "w2")  # a fresh machine: empty work directory
+    second.cache_path = cache
+    hit = second.priors(1)
+    assert probes == [1]  # no probe: the persistent copy, equal to the probe's priors
+    assert set(hit) == set(bench.PRIOR_VARIANTS)
+    for name in bench.PRIOR_VARIANTS:
+        assert torch.equal(hit[name].per_sample, made[name].per_sample)
+        assert torch.equal(hit[name].curve, made[name].curve)
+        assert hit[name].cache_key() == made[name].cache_key()
+    second.priors(0)
+    assert probes == [1, 0]  # another seed is another fingerprint
+
+    other = bench.Context("tiny:llada", prof, tmp_path / "w3")
+    other.cache_path, other.kernel = cache, "some other bf16 kernel"
+    other.priors(1)
+    assert probes == [1, 0, 1]  # a different fingerprint probes afresh and replaces the copy
+    meta = json.loads((tmp_path / "res" / "fidelity_m_priors" / "s1" / "fingerprint.json").read_text())
+    assert meta["fingerprint"]["kernel"] == "some other bf16 kernel" and meta["fingerprint"]["probe"]["seed"] == 1
