@@ -38,7 +38,7 @@ row records the kernel it ran with in `bf16_kernel`.
 The FP teacher's trajectory is also kept in benchmarks/results/fidelity_<model>_teacher.traj (+ .json
 fingerprint; `--teacher-cache`): a fresh machine reuses it instead of decoding again only when the weights,
 held-out set, decoding, eval batch, bf16 kernel and torch version all match. The Stage I priors of each
-seed (~10 min of probing per seed on this CPU) are kept the same way, next to it in
+seed (5-6 min of probing per seed and model on a 2-core AVX2 host) are kept the same way, next to it in
 benchmarks/results/fidelity_<model>_priors/s<seed>/ (PriorCache: weights, probe config, prior variants,
 model dtype, kernel and torch version must match).
 """
