@@ -35,12 +35,14 @@ float32; `settings.eval_dtype` records it. On a CPU without bf16 units the bf16 
 on the bf16 operands, rounded to bf16 (faircalib/bf16.py: the same arithmetic up to the float32 summation
 order, at float32 speed instead of ~6x slower; validated in benchmarks/results/bf16_emulation.json); each
 row records the kernel it ran with in `bf16_kernel`.
-The FP teacher's trajectory is also kept in benchmarks/results/fidelity_<model>_teacher.traj (+ .json
-fingerprint; `--teacher-cache`): a fresh machine reuses it instead of decoding again only when the weights,
-held-out set, decoding, eval batch, bf16 kernel and torch version all match. The Stage I priors of each
-seed (5-6 min of probing per seed and model on a 2-core AVX2 host) are kept the same way, next to it in
-benchmarks/results/fidelity_<model>_priors/s<seed>/ (PriorCache: weights, probe config, prior variants,
-model dtype, kernel and torch version must match).
+The FP teacher's trajectory is also kept in benchmarks/results/fidelity_<model>_teacher_<kernel>.traj (+ .json
+fingerprint; `--teacher-cache`; <kernel> is bf16 (native bf16 units), bf16emu (the emulation) or fp32): a
+fresh machine reuses it instead of decoding again only when the weights, held-out set, decoding, eval
+batch, bf16 kernel and torch version all match. One copy per kernel, because the hosts this runs on
+alternate between the two kinds of CPU and each kind would otherwise overwrite the other's copy. The Stage
+I priors of each seed (5-6 min of probing per seed and model on a 2-core AVX2 host) are kept the same
+way, next to it in benchmarks/results/fidelity_<model>_priors_<kernel>/s<seed>/ (PriorCache: weights,
+probe config, prior variants, model dtype, kernel and torch version must match).
 """
 from __future__ import annotations
 
@@ -49,6 +51,7 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -59,7 +62,7 @@ from pathlib import Path
 import torch
 
 import faircalib
-from faircalib.bf16 import bf16_autocast, bf16_kernel, emulate_bf16_here
+from faircalib.bf16 import KERNEL_EMULATED, KERNEL_NATIVE, bf16_autocast, bf16_kernel, emulate_bf16_here
 from faircalib.calibrate import CalibConfig
 from faircalib.data import exact_match, families_of, sample_tasks
 from faircalib.diagnostics.positional import never_agree_per_sequence, positional_errors
@@ -498,7 +501,8 @@ def worker(args) -> None:
     prof = PROFILES[args.profile]
     json_path, work = Path(args.json), Path(args.work)
     ctx = Context(args.model, prof, work)
-    ctx.cache_path = teacher_cache_path(args.teacher_cache, args.model, stem_of(args.model), RESULTS)
+    ctx.cache_path = teacher_cache_path(args.teacher_cache, args.model, stem_of(args.model), RESULTS,
+                                        ctx.kernel)
     bits = json.loads(json_path.read_text())["settings"]["bits"]
     claims = work / "claims"
     claims.mkdir(parents=True, exist_ok=True)
@@ -533,7 +537,7 @@ def settings_of(args, prof: dict, ctx: Context, selection: dict) -> dict:
 
 def find_result(results: Path, stem: str, profile: str) -> Path | None:
     """The model's result JSON of `profile` in `results`, if one exists. Only result files count: the teacher
-    cache's fingerprint (fidelity_<stem>_teacher.traj.json) matches the same glob but has no settings/rows."""
+    cache's fingerprint (fidelity_<stem>_teacher_<kernel>.traj.json) matches the same glob but has no settings/rows."""
     for p in sorted(results.glob(f"fidelity_{stem}_*.json")):
         doc = json.loads(p.read_text())
         if isinstance(doc.get("settings"), dict) and "rows" in doc and doc["settings"].get("profile") == profile:
@@ -547,17 +551,26 @@ def stem_of(model: str) -> str:
 
 
 def priors_cache_dir(teacher_cache: Path) -> Path:
-    """Where the persistent Stage I priors live, beside the teacher copy: fidelity_<m>_teacher.traj ->
-    fidelity_<m>_priors/ (any other name N -> N.priors/)."""
-    name = teacher_cache.name
-    return teacher_cache.with_name(name.removesuffix("_teacher.traj") + "_priors" if name.endswith("_teacher.traj")
-                                   else name + ".priors")
+    """Where the persistent Stage I priors live, beside the teacher copy: fidelity_<m>_teacher<rest>.traj ->
+    fidelity_<m>_priors<rest>/ (e.g. _teacher_bf16.traj -> _priors_bf16/; any other name N -> N.priors/)."""
+    m = re.fullmatch(r"(.*)_teacher(.*)\.traj", teacher_cache.name)
+    return teacher_cache.with_name(f"{m[1]}_priors{m[2]}" if m else teacher_cache.name + ".priors")
 
 
-def teacher_cache_path(opt: str, model: str, stem: str, results: Path) -> Path | None:
+def kernel_tag(kernel: str) -> str:
+    """The short file-name tag of a kernel label (Context.kernel): bf16, bf16emu or fp32."""
+    tags = {KERNEL_NATIVE: "bf16", KERNEL_EMULATED: "bf16emu", "float32": "fp32"}
+    if kernel not in tags:
+        raise ValueError(f"unknown bf16 kernel label {kernel!r}: add a file-name tag for it to kernel_tag()")
+    return tags[kernel]
+
+
+def teacher_cache_path(opt: str, model: str, stem: str, results: Path, kernel: str) -> Path | None:
+    """The persistent teacher copy: auto -> results/fidelity_<stem>_teacher_<kernel tag>.traj (one per kernel),
+    none (or auto for a tiny: test model) -> no copy, anything else -> that path, whatever the kernel."""
     if opt == "none" or (opt == "auto" and model.startswith("tiny:")):
         return None
-    return results / f"fidelity_{stem}_teacher.traj" if opt == "auto" else Path(opt)
+    return results / f"fidelity_{stem}_teacher_{kernel_tag(kernel)}.traj" if opt == "auto" else Path(opt)
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -571,9 +584,10 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--workers", type=int, default=2, help="single-threaded worker processes")
     ap.add_argument("--work", default=None, help="scratch directory (teacher trajectory, priors, row claims)")
     ap.add_argument("--teacher-cache", default="auto",
-                    help="persistent FP teacher trajectory: auto (benchmarks/results/fidelity_<model>_teacher.traj "
-                         "for zoo/local models, none for tiny: test models), none, or a path; the Stage I priors "
-                         "are kept beside it (<path minus _teacher.traj>_priors/s<seed>/)")
+                    help="persistent FP teacher trajectory: auto (benchmarks/results/"
+                         "fidelity_<model>_teacher_<kernel>.traj for zoo/local models, one per bf16 kernel; none "
+                         "for tiny: test models), none, or a path; the Stage I priors are kept beside it "
+                         "(X_teacher<rest>.traj -> X_priors<rest>/s<seed>/)")
     ap.add_argument("--report-only", action="store_true", help="rebuild the report from an existing --json")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -588,7 +602,7 @@ def main(argv: list[str] | None = None) -> dict:
         torch.set_flush_denormal(True)
         work = Path(args.work or f"/tmp/faircalib-fidelity-{stem}-{args.profile}")
         ctx = Context(args.model, prof, work)
-        ctx.cache_path = teacher_cache_path(args.teacher_cache, args.model, stem, results)
+        ctx.cache_path = teacher_cache_path(args.teacher_cache, args.model, stem, results, ctx.kernel)
         log_kernel(ctx)
         if json_path is None:  # resume the model's result of this profile if there is one
             json_path = find_result(results, stem, args.profile)

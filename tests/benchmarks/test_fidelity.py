@@ -173,10 +173,24 @@ def test_the_teacher_cache_skips_the_decode_only_for_an_identical_fingerprint(tm
     assert calls == [1, 2]  # a different fingerprint decodes afresh ...
     assert json.loads((tmp_path / "cache" / "teacher.traj.json").read_text())["fingerprint"]["kernel"] == \
         "some other bf16 kernel"  # ... and the copy now matches this machine
-    assert bench.teacher_cache_path("auto", "tiny:llada", "tiny_llada", tmp_path) is None
-    assert bench.teacher_cache_path("auto", "zoo:long-dream", "long-dream", tmp_path) == \
-        tmp_path / "fidelity_long-dream_teacher.traj"
-    assert bench.teacher_cache_path("none", "zoo:long-dream", "long-dream", tmp_path) is None
+    from faircalib.bf16 import KERNEL_EMULATED, KERNEL_NATIVE
+
+    path = bench.teacher_cache_path
+    assert path("auto", "tiny:llada", "tiny_llada", tmp_path, KERNEL_NATIVE) is None
+    # one copy per kernel: the two kinds of host no longer overwrite each other's teacher and priors
+    assert path("auto", "zoo:long-dream", "long-dream", tmp_path, KERNEL_NATIVE) == \
+        tmp_path / "fidelity_long-dream_teacher_bf16.traj"
+    assert path("auto", "zoo:long-dream", "long-dream", tmp_path, KERNEL_EMULATED) == \
+        tmp_path / "fidelity_long-dream_teacher_bf16emu.traj"
+    assert path("auto", "zoo:long-dream", "long-dream", tmp_path, "float32") == \
+        tmp_path / "fidelity_long-dream_teacher_fp32.traj"
+    assert path("none", "zoo:long-dream", "long-dream", tmp_path, KERNEL_NATIVE) is None
+    assert path(str(tmp_path / "mine.traj"), "zoo:long-dream", "long-dream", tmp_path, KERNEL_NATIVE) == \
+        tmp_path / "mine.traj"  # an explicit path is used whatever the kernel
+    with pytest.raises(ValueError, match="unknown bf16 kernel label 'some other bf16 kernel'"):
+        path("auto", "zoo:long-dream", "long-dream", tmp_path, "some other bf16 kernel")
+    assert bench.priors_cache_dir(tmp_path / "fidelity_long-dream_teacher_bf16emu.traj") == \
+        tmp_path / "fidelity_long-dream_priors_bf16emu"
 
 
 def test_a_rerun_without_json_finds_the_result_and_not_the_teacher_fingerprint(tmp_path, load_bench):
