@@ -52,7 +52,9 @@ def fmt(x: float | None, metric: str = "") -> str:
 def fmt_delta(d: dict, metric: str) -> str:
     if metric == "em":
         return f"{100 * d['delta']:+.1f} pts [{100 * d['ci_low']:+.1f}, {100 * d['ci_high']:+.1f}]"
-    return f"{d['delta']:+.3g} [{d['ci_low']:+.3g}, {d['ci_high']:+.3g}]"
+    # a bootstrap bound that is a difference of equal means comes out as float noise (e.g. -4e-21): show 0
+    v = [0.0 if abs(d[k]) < 1e-12 else d[k] for k in ("delta", "ci_low", "ci_high")]
+    return f"{v[0]:+.3g} [{v[1]:+.3g}, {v[2]:+.3g}]"
 
 
 def verdict_paragraph(result: dict) -> str:

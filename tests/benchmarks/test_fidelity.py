@@ -238,3 +238,14 @@ def test_the_prior_cache_skips_the_probe_only_for_an_identical_fingerprint(tmp_p
     assert probes == [1, 0, 1]  # a different fingerprint probes afresh and replaces the copy
     meta = json.loads((tmp_path / "res" / "fidelity_m_priors" / "s1" / "fingerprint.json").read_text())
     assert meta["fingerprint"]["kernel"] == "some other bf16 kernel" and meta["fingerprint"]["probe"]["seed"] == 1
+
+
+def test_paired_deltas_show_float_noise_bounds_as_zero(load_bench):
+    """A bootstrap bound that is a difference of equal means is float noise (-4.08e-21 was shown in the
+    long-dream report); it reads as 0, while a real small bound keeps its digits."""
+    rep = load_bench("fidelity_report")
+    assert rep.fmt_delta({"delta": 8.91e-4, "ci_low": -4.08e-21, "ci_high": 1.85e-3}, "never_agree") == \
+        "+0.000891 [+0, +0.00185]"
+    assert rep.fmt_delta({"delta": 9.57e-4, "ci_low": 6.52e-5, "ci_high": 1.89e-3}, "never_agree") == \
+        "+0.000957 [+6.52e-05, +0.00189]"
+    assert rep.fmt_delta({"delta": 0.0638, "ci_low": 0.0158, "ci_high": 0.1078}, "em") == "+6.4 pts [+1.6, +10.8]"
