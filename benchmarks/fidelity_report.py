@@ -79,7 +79,33 @@ def verdict_paragraph(result: dict) -> str:
         text += (f"Of {len(abl)} ablation rows compared with uniform weights (FlatQuant) in EM, "
                  f"{len(held)} are better ({', '.join(held) or 'none'}), {len(rev)} worse ({', '.join(rev) or 'none'}), "
                  f"the rest not resolved. ")
-    return text + position_sentence(result.get("position_analysis"))
+    return text + ablation_sentence(p) + position_sentence(result.get("position_analysis"))
+
+
+BASELINES = ("flatquant", "rtn", "quarot")  # not ablations of FAIR-Calib
+
+
+def ablation_sentence(paired: dict) -> str:
+    """FAIR-Calib against each of its own ablations in EM, from the CIs: which removal costs accuracy
+    (FAIR-Calib better), which helps (FAIR-Calib worse), which is a tie at this resolution."""
+    better, worse, tied = [], [], []
+    for key, pair in paired.items():
+        a, _, b = key.partition("_vs_")
+        if a == "faircalib" and b not in BASELINES:
+            other, sign = b, 1  # delta = faircalib - other
+        elif b == "faircalib" and a not in BASELINES:
+            other, sign = a, -1  # delta = other - faircalib
+        else:
+            continue
+        v = pair["em"]["verdict"]
+        if v == "not resolved":
+            tied.append(other)
+        else:
+            (better if (v == "holds") == (sign == 1) else worse).append(other)
+    if not (better or worse or tied):
+        return ""
+    return (f"FAIR-Calib against its own ablations in EM: better than {', '.join(better) or 'none'}; "
+            f"worse than {', '.join(worse) or 'none'}; not resolved against {', '.join(tied) or 'none'}. ")
 
 
 def position_sentence(pa: dict | None) -> str:

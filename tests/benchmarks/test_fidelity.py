@@ -64,6 +64,24 @@ def test_verdict_paragraph_and_formatting(load_bench):
                                        "n_examples": 1000, "verdict": "not resolved"} for m in ("em", "flips", "never_agree", "kl")}}}
     text = rep.verdict_paragraph(result)
     assert "not distinguishable" in text and "5 seeds x 1000" in text
+    assert "its own ablations" not in text  # no ablation pair yet: no sentence
+
+
+def test_ablation_sentence_reads_each_pair_from_its_side(load_bench):
+    """faircalib_vs_X 'holds' = FAIR-Calib better than X; X_vs_faircalib 'holds' = X better, i.e. FAIR-Calib
+    worse; baselines (flatquant, rtn, quarot) are not ablations."""
+    rep = load_bench("fidelity_report")
+
+    def pair(verdict):
+        return {"em": {"delta": 0.0, "ci_low": 0.0, "ci_high": 0.0, "verdict": verdict}}
+
+    paired = {"faircalib_vs_flatquant": pair("holds"), "faircalib_vs_rtn": pair("holds"),
+              "faircalib_vs_window_uniform": pair("holds"), "faircalib_vs_schedule_late": pair("reversed"),
+              "faircalib_vs_frontier_only": pair("not resolved"),
+              "masked_faircalib_vs_faircalib": pair("reversed"), "schedule_uniform_vs_flatquant": pair("holds")}
+    text = rep.ablation_sentence(paired)
+    assert text == ("FAIR-Calib against its own ablations in EM: better than window_uniform, masked_faircalib; "
+                    "worse than schedule_late; not resolved against frontier_only. ")
 
 
 def test_pairs_use_only_the_common_seeds_while_a_run_is_partial(load_bench):
