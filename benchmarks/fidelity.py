@@ -30,7 +30,11 @@ FlatQuant-vs-FAIR-Calib run on the long models; do not change them after seeing 
 
 Resumable and parallel: `--workers 2` runs two single-threaded worker processes that claim rows through
 lock files; each finished row is merged into the JSON at once (under a file lock), and a rerun skips the
-rows already in the JSON. Evaluation decodes under bf16 autocast on CPU (the teacher too), calibration in
+rows already in the JSON. `--budget-hours H` bounds an invocation's wall time the way the issue orders it:
+the FlatQuant vs FAIR-Calib rows and the baselines always run; an ablation seed starts only if its rows,
+at the median time of the calibrated rows finished so far, are expected to end within H (seeds are cut
+whole, highest first, so every ablation keeps common seeds); settings.budget records the budget and the
+first cut row. Evaluation decodes under bf16 autocast on CPU (the teacher too), calibration in
 float32; `settings.eval_dtype` records it. On a CPU without bf16 units the bf16 GEMMs run as float32 GEMMs
 on the bf16 operands, rounded to bf16 (faircalib/bf16.py: the same arithmetic up to the float32 summation
 order, at float32 speed instead of ~6x slower; validated in benchmarks/results/bf16_emulation.json); each
@@ -80,7 +84,9 @@ METRICS = {"em": 1, "flips": -1, "never_agree": -1, "kl": -1}  # direction: +1 h
 
 RESULTS = Path(__file__).resolve().parent / "results"
 PROFILES = {
-    # CPU scale for two single-threaded workers on this 2-core machine (~2.5 h per model): see the docstring
+    # CPU scale for two single-threaded workers on a 2-core machine. Sized for ~2.5 h a model, it measured
+    # 12.0 / 13.3 h of single-core row time on long-dream / long-llada (~6-7 h on two workers; 600-900 s an
+    # ablation row with native bf16, ~4x that emulated): --budget-hours cuts ablation seeds to fit a budget
     "default": {"n_eval": 1000, "n_diag": 250, "n_select": 250, "probe_n": 256, "probe_batch": 32,
                 "calib_n": 64, "calib_seq_len": 256, "epochs": 15, "main_seeds": 5, "ablation_seeds": 3,
                 "eval_batch": 50, "bf16_eval": True, "n_boot": 4000},
@@ -355,6 +361,67 @@ def plan(prof: dict) -> list[str]:
     return rows
 
 
+def row_cost_s(rows: dict, kernel: str | None = None) -> float | None:
+    """The median wall time of one calibrated row (main or ablation) among the finished `rows`, preferring
+    rows that ran with `kernel` (hosts alternate between native and emulated bf16, ~4x apart); None if no
+    calibrated row has finished yet."""
+    timed = [r for r in rows.values() if r["name"] in MAIN_ROWS + ABLATION_ROWS and r.get("row_time_s")]
+    same = [r for r in timed if r.get("bf16_kernel") == kernel]
+    times = sorted(r["row_time_s"] for r in (same or timed))
+    if not times:
+        return None
+    mid = len(times) // 2
+    return float(times[mid] if len(times) % 2 else (times[mid - 1] + times[mid]) / 2)
+
+
+def estimate_plan(prof: dict, rows: dict, workers: int, kernel: str | None = None) -> dict:
+    """Wall-time estimate of the plan from the rows finished so far: every calibrated row (main, QuaRot,
+    ablation) at row_cost_s(), fp/rtn at their own time where finished with `kernel` (else the same cost, an
+    upper bound: they calibrate nothing), spread evenly
+    over `workers` single-threaded processes (the teacher decode and bit selection are not counted)."""
+    cost = row_cost_s(rows, kernel)
+    keys = plan(prof)
+    if cost is None:
+        return {"rows_done": sum(k in rows for k in keys), "rows_left": sum(k not in rows for k in keys),
+                "row_cost_s": None, "reason": "no calibrated row has finished yet: nothing to estimate from"}
+
+    def t(k: str) -> float:
+        r = rows.get(k)
+        own = r is not None and r["name"] in SEEDLESS_ROWS and r.get("bf16_kernel") == kernel
+        return float(r["row_time_s"]) if own else cost  # cost bounds fp/rtn (no calibration) from above
+
+    w = max(1, workers)
+    left = [k for k in keys if k not in rows]
+    return {"rows_done": len(keys) - len(left), "rows_left": len(left), "row_cost_s": round(cost, 1),
+            "kernel": kernel, "workers": w, "hours_left": round(sum(map(t, left)) / w / 3600, 2),
+            "hours_full_plan": round(sum(map(t, keys)) / w / 3600, 2),
+            "hours_without_ablations": round(sum(t(k) for k in keys if k.split("@")[0] not in ABLATION_ROWS)
+                                             / w / 3600, 2)}
+
+
+def budget_cut(key: str, rows: dict, started: set[str], workers: int, deadline: float, now: float,
+               kernel: str | None = None) -> str | None:
+    """Whether the time budget cuts row `key` (None: run it; otherwise why not). The issue's rule: cut
+    ablation seeds first, never the FlatQuant vs FAIR-Calib pair, so main and baseline rows always run. An
+    ablation seed is cut whole, and only before any of its rows has started (`started`: keys finished or
+    claimed), so every ablation keeps the same seeds and still pairs with the others; a seed is started only
+    if all its remaining rows are expected to finish, spread over `workers`, before `deadline` (epoch s)."""
+    name, seed = key.split("@")[0], int(key.split("@")[1])
+    if name not in ABLATION_ROWS:
+        return None
+    seed_keys = [f"{a}@{seed}" for a in ABLATION_ROWS]
+    if any(k in rows or k in started for k in seed_keys):
+        return None
+    cost = row_cost_s(rows, kernel)
+    if cost is None:
+        return None
+    need = len(seed_keys) * cost / max(1, workers)
+    if now + need <= deadline:
+        return None
+    return (f"ablation seed {seed} and later cut by the time budget: its {len(seed_keys)} rows need ~{need / 60:.0f} "
+            f"min on {workers} worker(s) at {cost:.0f} s a row, {max(0.0, deadline - now) / 60:.0f} min are left")
+
+
 def quantize_row(ctx: Context, name: str, seed: int, bits: str):
     """-> (quantized model, info) for one row (the method registry's names; ablations as variants)."""
     masking = "window" if name.startswith("masked_") else "none"
@@ -475,14 +542,49 @@ def _report_module():
     return fidelity_report
 
 
+def save_result(json_path: Path, result: dict) -> None:
+    """Replace the result JSON atomically (callers hold its lock)."""
+    tmp = json_path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(result, indent=1))
+    os.replace(tmp, json_path)
+
+
 def write_row(json_path: Path, row: dict, n_boot: int) -> None:
     with locked(json_path.with_suffix(".lock")):
         result = json.loads(json_path.read_text())
         result["rows"][row["key"]] = row
         summarize(result, n_boot)
-        tmp = json_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(result, indent=1))
-        os.replace(tmp, json_path)
+        save_result(json_path, result)
+
+
+def note_budget_cut(json_path: Path, key: str, reason: str) -> None:
+    """Record in settings.budget where the time budget cut the plan (the first cut row and why)."""
+    with locked(json_path.with_suffix(".lock")):
+        result = json.loads(json_path.read_text())
+        budget = result["settings"].setdefault("budget", {})
+        if budget.get("cut_at") is None:
+            log(reason)
+            budget.update(cut_at=key, reason=reason)
+            save_result(json_path, result)
+
+
+def start_budget(json_path: Path, hours: float | None, workers: int, t0: float) -> float | None:
+    """Set this invocation's time budget in settings.budget (None: the full pre-registered plan) -> the
+    deadline in epoch seconds. Each invocation (a resume too) gets its own budget, counted from its start
+    `t0` (epoch s; the bit selection and the teacher decode count against it)."""
+    with locked(json_path.with_suffix(".lock")):
+        result = json.loads(json_path.read_text())
+        if hours is None:
+            if result["settings"].pop("budget", None) is not None:  # an earlier invocation's budget
+                save_result(json_path, result)
+            return None
+        deadline = t0 + hours * 3600.0
+        result["settings"]["budget"] = {
+            "hours": hours, "workers": workers, "cut_at": None,
+            "deadline_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(deadline)),
+            "rule": "main and baseline rows always run; ablation seeds are cut whole, highest seed first"}
+        save_result(json_path, result)
+    return deadline
 
 
 # ------------------------------------------------------------------------------------------- driver
@@ -507,8 +609,15 @@ def worker(args) -> None:
     claims = work / "claims"
     claims.mkdir(parents=True, exist_ok=True)
     for key in plan(prof):
-        if key in json.loads(json_path.read_text())["rows"]:
+        rows = json.loads(json_path.read_text())["rows"]
+        if key in rows:
             continue
+        if args.deadline is not None:
+            cut = budget_cut(key, rows, {p.name for p in claims.iterdir()}, args.workers, args.deadline,
+                             time.time(), ctx.kernel)
+            if cut:
+                note_budget_cut(json_path, key, cut)
+                break  # the plan lists ablation seeds in order: every later row is cut too
         try:
             fd = os.open(claims / key, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
         except FileExistsError:
@@ -588,16 +697,40 @@ def main(argv: list[str] | None = None) -> dict:
                          "fidelity_<model>_teacher_<kernel>.traj for zoo/local models, one per bf16 kernel; none "
                          "for tiny: test models), none, or a path; the Stage I priors are kept beside it "
                          "(X_teacher<rest>.traj -> X_priors<rest>/s<seed>/)")
+    ap.add_argument("--budget-hours", type=float, default=None,
+                    help="wall-clock budget of this invocation: ablation seeds that would not finish in it are "
+                         "cut (whole, last first; estimated from the rows finished so far); the FlatQuant vs "
+                         "FAIR-Calib rows and the baselines always run. Default: the full plan")
+    ap.add_argument("--estimate", action="store_true",
+                    help="print the plan's wall-time estimate on --workers from an existing result's row times, "
+                         "per bf16 kernel its rows ran with (this CPU's is named), and exit: choose --budget-hours "
+                         "from it")
     ap.add_argument("--report-only", action="store_true", help="rebuild the report from an existing --json")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--deadline", type=float, default=None, help=argparse.SUPPRESS)  # epoch s, for workers
     args = ap.parse_args(argv)
+    if args.budget_hours is not None and not args.budget_hours > 0:
+        ap.error(f"--budget-hours {args.budget_hours}: give a positive number of hours (omit it for the full plan)")
     if args.worker:
         worker(args)
         return {}
     prof = PROFILES[args.profile]
     stem, results = stem_of(args.model), RESULTS
     json_path = Path(args.json) if args.json else None
+    if args.estimate:
+        json_path = json_path or find_result(results, stem, args.profile)
+        if json_path is None or not json_path.exists():
+            raise SystemExit(f"--estimate needs a result to time from: pass --json PATH (none found for {args.model}, "
+                             f"profile {args.profile}, in {results})")
+        rows = json.loads(json_path.read_text())["rows"]
+        here = bf16_kernel(emulate_bf16_here()) if prof["bf16_eval"] else "float32"
+        kernels = sorted({r["bf16_kernel"] for r in rows.values() if r.get("bf16_kernel")} | {here})
+        out = {"json": str(json_path), "this_cpu_kernel": here,
+               "by_kernel": {k: estimate_plan(prof, rows, args.workers, k) for k in kernels}}
+        print(json.dumps(out, indent=1))
+        return out
     if not args.report_only:
+        t_start = time.time()
         torch.set_num_threads(1)
         torch.set_flush_denormal(True)
         work = Path(args.work or f"/tmp/faircalib-fidelity-{stem}-{args.profile}")
@@ -617,8 +750,10 @@ def main(argv: list[str] | None = None) -> dict:
         ctx.teacher()  # once, before the workers start
         for stale in list((work / "claims").glob("*")) if (work / "claims").exists() else []:
             stale.unlink()  # claims of an earlier, interrupted invocation
+        deadline = start_budget(json_path, args.budget_hours, max(1, args.workers), t_start)
         cmd = [sys.executable, __file__, "--worker", "--model", args.model, "--json", str(json_path),
-               "--profile", args.profile, "--work", str(work), "--teacher-cache", args.teacher_cache]
+               "--profile", args.profile, "--work", str(work), "--teacher-cache", args.teacher_cache,
+               "--workers", str(max(1, args.workers))] + ([] if deadline is None else ["--deadline", str(deadline)])
         procs = [subprocess.Popen(cmd) for _ in range(max(1, args.workers))]
         rcs = [p.wait() for p in procs]
         if any(rcs):

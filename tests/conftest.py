@@ -7,6 +7,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+import importlib.util
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -70,3 +74,21 @@ def tiny_model_dir(tmp_path_factory, byte_tokenizer):
                        pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
     save_model_dir(model, path, tokenizer=tok)
     return path
+
+
+# the benchmark scripts are files, not a package: `load_bench("scale")` imports benchmarks/scale.py
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def _load(name: str):
+    if str(BENCH) not in sys.path:
+        sys.path.insert(0, str(BENCH))  # a benchmark may import its siblings (fidelity -> fidelity_report)
+    spec = importlib.util.spec_from_file_location(f"faircalib_bench_{name}", BENCH / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.fixture
+def load_bench():
+    return _load

@@ -267,3 +267,83 @@ def test_paired_deltas_show_float_noise_bounds_as_zero(load_bench):
     assert rep.fmt_delta({"delta": 9.57e-4, "ci_low": 6.52e-5, "ci_high": 1.89e-3}, "never_agree") == \
         "+0.000957 [+6.52e-05, +0.00189]"
     assert rep.fmt_delta({"delta": 0.0638, "ci_low": 0.0158, "ci_high": 0.1078}, "em") == "+6.4 pts [+1.6, +10.8]"
+
+
+def _timed(name: str, seed: int, seconds: float, kernel: str = "native bf16 GEMM") -> dict:
+    return {"name": name, "seed": seed, "row_time_s": seconds, "bf16_kernel": kernel}
+
+
+def test_row_cost_is_the_median_calibrated_row_of_this_kernel(load_bench):
+    fid = load_bench("fidelity")
+    rows = {"fp@0": _timed("fp", 0, 5.0), "quarot@0": _timed("quarot", 0, 9000.0),  # neither is counted
+            "flatquant@0": _timed("flatquant", 0, 100.0), "faircalib@0": _timed("faircalib", 0, 300.0),
+            "window_uniform@0": _timed("window_uniform", 0, 200.0),
+            "faircalib@1": _timed("faircalib", 1, 4000.0, kernel="emulated")}
+    assert fid.row_cost_s(rows, "native bf16 GEMM") == 200.0  # median of 100, 200, 300
+    assert fid.row_cost_s(rows, "emulated") == 4000.0
+    assert fid.row_cost_s(rows, "float32") == 250.0  # no row of that kernel: every calibrated row (even count)
+    assert fid.row_cost_s({"fp@0": rows["fp@0"]}) is None
+
+
+def test_the_budget_never_cuts_the_main_pair_and_cuts_ablation_seeds_whole(load_bench):
+    fid = load_bench("fidelity")
+    n_abl = len(fid.ABLATION_ROWS)
+    rows = {f"{m}@{s}": _timed(m, s, 100.0) for s in range(2) for m in fid.MAIN_ROWS}
+    # the main pair and the baselines run even with the deadline long past
+    for key in ("faircalib@4", "flatquant@3", "quarot@0", "rtn@0"):
+        assert fid.budget_cut(key, rows, set(), 2, deadline=0.0, now=1e6) is None
+    # an unstarted ablation seed needs n_abl rows x 100 s over 2 workers
+    need = n_abl * 100.0 / 2
+    assert fid.budget_cut("window_uniform@1", rows, set(), 2, deadline=need, now=0.0) is None
+    cut = fid.budget_cut("window_uniform@1", rows, set(), 2, deadline=need - 1.0, now=0.0)
+    assert cut.startswith("ablation seed 1 and later cut") and f"{n_abl} rows" in cut
+    # a seed already started (one row finished or claimed) is finished, whatever the clock says
+    assert fid.budget_cut("prior_floor1@1", rows, {"window_uniform@1"}, 2, deadline=0.0, now=1e6) is None
+    started = {**rows, "window_uniform@1": _timed("window_uniform", 1, 100.0)}
+    assert fid.budget_cut("prior_floor1@1", started, set(), 2, deadline=0.0, now=1e6) is None
+    # nothing calibrated yet: no estimate, no cut
+    assert fid.budget_cut("window_uniform@0", {}, set(), 2, deadline=0.0, now=1e6) is None
+
+
+def test_the_plan_estimate_adds_rows_at_their_cost_over_the_workers(load_bench):
+    fid = load_bench("fidelity")
+    prof = fid.PROFILES["smoke"]  # 2 main seeds x 2, fp/rtn/quarot, 8 ablations x 1 seed: 15 rows
+    keys = fid.plan(prof)
+    rows = {"fp@0": _timed("fp", 0, 10.0), "rtn@0": _timed("rtn", 0, 20.0),
+            "flatquant@0": _timed("flatquant", 0, 100.0), "faircalib@0": _timed("faircalib", 0, 100.0)}
+    est = fid.estimate_plan(prof, rows, workers=2, kernel="native bf16 GEMM")
+    assert est["rows_done"] == 4 and est["rows_left"] == len(keys) - 4 == 11 and est["row_cost_s"] == 100.0
+    assert est["hours_full_plan"] == round((13 * 100.0 + 10.0 + 20.0) / 2 / 3600, 2)
+    assert est["hours_left"] == round(11 * 100.0 / 2 / 3600, 2)
+    assert est["hours_without_ablations"] == round((5 * 100.0 + 30.0) / 2 / 3600, 2)
+    other = fid.estimate_plan(prof, rows, workers=2, kernel="emulated")  # fp/rtn of another kernel: at cost
+    assert other["hours_full_plan"] == round(15 * 100.0 / 2 / 3600, 2)
+    assert fid.estimate_plan(prof, {}, workers=2)["row_cost_s"] is None
+
+
+@pytest.mark.timeout(900)
+def test_a_budget_run_keeps_the_main_rows_cuts_the_ablations_and_a_rerun_completes(tmp_path, load_bench, capsys):
+    bench = load_bench("fidelity")
+    js, work = tmp_path / "f.json", tmp_path / "work"
+    args = ["--model", "tiny:llada", "--profile", "smoke", "--json", str(js), "--work", str(work), "--bits", "w4a4",
+            "--workers", "1"]
+    with pytest.raises(SystemExit):
+        bench.main(args + ["--budget-hours", "0"])
+    assert "--budget-hours 0.0: give a positive number of hours" in capsys.readouterr().err
+    bench.main(args + ["--budget-hours", "0.0001"])  # 0.36 s: no ablation seed fits
+    result = json.loads(js.read_text())
+    prof = bench.PROFILES["smoke"]
+    kept = [k for k in bench.plan(prof) if k.split("@")[0] not in bench.ABLATION_ROWS]
+    assert sorted(result["rows"]) == sorted(kept)  # the main pair (2 seeds) and fp, rtn, quarot
+    budget = result["settings"]["budget"]
+    assert budget["hours"] == 0.0001 and budget["cut_at"] == f"{bench.ABLATION_ROWS[0]}@0"
+    assert budget["reason"].startswith("ablation seed 0 and later cut by the time budget")
+    assert result["paired"]["faircalib_vs_flatquant"]["em"]["n_seeds"] == prof["main_seeds"]
+    bench.main(args)  # no budget: the rerun runs the cut rows and drops the old budget record
+    again = json.loads(js.read_text())
+    assert sorted(again["rows"]) == sorted(bench.plan(prof)) and "budget" not in again["settings"]
+    assert again["rows"]["faircalib@0"] == result["rows"]["faircalib@0"]
+    est = bench.main(["--model", "tiny:llada", "--profile", "smoke", "--json", str(js), "--estimate"])
+    assert all(e["rows_left"] == 0 and e["row_cost_s"] > 0 for e in est["by_kernel"].values())
+    assert est["this_cpu_kernel"] in est["by_kernel"]
+    capsys.readouterr()
