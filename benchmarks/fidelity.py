@@ -85,8 +85,9 @@ METRICS = {"em": 1, "flips": -1, "never_agree": -1, "kl": -1}  # direction: +1 h
 RESULTS = Path(__file__).resolve().parent / "results"
 PROFILES = {
     # CPU scale for two single-threaded workers on a 2-core machine. Sized for ~2.5 h a model, it measured
-    # 12.0 / 13.3 h of single-core row time on long-dream / long-llada (~6-7 h on two workers; 600-900 s an
-    # ablation row with native bf16, ~4x that emulated): --budget-hours cuts ablation seeds to fit a budget
+    # 12.0 / 13.3 h of single-core row time on long-dream / long-llada as run (partly on emulated-bf16 hosts,
+    # ~4x slower a row); --estimate gives 3.5 / 4.0 h on two workers with native bf16. --budget-hours cuts
+    # ablation seeds to fit a budget
     "default": {"n_eval": 1000, "n_diag": 250, "n_select": 250, "probe_n": 256, "probe_batch": 32,
                 "calib_n": 64, "calib_seq_len": 256, "epochs": 15, "main_seeds": 5, "ablation_seeds": 3,
                 "eval_batch": 50, "bf16_eval": True, "n_boot": 4000},
@@ -377,8 +378,8 @@ def row_cost_s(rows: dict, kernel: str | None = None) -> float | None:
 def estimate_plan(prof: dict, rows: dict, workers: int, kernel: str | None = None) -> dict:
     """Wall-time estimate of the plan from the rows finished so far: every calibrated row (main, QuaRot,
     ablation) at row_cost_s(), fp/rtn at their own time where finished with `kernel` (else the same cost, an
-    upper bound: they calibrate nothing), spread evenly
-    over `workers` single-threaded processes (the teacher decode and bit selection are not counted)."""
+    upper bound: they calibrate nothing), spread evenly over `workers` single-threaded processes (the
+    teacher decode and bit selection are not counted)."""
     cost = row_cost_s(rows, kernel)
     keys = plan(prof)
     if cost is None:
@@ -699,7 +700,7 @@ def main(argv: list[str] | None = None) -> dict:
                          "(X_teacher<rest>.traj -> X_priors<rest>/s<seed>/)")
     ap.add_argument("--budget-hours", type=float, default=None,
                     help="wall-clock budget of this invocation: ablation seeds that would not finish in it are "
-                         "cut (whole, last first; estimated from the rows finished so far); the FlatQuant vs "
+                         "cut (whole, highest seed first; estimated from the rows finished so far); the FlatQuant vs "
                          "FAIR-Calib rows and the baselines always run. Default: the full plan")
     ap.add_argument("--estimate", action="store_true",
                     help="print the plan's wall-time estimate on --workers from an existing result's row times, "
